@@ -1,0 +1,22 @@
+# Two entry points for a fresh machine: `make generate` and `make test`.
+# Both create .venv/ (CPU torch 2.13.0 first, so no multi-GB CUDA build is pulled in) and install the package.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROMPT ?= a red circle above a blue square
+OUT ?= image.png
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+
+.PHONY: install generate test
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+
+generate: install
+	$(BIN)/pixart generate "$(PROMPT)" --out $(OUT)
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests

@@ -1,0 +1,345 @@
+"""PixArt-alpha's text-to-image diffusion transformer (paper section 2.3, figure 4).
+
+Read top to bottom in the order of the figure: the patch embedding with its sin-cos position table, adaLN-single (one
+global timestep MLP; every block adds its own ``scale_shift_table``), the caption projection, the T2I block
+(self-attention, cross-attention to the caption, feed-forward), the output layer, and the model. Names and shapes match
+diffusers' ``PixArtTransformer2DModel`` so that the official Hub checkpoints load with ``strict`` keys.
+
+Shapes: ``B`` batch, ``C`` latent channels, ``H x W`` latent grid, ``p`` patch size, ``N = (H/p)(W/p)`` image tokens,
+``L`` caption tokens, ``D`` hidden size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
+from diffusers.models.attention import AttentionMixin, FeedForward
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_2d_sincos_pos_embed
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation ``x * (1 + scale) + shift``; ``x`` is (B, N, D), ``shift``/``scale`` broadcast as (B, 1, D)."""
+    return x * (1 + scale) + shift
+
+
+class PatchEmbed(nn.Module):
+    """Latent image (B, C, H, W) to patch tokens (B, N, D) plus a sin-cos position table.
+
+    The table is recomputed for any grid: positions are ``arange(n) / (n / base_size) / interpolation_scale`` (the
+    DiffFit trick the paper adopts for multi-scale training), ``base_size`` being the training grid
+    ``sample_size // patch_size``. It is a cache, never saved.
+    """
+
+    def __init__(self, sample_size: int, patch_size: int, in_channels: int, dim: int, interpolation_scale: float):
+        super().__init__()
+        self.patch_size = patch_size
+        self.base_size = sample_size // patch_size
+        self.interpolation_scale = interpolation_scale
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size, bias=True)
+        self._tables: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+    def position_table(self, grid_h: int, grid_w: int, device: torch.device) -> torch.Tensor:
+        """The (1, grid_h * grid_w, D) float32 sin-cos table of a grid."""
+        key = (grid_h, grid_w, device)
+        if key not in self._tables:
+            table = get_2d_sincos_pos_embed(
+                self.proj.out_channels,
+                (grid_h, grid_w),
+                base_size=self.base_size,
+                interpolation_scale=self.interpolation_scale,
+                device=device,
+                output_type="pt",
+            )
+            self._tables[key] = table.float().unsqueeze(0)
+        return self._tables[key]
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        grid_h, grid_w = latents.shape[-2] // self.patch_size, latents.shape[-1] // self.patch_size
+        tokens = self.proj(latents).flatten(2).transpose(1, 2)  # (B, N, D)
+        return (tokens + self.position_table(grid_h, grid_w, latents.device)).to(tokens.dtype)
+
+
+class MicroConditionEmbedding(nn.Module):
+    """Timestep embedding t (B, D), plus, for the multi-scale models, the image size and aspect ratio.
+
+    Each scalar goes through the 256-channel frequency embedding and an MLP; the size (h, w) gives 2 x D/3 channels,
+    the aspect ratio D/3, and their concatenation is added to the timestep embedding (so 3 * (D // 3) must equal D).
+    """
+
+    def __init__(self, dim: int, use_additional_conditions: bool):
+        super().__init__()
+        self.time_proj = Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.timestep_embedder = TimestepEmbedding(in_channels=256, time_embed_dim=dim)
+        self.use_additional_conditions = use_additional_conditions
+        if use_additional_conditions:
+            if 3 * (dim // 3) != dim:
+                raise ValueError(f"Micro-conditions need a hidden size divisible by 3, got {dim}.")
+            self.additional_condition_proj = Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=0)
+            self.resolution_embedder = TimestepEmbedding(in_channels=256, time_embed_dim=dim // 3)
+            self.aspect_ratio_embedder = TimestepEmbedding(in_channels=256, time_embed_dim=dim // 3)
+
+    def forward(
+        self,
+        timestep: torch.Tensor,
+        resolution: torch.Tensor | None,
+        aspect_ratio: torch.Tensor | None,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        emb = self.timestep_embedder(self.time_proj(timestep).to(dtype))  # (B, D)
+        if not self.use_additional_conditions:
+            return emb
+        if resolution is None or aspect_ratio is None:
+            raise ValueError(
+                "This model uses micro-conditions: pass `added_cond_kwargs` with 'resolution' (B, 2) and "
+                "'aspect_ratio' (B, 1)."
+            )
+        batch = emb.shape[0]
+        size = self.resolution_embedder(self.additional_condition_proj(resolution.flatten()).to(dtype))
+        ratio = self.aspect_ratio_embedder(self.additional_condition_proj(aspect_ratio.flatten()).to(dtype))
+        return emb + torch.cat([size.reshape(batch, -1), ratio.reshape(batch, -1)], dim=1)
+
+
+class AdaLayerNormSingle(nn.Module):
+    """adaLN-single: one global MLP S = f(t) of shape (B, 6D), shared by every block (paper eq. in section 2.3).
+
+    Returns ``(S, t_emb)``: the six shifts/scales/gates for all blocks, and the embedding before the SiLU + Linear,
+    which the output layer uses.
+    """
+
+    def __init__(self, dim: int, use_additional_conditions: bool = False):
+        super().__init__()
+        self.emb = MicroConditionEmbedding(dim, use_additional_conditions)
+        self.silu = nn.SiLU()
+        self.linear = nn.Linear(dim, 6 * dim, bias=True)
+
+    def forward(
+        self, timestep: torch.Tensor, added_cond_kwargs: dict[str, torch.Tensor] | None, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        added = added_cond_kwargs or {}
+        t_emb = self.emb(timestep, added.get("resolution"), added.get("aspect_ratio"), dtype)  # (B, D)
+        return self.linear(self.silu(t_emb)), t_emb  # (B, 6D), (B, D)
+
+
+class CaptionProjection(nn.Module):
+    """T5 features (B, L, caption_channels) to the hidden size (B, L, D): Linear, GELU(tanh), Linear."""
+
+    def __init__(self, in_features: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_features, dim, bias=True)
+        self.act_1 = nn.GELU(approximate="tanh")
+        self.linear_2 = nn.Linear(dim, dim, bias=True)
+
+    def forward(self, caption: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act_1(self.linear_1(caption)))
+
+
+class PixArtBlock(nn.Module):
+    """The T2I block: adaLN-modulated self-attention, cross-attention to the caption, adaLN-modulated FFN.
+
+    ``S(i) = S + E(i)``: the global modulation ``S`` (B, 6D) plus this block's ``scale_shift_table`` E(i) (6, D).
+    The cross-attention has neither norm nor gate; its output projection starts at zero in training so that a
+    pre-trained DiT block is preserved (paper section 2.3).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        head_dim: int,
+        cross_attention_dim: int | None,
+        dropout: float = 0.0,
+        activation_fn: str = "gelu-approximate",
+        attention_bias: bool = True,
+        upcast_attention: bool = False,
+        norm_elementwise_affine: bool = False,
+        norm_eps: float = 1e-6,
+    ):
+        super().__init__()
+        attention = dict(heads=num_heads, dim_head=head_dim, dropout=dropout, bias=attention_bias, out_bias=True)
+        attention.update(upcast_attention=upcast_attention, processor=AttnProcessor2_0())
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=norm_elementwise_affine, eps=norm_eps)
+        self.attn1 = Attention(query_dim=dim, cross_attention_dim=None, **attention)
+        self.attn2 = Attention(query_dim=dim, cross_attention_dim=cross_attention_dim, **attention)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=norm_elementwise_affine, eps=norm_eps)
+        self.ff = FeedForward(dim, dropout=dropout, activation_fn=activation_fn, bias=True)
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        caption: torch.Tensor,
+        t: torch.Tensor,
+        caption_bias: torch.Tensor | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """``x`` (B, N, D), ``caption`` (B, L, D), ``t`` the global modulation (B, 6D), ``caption_bias`` (B, 1, L)."""
+        attention_kwargs = attention_kwargs or {}
+        modulation = self.scale_shift_table[None] + t.reshape(x.shape[0], 6, -1)  # (B, 6, D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)
+        x = x + gate_msa * self.attn1(modulate(self.norm1(x), shift_msa, scale_msa), **attention_kwargs)
+        x = x + self.attn2(x, encoder_hidden_states=caption, attention_mask=caption_bias, **attention_kwargs)
+        return x + gate_mlp * self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
+    """PixArt-alpha transformer: noisy latent (B, C, H, W), timestep and T5 caption to (B, out_channels, H, W).
+
+    The config is diffusers' ``PixArtTransformer2DModel`` config, key for key, with the same defaults and fallbacks
+    (``interpolation_scale = max(sample_size // 64, 1)``, micro-conditions on only for ``sample_size == 128``), so
+    the official Hub folders and diffusers-saved folders load here and the other way round. ``norm_num_groups`` and
+    ``attention_type`` are kept for that compatibility and have no effect.
+
+    With ``out_channels = 2 * in_channels`` the model predicts the noise and, in the second half, the interpolation
+    coefficient of the learned variance (IDDPM).
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["PixArtBlock", "PatchEmbed"]
+    _skip_layerwise_casting_patterns = ["pos_embed", "norm", "adaln_single"]
+
+    @register_to_config
+    def __init__(
+        self,
+        num_attention_heads: int = 16,
+        attention_head_dim: int = 72,
+        in_channels: int = 4,
+        out_channels: int | None = 8,
+        num_layers: int = 28,
+        dropout: float = 0.0,
+        norm_num_groups: int = 32,
+        cross_attention_dim: int | None = 1152,
+        attention_bias: bool = True,
+        sample_size: int = 128,
+        patch_size: int = 2,
+        activation_fn: str = "gelu-approximate",
+        num_embeds_ada_norm: int | None = 1000,
+        upcast_attention: bool = False,
+        norm_type: str = "ada_norm_single",
+        norm_elementwise_affine: bool = False,
+        norm_eps: float = 1e-6,
+        interpolation_scale: int | None = None,
+        use_additional_conditions: bool | None = None,
+        caption_channels: int | None = None,
+        attention_type: str | None = "default",
+    ):
+        super().__init__()
+        if norm_type != "ada_norm_single":
+            raise ValueError(f"PixArt-alpha uses norm_type 'ada_norm_single', got {norm_type!r}.")
+        if num_embeds_ada_norm is None:
+            raise ValueError("`num_embeds_ada_norm` cannot be None for adaLN-single.")
+        if sample_size % patch_size != 0:
+            raise ValueError(f"`sample_size` {sample_size} is not divisible by `patch_size` {patch_size}.")
+        dim = num_attention_heads * attention_head_dim
+        self.inner_dim = dim
+        self.out_channels = in_channels if out_channels is None else out_channels
+        self.use_additional_conditions = (
+            sample_size == 128 if use_additional_conditions is None else use_additional_conditions
+        )
+        self.gradient_checkpointing = False
+
+        self.pos_embed = PatchEmbed(
+            sample_size,
+            patch_size,
+            in_channels,
+            dim,
+            interpolation_scale if interpolation_scale is not None else max(sample_size // 64, 1),
+        )
+        self.adaln_single = AdaLayerNormSingle(dim, use_additional_conditions=self.use_additional_conditions)
+        self.caption_projection = CaptionProjection(caption_channels, dim) if caption_channels is not None else None
+        self.transformer_blocks = nn.ModuleList(
+            [
+                PixArtBlock(
+                    dim,
+                    num_attention_heads,
+                    attention_head_dim,
+                    cross_attention_dim,
+                    dropout=dropout,
+                    activation_fn=activation_fn,
+                    attention_bias=attention_bias,
+                    upcast_attention=upcast_attention,
+                    norm_elementwise_affine=norm_elementwise_affine,
+                    norm_eps=norm_eps,
+                )
+                for _ in range(num_layers)
+            ]
+        )
+        # Output layer: LayerNorm, modulation by the timestep embedding and a final table, Linear to patches.
+        self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
+        self.proj_out = nn.Linear(dim, patch_size * patch_size * self.out_channels)
+
+    @staticmethod
+    def mask_to_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """A keep-mask (B, L) of 1/0 to the additive attention bias (B, 1, L) of 0/-10000; a bias passes through."""
+        if mask is None or mask.ndim != 2:
+            return mask
+        return ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
+
+    def unpatchify(self, x: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
+        """Patch tokens (B, N, p*p*C) to the image layout (B, C, H, W)."""
+        p, c = self.config.patch_size, self.out_channels
+        x = x.reshape(-1, grid_h, grid_w, p, p, c)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(-1, c, grid_h * p, grid_w * p)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        timestep: torch.LongTensor | None = None,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
+        """Predict the noise (and the variance interpolation) of a noisy latent.
+
+        Args:
+            hidden_states: noisy latents (B, C, H, W); H and W divisible by the patch size.
+            encoder_hidden_states: caption features (B, L, caption_channels).
+            timestep: diffusion timesteps (B,).
+            added_cond_kwargs: micro-conditions ``{"resolution": (B, 2), "aspect_ratio": (B, 1)}``, for models that
+                use them.
+            cross_attention_kwargs: extra keyword arguments for the attention processors.
+            attention_mask: unused by PixArt (self-attention sees every patch); accepted for diffusers compatibility.
+            encoder_attention_mask: caption keep-mask (B, L) of 1/0, or an additive bias (B, 1, L).
+            return_dict: return a ``Transformer2DModelOutput`` rather than a tuple.
+
+        Returns:
+            The prediction (B, out_channels, H, W).
+        """
+        if self.use_additional_conditions and added_cond_kwargs is None:
+            raise ValueError("`added_cond_kwargs` cannot be None when using additional conditions for `adaln_single`.")
+        if encoder_hidden_states is None or timestep is None:
+            raise ValueError("`encoder_hidden_states` and `timestep` are required.")
+        p = self.config.patch_size
+        if hidden_states.shape[-2] % p or hidden_states.shape[-1] % p:
+            raise ValueError(f"Latent size {tuple(hidden_states.shape[-2:])} is not divisible by the patch size {p}.")
+        batch, grid_h, grid_w = hidden_states.shape[0], hidden_states.shape[-2] // p, hidden_states.shape[-1] // p
+
+        x = self.pos_embed(hidden_states)  # (B, N, D)
+        t, t_emb = self.adaln_single(timestep, added_cond_kwargs, dtype=x.dtype)  # (B, 6D), (B, D)
+        caption = encoder_hidden_states
+        if self.caption_projection is not None:
+            caption = self.caption_projection(caption).view(batch, -1, x.shape[-1])  # (B, L, D)
+        caption_bias = self.mask_to_bias(encoder_attention_mask, x.dtype)  # (B, 1, L)
+
+        for block in self.transformer_blocks:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x = self._gradient_checkpointing_func(block, x, caption, t, caption_bias, cross_attention_kwargs)
+            else:
+                x = block(x, caption, t, caption_bias, cross_attention_kwargs)
+
+        shift, scale = (self.scale_shift_table[None] + t_emb[:, None]).chunk(2, dim=1)  # (B, 1, D) each
+        x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, N, p*p*out)
+        output = self.unpatchify(x, grid_h, grid_w)
+        if not return_dict:
+            return (output,)
+        return Transformer2DModelOutput(sample=output)
