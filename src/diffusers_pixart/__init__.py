@@ -4,7 +4,7 @@
 from diffusers import ModelMixin
 
 from .models.pixart_transformer import PixArtTransformer2DModel
-# from .pipelines.pixart_alpha import PixArtAlphaPipeline
+from .pipelines.pixart_alpha import PixArtAlphaPipeline
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,1 @@
+"""Data: streaming datasets, aspect-ratio buckets, features."""

@@ -1,0 +1,38 @@
+"""The three samplers of the paper (appendix A.5), selectable by name: DPM-Solver, SA-Solver and IDDPM.
+
+IDDPM is diffusers' ``DDPMScheduler`` with the learned-range variance, so that it uses the second half of the
+transformer's output (the variance interpolation) the way PixArt was trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, SASolverScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+#: Sampler name -> (scheduler class, config overrides, default steps, default guidance) as in the official demo.
+SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any], int, float]] = {
+    "dpm": (DPMSolverMultistepScheduler, {}, 20, 4.5),
+    "sa": (SASolverScheduler, {}, 25, 3.0),
+    "iddpm": (DDPMScheduler, {"variance_type": "learned_range", "clip_sample": False}, 100, 4.5),
+}
+
+
+def scheduler_name(name: str) -> str:
+    """Normalise a sampler name (``dpm``, ``dpm-solver``, ``sa``, ``sa-solver``, ``iddpm``); ValueError if unknown."""
+    key = name.lower().replace("_", "-").removesuffix("-solver")
+    if key not in SCHEDULERS:
+        raise ValueError(f"Unknown scheduler {name!r}: choose one of {sorted(SCHEDULERS)}.")
+    return key
+
+
+def make_scheduler(name: str, config: dict[str, Any] | None = None) -> SchedulerMixin:
+    """Build the named sampler, from another scheduler's ``config`` (same betas and training steps) when given."""
+    cls, overrides, _, _ = SCHEDULERS[scheduler_name(name)]
+    return cls.from_config({**(config or {}), **overrides})
+
+
+def uses_learned_variance(scheduler: SchedulerMixin) -> bool:
+    """Whether the scheduler consumes the model's variance channels (IDDPM with a learned variance)."""
+    return getattr(scheduler.config, "variance_type", None) in ("learned", "learned_range")
