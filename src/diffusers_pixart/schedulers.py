@@ -30,7 +30,7 @@ def scheduler_name(name: str) -> str:
 def make_scheduler(name: str, config: dict[str, Any] | None = None) -> SchedulerMixin:
     """Build the named sampler, from another scheduler's ``config`` (same betas and training steps) when given."""
     cls, overrides, _, _ = SCHEDULERS[scheduler_name(name)]
-    return cls.from_config({**(config or {}), **overrides})
+    return cls.from_config(config or {}, **overrides)
 
 
 def uses_learned_variance(scheduler: SchedulerMixin) -> bool:

@@ -359,7 +359,8 @@ class PixArtAlphaPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         default_size = self.transformer.config.sample_size * self.vae_scale_factor
-        height, width = height or default_size, width or default_size
+        height = default_size if height is None else height
+        width = default_size if width is None else width
         if height <= 0 or width <= 0:
             raise ValueError(f"`height` and `width` must be positive, got {height} and {width}.")
         orig_height, orig_width = height, width

@@ -1,0 +1,87 @@
+"""``pixart generate "PROMPT"``: text to PNG with any PixArt pipeline folder or Hub id, or the default model."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..schedulers import SCHEDULERS, scheduler_name
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``generate`` sub-command."""
+    parser = subparsers.add_parser("generate", help="Generate images from a prompt.")
+    parser.add_argument("prompt", help="The text prompt.")
+    parser.add_argument("--model", default=None, help="Pipeline folder or Hub id (default: the embedded model).")
+    parser.add_argument("--out", default="image.png", help="Output PNG; with several images, -1, -2, ... are added.")
+    parser.add_argument("--steps", type=int, default=None, help="Denoising steps (default: the sampler's own).")
+    parser.add_argument("--guidance", type=float, default=None, help="Guidance scale (default: the sampler's own).")
+    parser.add_argument("--seed", type=int, default=0, help="Random seed.")
+    parser.add_argument("--height", type=int, default=None, help="Height in pixels (default: the model's size).")
+    parser.add_argument("--width", type=int, default=None, help="Width in pixels (default: the model's size).")
+    parser.add_argument("--scheduler", default="dpm", help=f"Sampler: one of {', '.join(SCHEDULERS)}.")
+    parser.add_argument("--negative", default="", help="Negative prompt.")
+    parser.add_argument("--num-images", type=int, default=1, help="Images to generate.")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="Device.")
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="Weights dtype.")
+    parser.set_defaults(func=run)
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    """Write a PNG atomically: a partly written file never replaces a previous image."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def output_paths(out: str, count: int) -> list[Path]:
+    """``out`` itself for one image; ``stem-1.png``, ``stem-2.png``, ... for several."""
+    path = Path(out)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"--out must name a .png file, got {out!r}.")
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(1, count + 1)]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate and save the images; prints which model made them."""
+    from ..default_model import load_pipeline
+
+    sampler = scheduler_name(args.scheduler)
+    if args.num_images < 1:
+        raise ValueError(f"--num-images must be at least 1, got {args.num_images}.")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device.")
+    paths = output_paths(args.out, args.num_images)
+    pipe, description = load_pipeline(args.model, device=args.device, dtype=DTYPES[args.dtype])
+    print(f"model: {description}")
+    pipe.set_scheduler(sampler)
+    _, _, steps, guidance = SCHEDULERS[sampler]
+    images = pipe(
+        args.prompt,
+        negative_prompt=args.negative,
+        num_inference_steps=args.steps if args.steps is not None else steps,
+        guidance_scale=args.guidance if args.guidance is not None else guidance,
+        height=args.height,
+        width=args.width,
+        num_images_per_prompt=args.num_images,
+        generator=torch.Generator(device=args.device).manual_seed(args.seed),
+    ).images
+    for image, path in zip(images, paths):
+        save_png(image, path)
+        print(f"saved {path} ({image.width}x{image.height})")
+    return 0

@@ -1,0 +1,38 @@
+"""The model that serves when none is named: the embedded toy model, or else a tiny random pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .pipelines.pixart_alpha import PixArtAlphaPipeline
+
+#: The embedded default model: a pipeline folder shipped inside the package, trained on the toy world.
+TOY_MODEL_PATH = Path(__file__).parent / "toy_model"
+
+#: What the fallback is called wherever it is shown, so nobody takes its noise for a trained model.
+RANDOM_MODEL_LABEL = "tiny randomly initialised pipeline (untrained: its images are noise)"
+
+
+def load_pipeline(
+    model: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[PixArtAlphaPipeline, str]:
+    """Load ``model`` (a pipeline folder or Hub id), or the default model; returns the pipeline and its description.
+
+    Without ``model``: the embedded toy model when the package ships it, else :func:`.tiny.make_pipeline`
+    (described by :data:`RANDOM_MODEL_LABEL`).
+    """
+    if model is not None:
+        if Path(model).exists() and not (Path(model) / "model_index.json").is_file():
+            raise ValueError(f"{model} is not a pipeline folder: it has no model_index.json.")
+        pipe, description = PixArtAlphaPipeline.from_pretrained(model, torch_dtype=dtype), model
+    elif (TOY_MODEL_PATH / "model_index.json").is_file():
+        pipe, description = PixArtAlphaPipeline.from_pretrained(TOY_MODEL_PATH, torch_dtype=dtype), "embedded toy model"
+    else:
+        from .tiny import make_pipeline
+
+        pipe, description = make_pipeline(), RANDOM_MODEL_LABEL
+        if dtype != torch.float32:
+            pipe = pipe.to(dtype=dtype)
+    return pipe.to(device), description
