@@ -1,0 +1,318 @@
+"""Streaming image-text data with ``datasets``: Hub or local sources, per-rank splits, buckets and exact resuming.
+
+A loader here is a plain iterable of batches (dicts of tensors) built on a ``datasets.IterableDataset``:
+
+* the source is shuffled with a buffer whose seed changes with the epoch (``set_epoch``), then split between ranks
+  with ``split_dataset_by_node``, so every accelerate process reads its own part;
+* records that cannot be used (undecodable image, image below ``min_size``, empty caption) are skipped, counted in
+  :attr:`StreamingBatchLoader.skipped` and logged; they never stop a run;
+* samples go to aspect-ratio buckets and a batch holds one bucket (:class:`~.buckets.BucketBatcher`);
+* :meth:`StreamingBatchLoader.state_dict` records the epoch, how many records of the epoch were read and which of them
+  still wait in a bucket. ``datasets``' own ``state_dict`` drops the shuffle buffer on resume (some records are then
+  repeated and others skipped), so a resumed loader instead replays its epoch from the start with the same seed,
+  passing over the records already delivered without decoding them. Nothing is repeated and nothing is lost.
+
+Iterate a loader directly in every process (do not pass it through ``accelerator.prepare``: it is already split).
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+import logging
+from collections import Counter
+from collections.abc import Hashable, Iterator
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import PIL.Image
+import torch
+from datasets.distributed import split_dataset_by_node
+from PIL import ImageOps
+
+from .buckets import Bucket, BucketBatcher, nearest_bucket, resize_and_center_crop, square_bucket
+
+logger = logging.getLogger(__name__)
+
+#: Extensions of the files that decide a local source's ``datasets`` builder.
+_LOCAL_FORMATS = {".tar": "webdataset", ".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+class SkipSample(Exception):
+    """Raised by :meth:`StreamingBatchLoader.prepare` for a record that must be skipped; the message is the reason."""
+
+
+def load_streaming_dataset(
+    path: str,
+    *,
+    split: str = "train",
+    name: str | None = None,
+    data_files: str | list[str] | None = None,
+) -> datasets.IterableDataset:
+    """Open an image-text source as a streaming ``datasets.IterableDataset``.
+
+    Args:
+        path: a Hub dataset id (``"user/name"``), a local folder or a local file. A folder of ``.tar`` shards is read
+            as ``webdataset``, a folder of ``.parquet`` files as ``parquet``, any other folder as ``imagefolder``
+            (captions and labels in its ``metadata.jsonl``); a single ``.tar``/``.parquet``/``.jsonl`` file by its
+            extension.
+        split: the split to read.
+        name: the Hub dataset's configuration name.
+        data_files: explicit data files (overrides the folder inspection).
+    """
+    local = Path(path)
+    if local.is_dir():
+        files = data_files or sorted(str(f) for f in local.rglob("*") if f.suffix in (".tar", ".parquet"))
+        suffixes = {Path(f).suffix for f in ([files] if isinstance(files, str) else files)}
+        if not files:
+            return datasets.load_dataset("imagefolder", data_dir=str(local), split=split, streaming=True)
+        if len(suffixes) != 1:
+            raise ValueError(f"{path} mixes data file types {sorted(suffixes)}; pass `data_files` to choose.")
+        return datasets.load_dataset(_LOCAL_FORMATS[suffixes.pop()], data_files=files, split=split, streaming=True)
+    if local.is_file():
+        if local.suffix not in _LOCAL_FORMATS:
+            raise ValueError(f"Cannot read {path}: supported single files are {sorted(_LOCAL_FORMATS)}.")
+        return datasets.load_dataset(_LOCAL_FORMATS[local.suffix], data_files=str(local), split=split, streaming=True)
+    return datasets.load_dataset(path, name, data_files=data_files, split=split, streaming=True)
+
+
+def decode_image(value: Any) -> PIL.Image.Image:
+    """Decode a ``datasets`` image value (``{"bytes", "path"}``, a path or raw bytes) into an RGB image.
+
+    The whole image is decoded here (EXIF orientation applied), so a truncated file fails now; every decoding failure
+    is raised as :class:`SkipSample`.
+    """
+    try:
+        if isinstance(value, PIL.Image.Image):
+            image = value
+        elif isinstance(value, bytes | bytearray):
+            image = PIL.Image.open(io.BytesIO(value))
+        else:
+            image = datasets.Image().decode_example(
+                value if isinstance(value, dict) else {"path": value, "bytes": None}
+            )
+        image.load()
+        return ImageOps.exif_transpose(image).convert("RGB")
+    except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as error:
+        raise SkipSample(f"undecodable image ({type(error).__name__}: {error})") from error
+
+
+def image_to_tensor(image: PIL.Image.Image) -> torch.Tensor:
+    """An RGB image as a float tensor (3, H, W) in [-1, 1]."""
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def _require_iterable_dataset(dataset: Any) -> None:
+    if not isinstance(dataset, datasets.IterableDataset):
+        raise ValueError(f"`dataset` must be a datasets.IterableDataset, got {type(dataset).__name__}.")
+
+
+class StreamingBatchLoader(abc.ABC):
+    """The shared machinery of the loaders: shuffle, rank split, epochs, skipping, buckets and exact resuming.
+
+    Subclasses turn one record into ``(bucket key, item)`` in :meth:`prepare` (raising :class:`SkipSample` to skip it)
+    and a list of items of one bucket into a batch in :meth:`collate`.
+
+    Args:
+        dataset: the source, unshuffled and unsplit.
+        batch_size: items per batch (per process).
+        shuffle_buffer_size: size of the example shuffle buffer; 0 keeps the source order (and does not shuffle shards).
+        seed: shuffle seed; epoch ``e`` shuffles with ``seed + e`` (``datasets``' ``set_epoch``).
+        rank, world_size: this process and the number of processes (``accelerator.process_index``/``num_processes``).
+        drop_last: drop the incomplete batches left in the buckets at the end of an epoch.
+        max_epochs: stop after this many epochs; ``None`` loops over the data forever.
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.IterableDataset,
+        *,
+        batch_size: int,
+        shuffle_buffer_size: int = 1000,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+        max_epochs: int | None = None,
+    ):
+        _require_iterable_dataset(dataset)
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
+        if shuffle_buffer_size < 0:
+            raise ValueError(f"`shuffle_buffer_size` must be >= 0, got {shuffle_buffer_size}.")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"`rank` must be in [0, world_size={world_size}), got {rank}.")
+        if max_epochs is not None and max_epochs < 1:
+            raise ValueError(f"`max_epochs` must be at least 1 or None, got {max_epochs}.")
+        if shuffle_buffer_size > 0:
+            dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
+        self.dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.max_epochs = max_epochs
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.skipped: Counter[str] = Counter()
+        self._position = 0
+        self._pending: list[int] = []
+        self._batcher: BucketBatcher | None = None
+
+    @abc.abstractmethod
+    def prepare(self, record: dict[str, Any], index: int) -> tuple[Hashable, Any]:
+        """Turn the ``index``-th record of the epoch into ``(bucket key, item)``; raise :class:`SkipSample` to skip."""
+
+    @abc.abstractmethod
+    def collate(self, items: list[Any]) -> dict[str, Any]:
+        """Turn the items of one bucket into a batch."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader stands: epoch, records read this epoch, records waiting in a bucket, skip counts."""
+        pending = self._pending if self._batcher is None else sorted(i for i, _ in self._batcher.pending())
+        return {
+            "epoch": self.epoch,
+            "position": self._position,
+            "pending": list(pending),
+            "skipped": dict(self.skipped),
+            "seed": self.seed,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`; the seed and the number of processes must be the ones saved."""
+        for key in ("seed", "world_size"):
+            if state[key] != getattr(self, key):
+                raise ValueError(
+                    f"Cannot resume: the state was saved with {key}={state[key]}, this loader has "
+                    f"{key}={getattr(self, key)}."
+                )
+        self.epoch = state["epoch"]
+        self._position = state["position"]
+        self._pending = list(state["pending"])
+        self.skipped = Counter(state["skipped"])
+
+    def _skip(self, index: int, reason: str) -> None:
+        kind = reason.split(" (")[0]
+        self.skipped[kind] += 1
+        count = self.skipped[kind]
+        if count & (count - 1) == 0:  # log the 1st, 2nd, 4th, 8th ... skip of each kind
+            logger.warning(
+                "rank %d, epoch %d: skipped record %d: %s (%d skipped for this reason so far)",
+                self.rank,
+                self.epoch,
+                index,
+                reason,
+                count,
+            )
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while self.max_epochs is None or self.epoch < self.max_epochs:
+            self.dataset.set_epoch(self.epoch)
+            resume_position, replay = self._position, set(self._pending)
+            self._batcher = BucketBatcher(self.batch_size)
+            index = -1
+            for index, record in enumerate(self.dataset):
+                if index < resume_position and index not in replay:
+                    continue  # delivered before the resume
+                self._position = max(resume_position, index + 1)
+                try:
+                    key, item = self.prepare(record, index)
+                except SkipSample as skip:
+                    self._skip(index, str(skip))
+                    continue
+                batch = self._batcher.add(key, (index, item))
+                if batch is not None:
+                    yield self.collate([item for _, item in batch])
+            if not self.drop_last:
+                for batch in self._batcher.flush():
+                    yield self.collate([item for _, item in batch])
+            if index < 0:
+                raise ValueError(f"The dataset has no record for rank {self.rank} of {self.world_size}.")
+            self.epoch += 1
+            self._position, self._pending, self._batcher = 0, [], None
+
+
+def _micro_conditions(sizes: list[tuple[int, int]], ratios: list[float]) -> dict[str, torch.Tensor]:
+    """``resolution`` (B, 2) original (height, width) and ``aspect_ratio`` (B, 1) bucket ratio, both float."""
+    return {
+        "resolution": torch.tensor(sizes, dtype=torch.float32).reshape(-1, 2),
+        "aspect_ratio": torch.tensor(ratios, dtype=torch.float32).reshape(-1, 1),
+    }
+
+
+class ImageTextLoader(StreamingBatchLoader):
+    """Batches of raw images for training with on-the-fly encoding.
+
+    Each batch: ``pixel_values`` (B, 3, H, W) in [-1, 1] (one bucket), ``text`` (list of B captions) when
+    ``caption_column`` is set, ``label`` (B,) long when ``label_column`` is set, and the micro-conditions
+    ``resolution`` (B, 2) original (height, width) and ``aspect_ratio`` (B, 1) bucket ratio.
+
+    Args:
+        dataset: the source (see :func:`load_streaming_dataset`).
+        resolution: base resolution in pixels. With ``multi_scale`` it picks the bucket table (256/512/1024/2048),
+            otherwise every image is resized and centre-cropped to ``resolution`` x ``resolution``.
+        multi_scale: use the aspect-ratio buckets.
+        image_column, caption_column, label_column: column names (``caption_column``/``label_column`` may be None,
+            not both).
+        min_size: skip images whose shorter side is below this many pixels.
+        **kwargs: the arguments of :class:`StreamingBatchLoader` (batch_size, shuffle_buffer_size, seed, rank, ...).
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.IterableDataset,
+        *,
+        resolution: int,
+        multi_scale: bool = False,
+        image_column: str = "image",
+        caption_column: str | None = "text",
+        label_column: str | None = None,
+        min_size: int = 0,
+        **kwargs: Any,
+    ):
+        if caption_column is None and label_column is None:
+            raise ValueError("Set `caption_column` or `label_column` (or both): a sample needs a condition.")
+        _require_iterable_dataset(dataset)
+        columns = dataset.column_names
+        for column in (image_column, caption_column, label_column):
+            if column is not None and columns is not None and column not in columns:
+                raise ValueError(f"Column {column!r} is not in the dataset; its columns are {columns}.")
+        if columns is not None and isinstance((dataset.features or {}).get(image_column), datasets.Image):
+            dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+        (nearest_bucket(1, 1, resolution) if multi_scale else square_bucket(resolution))  # validates `resolution`
+        super().__init__(dataset, **kwargs)
+        self.resolution, self.multi_scale, self.min_size = resolution, multi_scale, min_size
+        self.image_column, self.caption_column, self.label_column = image_column, caption_column, label_column
+
+    def bucket_for(self, height: int, width: int) -> Bucket:
+        """The bucket an image of this size goes to."""
+        return nearest_bucket(height, width, self.resolution) if self.multi_scale else square_bucket(self.resolution)
+
+    def prepare(self, record: dict[str, Any], index: int) -> tuple[Hashable, dict[str, Any]]:
+        item: dict[str, Any] = {}
+        if self.caption_column is not None:
+            text = record[self.caption_column]
+            if not isinstance(text, str) or not text.strip():
+                raise SkipSample("empty caption")
+            item["text"] = text.strip()
+        if self.label_column is not None:
+            item["label"] = int(record[self.label_column])
+        image = decode_image(record[self.image_column])
+        if min(image.size) < self.min_size:
+            raise SkipSample(f"image too small ({image.width}x{image.height} < {self.min_size})")
+        bucket = self.bucket_for(image.height, image.width)
+        item["pixel_values"] = image_to_tensor(resize_and_center_crop(image, bucket.height, bucket.width))
+        item["size"], item["ratio"] = (image.height, image.width), bucket.ratio
+        return bucket, item
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch: dict[str, Any] = {"pixel_values": torch.stack([item["pixel_values"] for item in items])}
+        if self.caption_column is not None:
+            batch["text"] = [item["text"] for item in items]
+        if self.label_column is not None:
+            batch["label"] = torch.tensor([item["label"] for item in items], dtype=torch.long)
+        batch.update(_micro_conditions([item["size"] for item in items], [item["ratio"] for item in items]))
+        return batch
