@@ -1,0 +1,142 @@
+"""Training options: one dataclass per script, its command line, and a YAML/JSON config file that mirrors the flags.
+
+Every field of a config dataclass is a flag of the same name (``--learning_rate``) with the field's ``help`` metadata
+as its ``--help`` text. ``--config FILE`` reads a ``.yaml``/``.yml``/``.json`` mapping of the same names; the file's
+values replace the defaults and flags given on the command line replace the file's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+#: The prompts rendered at every validation when none are given (the toy world's and generic scenes).
+DEFAULT_VALIDATION_PROMPTS = (
+    "a red circle on the left",
+    "a small blue square above a yellow triangle",
+    "a photo of a cat next to a tree",
+    "a painting of a house by the sea",
+)
+
+
+def option(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse's name
+    """A dataclass field with its ``--help`` text."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class TrainingConfig:
+    """The options of the shared training engine (:class:`diffusers_pixart.training.engine.Trainer`)."""
+
+    output_dir: str = option("", "Run folder: checkpoints/, logs/, validation/ and the final pipeline/ go here.")
+    seed: int = option(0, "Seed of the initialisation, the noise, the timesteps and the caption dropout.")
+    resolution: int = option(256, "Training resolution in pixels; divisible by patch size x VAE down-sampling.")
+    train_batch_size: int = option(8, "Batch size per device (per process).")
+    max_train_steps: int = option(1000, "Optimizer steps to train for.")
+    gradient_accumulation_steps: int = option(1, "Micro-batches accumulated per optimizer step.")
+    learning_rate: float = option(2e-5, "AdamW learning rate (the paper: 2e-5).")
+    adam_beta1: float = option(0.9, "AdamW beta1.")
+    adam_beta2: float = option(0.999, "AdamW beta2.")
+    adam_weight_decay: float = option(0.03, "AdamW weight decay (the paper: 0.03).")
+    adam_epsilon: float = option(1e-10, "AdamW epsilon (the paper: 1e-10).")
+    lr_warmup_steps: int = option(1000, "Linear warm-up steps of the otherwise constant learning rate.")
+    max_grad_norm: float = option(0.01, "Gradient clipping norm (the paper: 0.01); 0 disables clipping.")
+    caption_dropout: float = option(0.1, "Probability of replacing a caption with the null caption (for CFG).")
+    max_sequence_length: int = option(120, "T5 tokens per caption (the paper: 120).")
+    prediction_type: str = option(
+        "epsilon", "Model target: 'epsilon' (the paper) or 'v_prediction'.", choices=["epsilon", "v_prediction"]
+    )
+    snr_gamma: float | None = option(None, "Min-SNR weighting gamma of the MSE term (e.g. 5.0); off by default.")
+    use_ema: bool = option(True, "Keep an exponential moving average of the weights (saved in checkpoints).")
+    ema_decay: float = option(0.9999, "EMA decay (diffusers' EMAModel: warmed up as (1+n)/(10+n), capped here).")
+    mixed_precision: str = option(
+        "no", "Mixed precision; fp16 keeps the T5 encoder in float32.", choices=["no", "bf16", "fp16"]
+    )
+    gradient_checkpointing: bool = option(False, "Recompute the transformer blocks in the backward pass.")
+    dataloader_num_workers: int = option(0, "Worker processes of the data loader.")
+    checkpointing_steps: int = option(500, "Save an accelerate checkpoint every N optimizer steps (and at the end).")
+    checkpoints_total_limit: int | None = option(None, "Keep at most this many checkpoints (oldest deleted).")
+    resume_from_checkpoint: str | None = option(None, "'latest' or a checkpoint folder to resume from.")
+    validation_prompts: list[str] = option(list(DEFAULT_VALIDATION_PROMPTS), "Fixed prompts rendered at validation.")
+    validation_steps: int = option(500, "Render the validation prompts every N optimizer steps; 0 disables.")
+    validation_inference_steps: int = option(20, "Sampler steps of the validation images.")
+    validation_guidance_scale: float = option(4.5, "Classifier-free guidance scale of the validation images.")
+    report_to: str = option("tensorboard", "accelerate tracker for scalars and images ('tensorboard', 'wandb', ...).")
+    logging_steps: int = option(10, "Log the loss and learning rate every N optimizer steps.")
+    push_to_hub: bool = option(False, "Upload the final pipeline and its model card to the Hub.")
+    hub_model_id: str | None = option(None, "Hub repo of --push_to_hub, e.g. 'user/pixart-stage2'.")
+
+
+ConfigT = TypeVar("ConfigT", bound=TrainingConfig)
+
+
+def _argument_type(hint: Any) -> tuple[type, bool]:
+    """(scalar type, is_list) of a field's type hint; ``X | None`` is ``X``."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    if typing.get_origin(hint) is list:
+        return typing.get_args(hint)[0], True
+    return hint, False
+
+
+def build_parser(config_cls: type[ConfigT], description: str) -> argparse.ArgumentParser:
+    """An argument parser with one flag per field of ``config_cls`` and ``--config FILE``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", default=None, help="YAML or JSON file of option values; flags override it.")
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        kind, is_list = _argument_type(hints[f.name])
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        kwargs: dict[str, Any] = {"default": default, "help": f.metadata["help"]}
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        if kind is bool:
+            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, **kwargs)
+        else:
+            parser.add_argument(f"--{f.name}", type=kind, nargs="+" if is_list else None, **kwargs)
+    return parser
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The option mapping of a ``.yaml``/``.yml``/``.json`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {path} does not exist.")
+    text = path.read_text(encoding="utf-8")
+    values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"Config file {path} must hold a mapping of option names to values.")
+    return values
+
+
+def parse_config(config_cls: type[ConfigT], argv: list[str] | None = None, description: str = "") -> ConfigT:
+    """Parse the command line (and its ``--config`` file) into ``config_cls``.
+
+    Raises:
+        ValueError: the file names an unknown option, or ``--output_dir`` is missing.
+    """
+    parser = build_parser(config_cls, description)
+    known, _ = parser.parse_known_args(argv)
+    if known.config is not None:
+        values = load_config_file(known.config)
+        names = {f.name for f in dataclasses.fields(config_cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"Unknown option(s) in {known.config}: {', '.join(unknown)}.")
+        parser.set_defaults(**values)
+    args = vars(parser.parse_args(argv))
+    args.pop("config")
+    config = config_cls(**args)
+    if not config.output_dir:
+        raise ValueError("--output_dir is required (on the command line or in the config file).")
+    return config

@@ -1,0 +1,517 @@
+"""The training loop the stage scripts share: one read top to bottom, in the order a step runs.
+
+Set-up (accelerate, optimizer, EMA, resume), then per step: encode the batch (VAE latents and T5 captions, or the
+precomputed features), drop captions to the null caption, noise, predict, the IDDPM hybrid loss, backward, clip,
+step, EMA; then logging, checkpoints, validation images; at the end the pipeline folder (and the Hub push).
+
+Data: any iterable of batch dicts, already split between ranks (``diffusers_pixart.data`` loaders are). Raw batches
+hold ``pixel_values`` (B, 3, H, W) in [-1, 1] and ``text`` (B captions); precomputed ones ``latents`` (B, 4, h, w)
+(VAE latents, not yet multiplied by the VAE scaling factor), ``prompt_embeds`` (B, L, C) and ``prompt_attention_mask``
+(B, L). Models with micro-conditions also need ``resolution`` (B, 2) and ``aspect_ratio`` (B, 1). A loader with
+``state_dict``/``load_state_dict`` has its position saved in checkpoints, one file per rank; any other iterable is
+re-iterated per epoch (``set_epoch(epoch)`` first if it has one), and the batches consumed are skipped on resume.
+
+Randomness of a step (timesteps, noise, caption dropout, VAE sampling) comes from a generator seeded by
+``(seed, micro-step, rank)``, so a resumed run draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from diffusers.utils import make_image_grid
+from safetensors import safe_open
+from tqdm.auto import tqdm
+
+from .config import TrainingConfig
+from .diffusion import IDDPMDiffusion
+
+logger = logging.getLogger(__name__)
+
+RAW_KEYS = ("pixel_values", "text")
+FEATURE_KEYS = ("latents", "prompt_embeds", "prompt_attention_mask")
+MICRO_CONDITION_KEYS = ("resolution", "aspect_ratio")
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished folder ``tmp`` to ``final``, replacing a previous ``final`` only once ``tmp`` is complete."""
+    old = final.with_name(f".old-{final.name}")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
+    """The complete checkpoints ``checkpoint-<step>`` of a folder, oldest first (unfinished ones are dot-prefixed)."""
+    if not checkpoints_dir.is_dir():
+        return []
+    found = [p for p in checkpoints_dir.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+class TrainingProgress:
+    """Where the run stands: optimizer steps done, epoch, batches consumed in the epoch. Saved in checkpoints."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.epoch = 0
+        self.batches_in_epoch = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.step, self.epoch, self.batches_in_epoch = state["step"], state["epoch"], state["batches_in_epoch"]
+
+
+class Trainer:
+    """Trains the transformer of a PixArt-alpha pipeline with the paper's recipe (see the module docstring).
+
+    Args:
+        config: the options (:class:`~.config.TrainingConfig`).
+        pipeline: a ``PixArtAlphaPipeline`` whose ``transformer`` is trained; its frozen VAE and T5 encode raw batches
+            and the null caption, its scheduler samples the validation images, and it is saved at the end. Its
+            tokenizer and text encoder may be ``None`` for precomputed batches when ``null_caption`` is given.
+        null_caption: ``(embeds (1, L, C), mask (1, L))`` of the empty caption; by default the pipeline encodes
+            ``""`` exactly as its unconditional branch does.
+        card_info: extra entries for the model card's training table (stage, data, ...).
+
+    ``trainer.accelerator`` exists from construction, so the data can be split by ``process_index``.
+    """
+
+    def __init__(
+        self,
+        config: TrainingConfig,
+        pipeline: Any,
+        null_caption: tuple[torch.Tensor, torch.Tensor] | None = None,
+        card_info: Mapping[str, Any] | None = None,
+    ):
+        self.config = config
+        self.pipeline = pipeline
+        self.card_info = dict(card_info or {})
+        self.output_dir = Path(config.output_dir)
+        self.checkpoints_dir = self.output_dir / "checkpoints"
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            mixed_precision=config.mixed_precision,
+            log_with=None if config.report_to in ("", "none") else config.report_to,
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
+            ),
+        )
+        self._check_config()
+        self.diffusion = IDDPMDiffusion(
+            prediction_type=config.prediction_type,
+            learn_sigma=pipeline.transformer.out_channels == 2 * pipeline.transformer.config.in_channels,
+            snr_gamma=config.snr_gamma,
+        )
+        self.resume_path = self._find_checkpoint()
+        self.null_caption = null_caption
+        self.progress = TrainingProgress()
+        self.validation_images: list[tuple[str, Any]] = []
+
+    # ----------------------------------------------------------------------------------------------- checks
+    def _check_config(self) -> None:
+        """Raise a ``ValueError`` naming the first option that cannot work, before anything is loaded or trained."""
+        cfg, transformer = self.config, self.pipeline.transformer
+        factor = transformer.config.patch_size * self.pipeline.vae_scale_factor
+        if cfg.resolution <= 0 or cfg.resolution % factor:
+            raise ValueError(
+                f"--resolution {cfg.resolution} must be a positive multiple of the patch size "
+                f"{transformer.config.patch_size} x the VAE down-sampling {self.pipeline.vae_scale_factor} = {factor}."
+            )
+        for name in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps"):
+            if getattr(cfg, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(cfg, name)}.")
+        if not 0.0 <= cfg.caption_dropout <= 1.0:
+            raise ValueError(f"--caption_dropout must be in [0, 1], got {cfg.caption_dropout}.")
+        if cfg.checkpoints_total_limit is not None and cfg.checkpoints_total_limit < 1:
+            raise ValueError(f"--checkpoints_total_limit must be at least 1, got {cfg.checkpoints_total_limit}.")
+        if cfg.push_to_hub and not cfg.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id.")
+        text_encoder = self.pipeline.text_encoder
+        if text_encoder is not None and text_encoder.config.d_model != transformer.config.caption_channels:
+            raise ValueError(
+                f"The text encoder outputs {text_encoder.config.d_model} channels but the transformer's "
+                f"caption_channels is {transformer.config.caption_channels}."
+            )
+
+    def _find_checkpoint(self) -> Path | None:
+        """The checkpoint to resume from: ``latest`` (None when there is none yet) or an existing folder."""
+        value = self.config.resume_from_checkpoint
+        if value is None:
+            return None
+        if value == "latest":
+            found = list_checkpoints(self.checkpoints_dir)
+            return found[-1] if found else None
+        path = Path(value)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such checkpoint folder.")
+        return path
+
+    def _check_checkpoint_shapes(self, path: Path) -> None:
+        """Compare the checkpoint's model tensors with the transformer's; a ``ValueError`` lists the differences."""
+        weights = path / "model.safetensors"
+        if not weights.is_file():  # DeepSpeed and FSDP checkpoints are sharded: accelerate checks them on load
+            return
+        with safe_open(str(weights), framework="pt") as f:
+            saved = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+        expected = {key: tuple(v.shape) for key, v in self.pipeline.transformer.state_dict().items()}
+        problems = [
+            f"{k}: checkpoint {saved[k]} vs model {expected[k]}"
+            for k in sorted(saved.keys() & expected.keys())
+            if saved[k] != expected[k]
+        ]
+        problems += [f"{k}: missing from the checkpoint" for k in sorted(expected.keys() - saved.keys())]
+        problems += [f"{k}: not in the model" for k in sorted(saved.keys() - expected.keys())]
+        if problems:
+            raise ValueError(
+                f"Checkpoint {path} does not fit this transformer ({len(problems)} tensors differ): "
+                + "; ".join(problems[:8])
+            )
+
+    def _check_batch(self, batch: Mapping[str, Any]) -> None:
+        """Raise a ``ValueError`` naming what the first batch lacks or gets wrong."""
+        keys = FEATURE_KEYS if "latents" in batch else RAW_KEYS
+        missing = [k for k in keys if k not in batch]
+        if self.pipeline.transformer.use_additional_conditions:
+            missing += [k for k in MICRO_CONDITION_KEYS if k not in batch]
+        if missing:
+            raise ValueError(
+                f"The training batches lack {missing} (keys present: {sorted(batch)}). Raw batches need "
+                f"{list(RAW_KEYS)}, precomputed ones {list(FEATURE_KEYS)}; micro-conditioned models also "
+                f"{list(MICRO_CONDITION_KEYS)}."
+            )
+        if keys is RAW_KEYS and self.pipeline.text_encoder is None:
+            raise ValueError("Raw batches (`text`) need a pipeline with a tokenizer and text encoder.")
+        if keys is FEATURE_KEYS:
+            patch = self.pipeline.transformer.config.patch_size
+            if any(size % patch for size in batch["latents"].shape[-2:]):
+                raise ValueError(
+                    f"Latents {tuple(batch['latents'].shape)} are not divisible by the patch size {patch}."
+                )
+            null_shape = self.null_caption[0].shape[1:]
+            if tuple(batch["prompt_embeds"].shape[1:]) != tuple(null_shape):
+                raise ValueError(
+                    f"prompt_embeds {tuple(batch['prompt_embeds'].shape)} do not match the null caption "
+                    f"{tuple(self.null_caption[0].shape)}: (B, max_sequence_length, caption_channels) expected."
+                )
+
+    # ------------------------------------------------------------------------------------------- the step
+    def _encode(self, batch: Mapping[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """Latents (B, 4, h, w) scaled by the VAE factor, caption embeds (B, L, C) and mask (B, L) of a batch."""
+        vae, device = self.pipeline.vae, self.accelerator.device
+        with torch.no_grad():
+            if "latents" in batch:
+                latents = batch["latents"].to(device, torch.float32)
+                embeds = batch["prompt_embeds"].to(device)
+                mask = batch["prompt_attention_mask"].to(device)
+            else:
+                pixels = batch["pixel_values"].to(device, vae.dtype)
+                latents = vae.encode(pixels).latent_dist.sample(generator).float()
+                embeds, mask, _, _ = self.pipeline.encode_prompt(
+                    list(batch["text"]),
+                    do_classifier_free_guidance=False,
+                    device=device,
+                    max_sequence_length=self.config.max_sequence_length,
+                )
+        return latents * vae.config.scaling_factor, embeds, mask
+
+    def _loss(self, batch: Mapping[str, Any], micro_step: int) -> dict[str, torch.Tensor]:
+        """The hybrid loss of one micro-batch, with ``{"loss", "mse", "vb"}`` batch means."""
+        device = self.accelerator.device
+        seed = (self.config.seed * 1_000_003 + micro_step * self.accelerator.num_processes) % 2**62
+        generator = torch.Generator(device).manual_seed(seed + self.accelerator.process_index)
+        latents, embeds, mask = self._encode(batch, generator)
+        batch_size = latents.shape[0]
+
+        # Caption dropout: replace by exactly the pipeline's unconditional caption.
+        drop = torch.rand(batch_size, device=device, generator=generator) < self.config.caption_dropout
+        null_embeds, null_mask = (t.to(device) for t in self.null_caption)
+        embeds = torch.where(drop[:, None, None], null_embeds.to(embeds.dtype), embeds)
+        mask = torch.where(drop[:, None], null_mask.to(mask.dtype), mask)
+
+        timesteps = self.diffusion.sample_timesteps(batch_size, device, generator)
+        noise = torch.randn(latents.shape, device=device, generator=generator)
+        noisy = self.diffusion.add_noise(latents, noise, timesteps)
+        added = None
+        if self.pipeline.transformer.use_additional_conditions:
+            added = {k: batch[k].to(device, torch.float32) for k in MICRO_CONDITION_KEYS}
+        output = self.model(
+            noisy,
+            encoder_hidden_states=embeds.to(self.pipeline.transformer.dtype),
+            encoder_attention_mask=mask,
+            timestep=timesteps,
+            added_cond_kwargs=added,
+        ).sample
+        losses = self.diffusion.training_losses(output, latents, noisy, noise, timesteps)
+        return {name: value.mean() for name, value in losses.items()}
+
+    # ------------------------------------------------------------------------------------------- set-up
+    def _setup(self) -> None:
+        cfg, acc = self.config, self.accelerator
+        set_seed(cfg.seed)
+        transformer = self.pipeline.transformer
+        weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(acc.mixed_precision, torch.float32)
+        self._frozen_dtypes = {}
+        for name in ("vae", "text_encoder"):
+            module = getattr(self.pipeline, name)
+            if module is None:
+                continue
+            self._frozen_dtypes[name] = module.dtype
+            # T5 overflows in float16: it stays in float32 then.
+            dtype = torch.float32 if name == "text_encoder" and weight_dtype == torch.float16 else weight_dtype
+            module.requires_grad_(False).eval().to(acc.device)
+            if module.dtype != dtype:
+                module.to(dtype)
+        if self.null_caption is None:
+            embeds, mask, _, _ = self.pipeline.encode_prompt(
+                "", do_classifier_free_guidance=False, device=acc.device, max_sequence_length=cfg.max_sequence_length
+            )
+            self.null_caption = (embeds, mask)
+        transformer.train().requires_grad_(True)
+        if cfg.gradient_checkpointing:
+            transformer.enable_gradient_checkpointing()
+
+        optimizer = torch.optim.AdamW(
+            transformer.parameters(),
+            lr=cfg.learning_rate,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            weight_decay=cfg.adam_weight_decay,
+            eps=cfg.adam_epsilon,
+        )
+        # accelerate steps a prepared scheduler once per process: the warm-up is counted in those steps.
+        lr_scheduler = get_scheduler(
+            "constant_with_warmup", optimizer, num_warmup_steps=cfg.lr_warmup_steps * acc.num_processes
+        )
+        self.ema = None
+        if cfg.use_ema:
+            self.ema = EMAModel(
+                transformer.parameters(),
+                decay=cfg.ema_decay,
+                model_cls=type(transformer),
+                model_config=transformer.config,
+            )
+            self.ema.to(acc.device)
+            acc.register_for_checkpointing(self.ema)
+        acc.register_for_checkpointing(self.progress)
+        self.model, self.optimizer, self.lr_scheduler = acc.prepare(transformer, optimizer, lr_scheduler)
+
+        if self.resume_path is not None:
+            self._check_checkpoint_shapes(self.resume_path)
+            acc.load_state(str(self.resume_path))
+            if hasattr(self.data, "load_state_dict"):
+                state_file = self.resume_path / f"data_state_{acc.process_index}.json"
+                self.data.load_state_dict(json.loads(state_file.read_text(encoding="utf-8")))
+            logger.info("Resumed from %s at step %d.", self.resume_path, self.progress.step)
+        elif cfg.resume_from_checkpoint == "latest":
+            logger.info("No checkpoint in %s: starting from scratch.", self.checkpoints_dir)
+        if acc.is_main_process and acc.log_with:
+            hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(cfg).items()}
+            acc.init_trackers("pixart", config=hparams)
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """Batches from the current data position on, epoch after epoch (the position advances in ``train``)."""
+        if hasattr(self.data, "load_state_dict"):  # a stateful loader resumes and counts epochs itself
+            yield from self.data
+            return
+        while True:
+            if hasattr(self.data, "set_epoch"):
+                self.data.set_epoch(self.progress.epoch)
+            yield from itertools.islice(iter(self.data), self.progress.batches_in_epoch, None)
+            self.progress.epoch += 1
+            self.progress.batches_in_epoch = 0
+
+    # ------------------------------------------------------------------------------------------- the loop
+    def train(self, data: Iterable[Mapping[str, Any]]) -> Path:
+        """Train for ``max_train_steps`` optimizer steps on ``data``; returns the saved pipeline folder.
+
+        Raises:
+            ValueError: the data is empty or its batches do not fit the model (before any step).
+        """
+        cfg, acc = self.config, self.accelerator
+        self.data = data
+        self._start_time = time.time()
+        self._setup()
+        batches = self._batches()
+        first = next(batches, None)
+        if first is None:
+            raise ValueError("The training data is empty: it yielded no batch.")
+        self._check_batch(first)
+        batches = itertools.chain([first], batches)
+
+        total_batch = cfg.train_batch_size * acc.num_processes * cfg.gradient_accumulation_steps
+        bar = tqdm(total=cfg.max_train_steps, initial=self.progress.step, disable=not acc.is_local_main_process)
+        micro_step = self.progress.step * cfg.gradient_accumulation_steps
+        running: dict[str, float] = {}
+        tic = time.perf_counter()
+        while self.progress.step < cfg.max_train_steps:
+            batch = next(batches, None)
+            if batch is None:  # a loader with a fixed number of epochs ran out
+                logger.warning("The data ran out at step %d of %d.", self.progress.step, cfg.max_train_steps)
+                break
+            with acc.accumulate(self.model):
+                losses = self._loss(batch, micro_step)
+                acc.backward(losses["loss"])
+                if acc.sync_gradients and cfg.max_grad_norm > 0:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            micro_step += 1
+            self.progress.batches_in_epoch += 1
+            for name, value in losses.items():
+                value = acc.gather(value.detach()[None]).mean().item() / cfg.gradient_accumulation_steps
+                running[name] = running.get(name, 0.0) + value
+            if not acc.sync_gradients:
+                continue
+
+            self.progress.step += 1
+            if self.ema is not None:
+                self.ema.step(self.model.parameters())
+            step_time = time.perf_counter() - tic
+            tic = time.perf_counter()
+            logs = {**running, "lr": self.lr_scheduler.get_last_lr()[0], "step_time": step_time}
+            logs["samples_per_second"] = total_batch / step_time
+            running = {}
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", s_per_step=f"{step_time:.2f}")
+            if self.progress.step % cfg.logging_steps == 0 and acc.log_with:
+                acc.log(logs, step=self.progress.step)
+            if self.progress.step % cfg.checkpointing_steps == 0 or self.progress.step == cfg.max_train_steps:
+                self.save_checkpoint()
+            if cfg.validation_steps and self.progress.step % cfg.validation_steps == 0:
+                self.validate()
+        bar.close()
+        return self.save_pipeline()
+
+    # ---------------------------------------------------------------------------------- saving, validation
+    def save_checkpoint(self) -> Path:
+        """Save the full training state to ``checkpoints/checkpoint-<step>``, atomically; prune old checkpoints.
+
+        Every process writes into a dot-prefixed folder, which the main process renames when all are done: a run
+        killed while saving leaves the previous checkpoints as they were.
+        """
+        acc = self.accelerator
+        final = self.checkpoints_dir / f"{CHECKPOINT_PREFIX}{self.progress.step}"
+        tmp = self.checkpoints_dir / f".tmp-{final.name}"
+        if acc.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        if hasattr(self.data, "state_dict"):
+            (tmp / f"data_state_{acc.process_index}.json").write_text(json.dumps(self.data.state_dict()))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            replace_dir(tmp, final)
+            limit = self.config.checkpoints_total_limit
+            if limit is not None:
+                for old in list_checkpoints(self.checkpoints_dir)[:-limit]:
+                    shutil.rmtree(old)
+        acc.wait_for_everyone()
+        return final
+
+    @contextlib.contextmanager
+    def _ema_weights(self) -> Iterator[None]:
+        """Inside, the transformer holds the EMA weights (if any); its own weights again after."""
+        params = list(self.pipeline.transformer.parameters())
+        if self.ema is None:
+            yield
+            return
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        try:
+            yield
+        finally:
+            self.ema.restore(params)
+
+    def validate(self) -> list:
+        """Render the validation prompts with the EMA weights; save a PNG grid and log it. Main process only."""
+        cfg, acc = self.config, self.accelerator
+        if not acc.is_main_process or not cfg.validation_prompts:
+            return []
+        transformer = self.pipeline.transformer
+        transformer.eval()
+        with self._ema_weights(), torch.no_grad():
+            images = self.pipeline(
+                prompt=list(cfg.validation_prompts),
+                num_inference_steps=cfg.validation_inference_steps,
+                guidance_scale=cfg.validation_guidance_scale,
+                height=cfg.resolution,
+                width=cfg.resolution,
+                generator=torch.Generator(acc.device).manual_seed(cfg.seed),
+                use_resolution_binning=False,
+                max_sequence_length=cfg.max_sequence_length,
+            ).images
+        transformer.train()
+        self.validation_images = list(zip(cfg.validation_prompts, images))
+        grid = make_image_grid(images, rows=1, cols=len(images))
+        path = self.output_dir / "validation" / f"step-{self.progress.step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{path.name}")
+        grid.save(tmp, format="PNG")
+        os.replace(tmp, path)
+        for tracker in acc.trackers:
+            if tracker.name == "tensorboard":
+                stacked = np.stack([np.asarray(image) for image in images])
+                tracker.writer.add_images("validation", stacked, self.progress.step, dataformats="NHWC")
+        return images
+
+    def save_pipeline(self) -> Path:
+        """Save the pipeline with the EMA weights (if any) to ``<output_dir>/pipeline`` and push it if asked."""
+        acc, cfg = self.accelerator, self.config
+        acc.wait_for_everyone()
+        final = self.output_dir / "pipeline"
+        if acc.is_main_process:
+            for name, dtype in self._frozen_dtypes.items():
+                module = getattr(self.pipeline, name)
+                if module.dtype != dtype:
+                    module.to(dtype)
+            tmp = self.output_dir / ".tmp-pipeline"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            with self._ema_weights():
+                self.pipeline.transformer.eval()
+                self.pipeline.save_pretrained(tmp)
+                replace_dir(tmp, final)
+                if cfg.push_to_hub:
+                    self.push_to_hub()
+        acc.wait_for_everyone()
+        acc.end_training()
+        return final
+
+    def push_to_hub(self) -> None:
+        """Upload the pipeline with a model card filled from the run (stage, steps, batch, lr, resolution, data)."""
+        from ..hub import push_to_hub
+
+        cfg, acc = self.config, self.accelerator
+        training = {
+            **self.card_info,
+            "steps": self.progress.step,
+            "global batch size": cfg.train_batch_size * acc.num_processes * cfg.gradient_accumulation_steps,
+            "learning rate": cfg.learning_rate,
+            "resolution": cfg.resolution,
+            "mixed precision": cfg.mixed_precision,
+            "wall time (h)": round((time.time() - self._start_time) / 3600, 3),
+        }
+        push_to_hub(self.pipeline, cfg.hub_model_id, samples=self.validation_images, card_info={"training": training})
