@@ -19,6 +19,10 @@ SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any], int, float]] =
 }
 
 
+#: The keys that define the noise schedule and what the model predicts; they carry over when the sampler changes.
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type")
+
+
 def scheduler_name(name: str) -> str:
     """Normalise a sampler name (``dpm``, ``dpm-solver``, ``sa``, ``sa-solver``, ``iddpm``); ValueError if unknown."""
     key = name.lower().replace("_", "-").removesuffix("-solver")
@@ -28,9 +32,10 @@ def scheduler_name(name: str) -> str:
 
 
 def make_scheduler(name: str, config: dict[str, Any] | None = None) -> SchedulerMixin:
-    """Build the named sampler, from another scheduler's ``config`` (same betas and training steps) when given."""
+    """Build the named sampler with its own defaults and the noise schedule (:data:`SCHEDULE_KEYS`) of ``config``."""
     cls, overrides, _, _ = SCHEDULERS[scheduler_name(name)]
-    return cls.from_config(config or {}, **overrides)
+    schedule = {key: value for key, value in (config or {}).items() if key in SCHEDULE_KEYS}
+    return cls(**schedule, **overrides)
 
 
 def uses_learned_variance(scheduler: SchedulerMixin) -> bool:

@@ -1,0 +1,38 @@
+"""``pixart generate``: PNGs written, the model named, bad input refused with exit code 2."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from diffusers_pixart.cli import main
+from diffusers_pixart.default_model import RANDOM_MODEL_LABEL
+from diffusers_pixart.tiny import make_pipeline
+
+
+def test_generate_with_default_model(tmp_path, capsys):
+    out = tmp_path / "image.png"
+    assert (
+        main(["generate", "a red circle", "--out", str(out), "--steps", "2", "--height", "128", "--width", "192"]) == 0
+    )
+    image = Image.open(out)
+    assert image.size == (192, 128) and image.mode == "RGB"
+    assert RANDOM_MODEL_LABEL in capsys.readouterr().out
+
+
+def test_generate_from_folder_several_images_and_samplers(tmp_path):
+    make_pipeline(seed=3).save_pretrained(tmp_path / "model")
+    for sampler in ("sa", "iddpm"):
+        out = tmp_path / sampler / "x.png"
+        args = ["generate", "a blue star", "--model", str(tmp_path / "model"), "--out", str(out)]
+        assert main([*args, "--steps", "2", "--num-images", "2", "--scheduler", sampler, "--seed", "5"]) == 0
+        assert sorted(p.name for p in out.parent.iterdir()) == ["x-1.png", "x-2.png"]
+
+
+def test_generate_bad_input_exits_2_with_message(tmp_path, capsys):
+    assert main(["generate", "x", "--scheduler", "euler", "--out", str(tmp_path / "a.png")]) == 2
+    assert "Unknown scheduler 'euler'" in capsys.readouterr().err
+    assert main(["generate", "x", "--out", str(tmp_path / "a.jpg")]) == 2
+    assert "--out must name a .png" in capsys.readouterr().err
+    assert main(["generate", "x", "--model", str(tmp_path), "--out", str(tmp_path / "a.png")]) == 2
+    assert "no model_index.json" in capsys.readouterr().err
+    assert not (tmp_path / "a.png").exists()
