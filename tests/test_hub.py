@@ -1,0 +1,269 @@
+"""Push and pull through the real huggingface_hub client, against the loopback Hub server of tests/hub_server.py."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors
+import torch
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from huggingface_hub.errors import RepositoryNotFoundError
+from peft import LoraConfig
+from PIL import Image
+
+from diffusers_pixart import PixArtAlphaPipeline, PixArtTransformer2DModel
+from diffusers_pixart.hub import LORA_WEIGHT_NAME, PushError, push_to_hub, render_model_card, save_lora_weights
+from diffusers_pixart.tiny import make_pipeline, make_transformer
+
+TOKEN = "hf_alice_write"  # alice's token on the loopback Hub (tests/conftest.py)
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _forward(model: PixArtTransformer2DModel) -> torch.Tensor:
+    """The model's output on fixed inputs: (2, 8, 8, 8)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    caption = torch.randn(2, 5, model.config.caption_channels, generator=g)
+    with torch.no_grad():
+        return model(x, caption, timestep=torch.tensor([10, 500]), added_cond_kwargs={}).sample
+
+
+def _public(config) -> dict:
+    """A config without its bookkeeping entries (``_name_or_path``, ``_use_default_values``, ...)."""
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=0, msg=key)
+
+
+def _images(pipe: PixArtAlphaPipeline) -> np.ndarray:
+    """Two DPM-Solver steps at 64x64 with a fixed seed: (1, 64, 64, 3)."""
+    return pipe(
+        "a red circle",
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        use_resolution_binning=False,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+
+
+def test_transformer_round_trip_gives_our_class_and_the_same_weights(hub):
+    model = make_transformer(seed=3)
+    info = push_to_hub(model, _name("transformer"), token=TOKEN, card_info={"training": {"steps": 10}})
+    repo_id = info.repo_url.repo_id
+    assert repo_id.startswith("alice/")  # the namespace comes from the token
+    files = set(HfApi().list_repo_files(repo_id))
+    assert files == {"README.md", "config.json", "diffusion_pytorch_model.safetensors"}
+
+    pulled = PixArtTransformer2DModel.from_pretrained(repo_id)
+    assert type(pulled) is PixArtTransformer2DModel
+    assert _public(pulled.config) == _public(model.config)
+    _assert_same_weights(pulled, model)
+    torch.testing.assert_close(_forward(pulled), _forward(model), rtol=0, atol=0)
+
+    # diffusers' own ModelMixin.push_to_hub goes through the same client and comes back as our class too.
+    other = make_transformer(seed=4)
+    other.push_to_hub(f"alice/{_name('mixin')}", token=TOKEN)
+    mixin_repo = [r for r in hub.store.root.joinpath("models", "alice").iterdir() if r.name.startswith("mixin-")][0]
+    pulled = PixArtTransformer2DModel.from_pretrained(f"alice/{mixin_repo.name}")
+    _assert_same_weights(pulled, other)
+
+
+def test_pipeline_round_trip_gives_the_same_images(hub):
+    pipe = make_pipeline(seed=1)
+    sample = Image.fromarray((_images(pipe)[0] * 255).round().astype(np.uint8))
+    info = push_to_hub(pipe, _name("pipeline"), samples=[("a red circle", sample)], token=TOKEN)
+    repo_id = info.repo_url.repo_id
+
+    pulled = PixArtAlphaPipeline.from_pretrained(repo_id)
+    assert type(pulled) is PixArtAlphaPipeline
+    assert type(pulled.transformer) is PixArtTransformer2DModel
+    assert {name: type(c) for name, c in pulled.components.items()} == {
+        name: type(c) for name, c in pipe.components.items()
+    }
+    for name in ("transformer", "text_encoder", "vae"):
+        _assert_same_weights(getattr(pulled, name), getattr(pipe, name))
+    assert pulled.tokenizer("a red circle").input_ids == pipe.tokenizer("a red circle").input_ids
+    np.testing.assert_array_equal(_images(pulled), _images(pipe))
+
+    # The sample image went up next to the weights, unchanged.
+    pushed_sample = Image.open(hf_hub_download(repo_id, "images/sample_0.png"))
+    np.testing.assert_array_equal(np.asarray(pushed_sample), np.asarray(sample))
+
+
+def test_lora_round_trip_in_diffusers_convention(hub, tmp_path):
+    model = make_transformer(seed=5)
+    base_output = _forward(model)
+    model.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    with torch.no_grad():  # lora_B starts at zero: give it values so that the adapter changes the output
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn_like(param) * 0.1)
+    lora_output = _forward(model)
+    assert not torch.allclose(lora_output, base_output)
+
+    info = push_to_hub(model, _name("lora"), lora_adapter="default", token=TOKEN, card_info={"base_model": "alice/x"})
+    repo_id = info.repo_url.repo_id
+    assert set(HfApi().list_repo_files(repo_id)) == {"README.md", LORA_WEIGHT_NAME}
+    with safetensors.safe_open(hf_hub_download(repo_id, LORA_WEIGHT_NAME), "pt") as f:
+        keys = list(f.keys())
+        assert f.metadata()["format"] == "pt"
+    assert len(keys) == 2 * 4 * 2 * 2  # (A, B) x 4 projections x 2 attentions x 2 blocks
+    assert all(k.startswith("transformer.transformer_blocks.") and ".lora_" in k for k in keys)
+
+    fresh = make_transformer(seed=5)
+    fresh.load_lora_adapter(repo_id, weight_name=LORA_WEIGHT_NAME, prefix="transformer", adapter_name="default")
+    assert fresh.peft_config["default"].r == 4 and fresh.peft_config["default"].lora_alpha == 8
+    torch.testing.assert_close(_forward(fresh), lora_output, rtol=0, atol=0)
+
+    # The local writer is the same code: its file has the same tensors.
+    local = save_lora_weights(model, tmp_path)
+    with safetensors.safe_open(local, "pt") as f:
+        assert sorted(f.keys()) == sorted(keys)
+
+
+def test_private_repo_branch_and_token_pass_through(hub):
+    v1, v2 = make_transformer(seed=6), make_transformer(seed=7)
+    repo_id = push_to_hub(v1, _name("private"), private=True, token=TOKEN).repo_url.repo_id
+    push_to_hub(v2, repo_id, revision="dev", token=TOKEN)
+
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi().model_info(repo_id)  # anonymous: the private repo is hidden
+    with pytest.raises(OSError, match=repo_id):
+        PixArtTransformer2DModel.from_pretrained(repo_id)
+    assert HfApi(token=TOKEN).model_info(repo_id).private is True
+
+    _assert_same_weights(PixArtTransformer2DModel.from_pretrained(repo_id, token=TOKEN), v1)
+    _assert_same_weights(PixArtTransformer2DModel.from_pretrained(repo_id, token=TOKEN, revision="dev"), v2)
+    main_sha = HfApi(token=TOKEN).model_info(repo_id).sha
+    dev_sha = HfApi(token=TOKEN).model_info(repo_id, revision="dev").sha
+    assert main_sha != dev_sha
+
+    with pytest.raises(PushError, match="rights"):  # bob cannot write to alice's repo
+        push_to_hub(v2, repo_id, token="hf_bob_write")
+
+
+def test_model_card_metadata_read_back(hub):
+    pipe = make_pipeline(seed=2)
+    images = [Image.new("RGB", (16, 16), colour) for colour in ("red", "blue")]
+    card_info = {
+        "base_model": "PixArt-alpha/PixArt-XL-2-256x256",
+        "datasets": ["alice/toy-shapes"],
+        "tags": ["toy"],
+        "training": {"steps": 1200, "learning_rate": 2e-5, "batch_size": 64, "resolution": 256},
+        "evaluation": {"clip_score": 0.31, "fid": 42.5},
+        "eval_dataset": "alice/toy-shapes-eval",
+    }
+    prompts = ["a red square", "a blue circle"]
+    info = push_to_hub(pipe, _name("card"), samples=list(zip(prompts, images)), card_info=card_info, token=TOKEN)
+    repo_id = info.repo_url.repo_id
+
+    card = ModelCard.load(repo_id)
+    data = card.data
+    assert data.license == "openrail++"
+    assert data.library_name == "diffusers"
+    assert data.pipeline_tag == "text-to-image"
+    assert data.base_model == "PixArt-alpha/PixArt-XL-2-256x256"
+    assert data.datasets == ["alice/toy-shapes"]
+    assert {"pixart-alpha", "text-to-image", "diffusers", "toy"} <= set(data.tags)
+    assert data.widget == [
+        {"text": "a red square", "output": {"url": "images/sample_0.png"}},
+        {"text": "a blue circle", "output": {"url": "images/sample_1.png"}},
+    ]
+    assert {(r.metric_type, r.metric_value, r.dataset_name) for r in data.eval_results} == {
+        ("clip_score", 0.31, "alice/toy-shapes-eval"),
+        ("fid", 42.5, "alice/toy-shapes-eval"),
+    }
+    for index, image in enumerate(images):
+        pulled = Image.open(hf_hub_download(repo_id, f"images/sample_{index}.png"))
+        np.testing.assert_array_equal(np.asarray(pulled), np.asarray(image))
+    # The Hub's own view of the metadata (model info) agrees.
+    assert HfApi().model_info(repo_id).card_data.license == "openrail++"
+    assert "| steps | 1200 |" in card.text and "| fid | 42.5 |" in card.text
+    assert f'PixArtAlphaPipeline.from_pretrained("{repo_id}"' in card.text
+
+
+@pytest.mark.parametrize("kind", ["pipeline", "transformer", "lora"])
+def test_model_card_renders_without_placeholders(kind):
+    card = render_model_card("alice/model", kind)
+    text = str(card)
+    for leftover in ("{{", "}}", "{%", "%}", "None", "[More Information Needed]"):
+        assert leftover not in text, leftover
+    headings = re.findall(r"^## (.+)$", card.text, re.M)
+    assert headings[:4] == ["How to use it", "Training details", "Evaluation", "Limitations and bias"]
+    assert card.data.license == "openrail++" and "pixart-alpha" in card.data.tags
+    assert ("lora" in card.data.tags) == (kind == "lora")
+    assert card.data.base_model == (None if kind == "pipeline" else "PixArt-alpha/PixArt-XL-2-1024-MS")
+
+
+def test_model_card_usage_code_runs_against_the_hub(hub, tmp_path, monkeypatch):
+    """The how-to-use code of a pushed pipeline's card runs as written and makes an image."""
+    repo_id = push_to_hub(make_pipeline(seed=8), _name("usage"), token=TOKEN).repo_url.repo_id
+    card = ModelCard.load(repo_id)
+    code = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)
+    code = code.replace("num_inference_steps=20", "num_inference_steps=2")  # the same call, faster
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "model_card_usage", "exec"), {})
+    assert Image.open(tmp_path / "image.png").size == (256, 256)
+
+
+def test_failed_commit_leaves_repo_and_client_unchanged(hub, tmp_path, monkeypatch):
+    v1 = make_transformer(seed=9)
+    repo_id = push_to_hub(v1, _name("fail"), token=TOKEN).repo_url.repo_id
+    api = HfApi(token=TOKEN)
+    sha_before, files_before = api.model_info(repo_id).sha, api.list_repo_files(repo_id)
+    PixArtTransformer2DModel.from_pretrained(repo_id)  # fill the local cache with v1
+
+    staging_root = tmp_path / "tmp"
+    staging_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging_root))
+    hub.fail_next_commit(500, "Internal Error: storage backend failed")
+    v2 = make_transformer(seed=10, num_layers=1)
+    with pytest.raises(PushError, match=r"(?s)nothing was committed.*500.*storage backend failed"):
+        push_to_hub(v2, repo_id, token=TOKEN, card_info={"training": {"steps": 5}})
+
+    assert list(staging_root.iterdir()) == []  # the staging folder of the push is gone
+    assert api.model_info(repo_id).sha == sha_before
+    assert api.list_repo_files(repo_id) == files_before
+    repo_dir = hub.store.repo_dir("model", repo_id)
+    assert not [p for p in (repo_dir / "commits").iterdir() if p.name.startswith(".staging")]
+    _assert_same_weights(PixArtTransformer2DModel.from_pretrained(repo_id), v1)
+    cache = Path(hub_cache_dir())
+    assert not list(cache.rglob("*.incomplete")) and not list(cache.rglob("*.lock.tmp"))
+
+    # The next push goes through.
+    push_to_hub(v2, repo_id, token=TOKEN)
+    _assert_same_weights(PixArtTransformer2DModel.from_pretrained(repo_id), v2)
+
+
+def hub_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def test_bad_input_raises_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="kind"):
+        render_model_card("alice/model", "controlnet")
+    with pytest.raises(ValueError, match="eval_dataset"):
+        render_model_card("alice/model", evaluation={"fid": 1.0})
+    with pytest.raises(FileNotFoundError, match="template"):
+        render_model_card("alice/model", template_path=tmp_path / "missing.md")
+    with pytest.raises(ValueError, match="no LoRA adapter named 'default'"):
+        save_lora_weights(make_transformer(), tmp_path)
+    with pytest.raises(TypeError, match="dict"):
+        push_to_hub({"weights": 1}, "alice/model", token=TOKEN)
