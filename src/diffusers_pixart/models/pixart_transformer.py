@@ -288,6 +288,46 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
         x = x.reshape(-1, grid_h, grid_w, p, p, c)
         return torch.einsum("nhwpqc->nchpwq", x).reshape(-1, c, grid_h * p, grid_w * p)
 
+    def embed(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The inputs of the first block: ``(x (B, N, D), caption (B, L, D), t (B, 6D), t_emb (B, D), bias (B, 1, L))``.
+
+        Shared with the ControlNet, whose trainable block copies read the same embeddings.
+        """
+        if self.use_additional_conditions and added_cond_kwargs is None:
+            raise ValueError("`added_cond_kwargs` cannot be None when using additional conditions for `adaln_single`.")
+        if encoder_hidden_states is None or timestep is None:
+            raise ValueError("`encoder_hidden_states` and `timestep` are required.")
+        p = self.config.patch_size
+        if hidden_states.shape[-2] % p or hidden_states.shape[-1] % p:
+            raise ValueError(f"Latent size {tuple(hidden_states.shape[-2:])} is not divisible by the patch size {p}.")
+        x = self.pos_embed(hidden_states)  # (B, N, D)
+        t, t_emb = self.adaln_single(timestep, added_cond_kwargs, dtype=x.dtype)  # (B, 6D), (B, D)
+        caption = encoder_hidden_states
+        if self.caption_projection is not None:
+            caption = self.caption_projection(caption).view(x.shape[0], -1, x.shape[-1])  # (B, L, D)
+        return x, caption, t, t_emb, self.mask_to_bias(encoder_attention_mask, x.dtype)
+
+    def run_block(
+        self,
+        block: nn.Module,
+        x: torch.Tensor,
+        caption: torch.Tensor,
+        t: torch.Tensor,
+        caption_bias: torch.Tensor | None,
+        attention_kwargs: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """One block (B, N, D) -> (B, N, D), through gradient checkpointing when it is on and gradients are needed."""
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            return self._gradient_checkpointing_func(block, x, caption, t, caption_bias, attention_kwargs)
+        return block(x, caption, t, caption_bias, attention_kwargs)
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -298,6 +338,7 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
         attention_mask: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         return_dict: bool = True,
+        block_residuals: list[torch.Tensor] | None = None,
     ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
         """Predict the noise (and the variance interpolation) of a noisy latent.
 
@@ -311,35 +352,55 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
             attention_mask: unused by PixArt (self-attention sees every patch); accepted for diffusers compatibility.
             encoder_attention_mask: caption keep-mask (B, L) of 1/0, or an additive bias (B, 1, L).
             return_dict: return a ``Transformer2DModelOutput`` rather than a tuple.
+            block_residuals: ControlNet features (B, N, D), the i-th added to the output of block i.
 
         Returns:
             The prediction (B, out_channels, H, W).
         """
-        if self.use_additional_conditions and added_cond_kwargs is None:
-            raise ValueError("`added_cond_kwargs` cannot be None when using additional conditions for `adaln_single`.")
-        if encoder_hidden_states is None or timestep is None:
-            raise ValueError("`encoder_hidden_states` and `timestep` are required.")
-        p = self.config.patch_size
-        if hidden_states.shape[-2] % p or hidden_states.shape[-1] % p:
-            raise ValueError(f"Latent size {tuple(hidden_states.shape[-2:])} is not divisible by the patch size {p}.")
-        batch, grid_h, grid_w = hidden_states.shape[0], hidden_states.shape[-2] // p, hidden_states.shape[-1] // p
-
-        x = self.pos_embed(hidden_states)  # (B, N, D)
-        t, t_emb = self.adaln_single(timestep, added_cond_kwargs, dtype=x.dtype)  # (B, 6D), (B, D)
-        caption = encoder_hidden_states
-        if self.caption_projection is not None:
-            caption = self.caption_projection(caption).view(batch, -1, x.shape[-1])  # (B, L, D)
-        caption_bias = self.mask_to_bias(encoder_attention_mask, x.dtype)  # (B, 1, L)
-
-        for block in self.transformer_blocks:
-            if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(block, x, caption, t, caption_bias, cross_attention_kwargs)
-            else:
-                x = block(x, caption, t, caption_bias, cross_attention_kwargs)
+        x, caption, t, t_emb, caption_bias = self.embed(
+            hidden_states, encoder_hidden_states, timestep, added_cond_kwargs, encoder_attention_mask
+        )
+        residuals = block_residuals or []
+        if len(residuals) > len(self.transformer_blocks):
+            raise ValueError(f"{len(residuals)} block residuals for {len(self.transformer_blocks)} blocks.")
+        for i, block in enumerate(self.transformer_blocks):
+            x = self.run_block(block, x, caption, t, caption_bias, cross_attention_kwargs)
+            if i < len(residuals):
+                x = x + residuals[i]
 
         shift, scale = (self.scale_shift_table[None] + t_emb[:, None]).chunk(2, dim=1)  # (B, 1, D) each
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, N, p*p*out)
-        output = self.unpatchify(x, grid_h, grid_w)
+        p = self.config.patch_size
+        output = self.unpatchify(x, hidden_states.shape[-2] // p, hidden_states.shape[-1] // p)
         if not return_dict:
             return (output,)
         return Transformer2DModelOutput(sample=output)
+
+    @classmethod
+    def from_dit(cls, dit, reparam_timestep: int = 500, caption_channels: int = 4096, **overrides):
+        """Stage-1 init from a class-conditional DiT by the re-parameterization of section 2.3.
+
+        See :func:`diffusers_pixart.models.conversion.from_dit`.
+        """
+        from .conversion import from_dit
+
+        return from_dit(cls, dit, reparam_timestep=reparam_timestep, caption_channels=caption_channels, **overrides)
+
+    @classmethod
+    def from_original(cls, path_or_state_dict, sample_size: int | None = None, **overrides):
+        """Load an official PixArt-alpha ``.pth`` checkpoint.
+
+        See :func:`diffusers_pixart.models.conversion.from_original`.
+        """
+        from .conversion import from_original
+
+        return from_original(cls, path_or_state_dict, sample_size=sample_size, **overrides)
+
+    def to_original(self, null_caption: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """This model's weights in the official PixArt layout.
+
+        See :func:`diffusers_pixart.models.conversion.to_original`.
+        """
+        from .conversion import to_original
+
+        return to_original(self, null_caption=null_caption)
