@@ -1,0 +1,203 @@
+"""Toy CompBench: an analytic scorer of images against prompts of the toy world (the T2I-CompBench analogue).
+
+T2I-CompBench (paper Table 3) scores attribute binding (colour, shape) and object relationships (spatial) with learned
+detectors. In the toy world these are read off the pixels with no learned weights:
+
+1. **colour segmentation**: a pixel whose chroma (max - min of RGB) passes a threshold belongs to the palette colour of
+   nearest hue (the neutral backgrounds have almost no chroma; shading and anti-aliasing keep the hue);
+2. **objects**: the connected regions of each colour, dropping specks;
+3. **shape**: each region is compared with every shape drawn into its bounding box; the best intersection over union
+   wins;
+4. **positions**: region centroids, for the 3x3 regions and the relations of the prompt.
+
+Per prompt and image, with each prompted object matched to the largest region of its colour (colours are distinct):
+
+- ``color``: fraction of prompted objects whose colour is present;
+- ``shape``: fraction of prompted objects whose colour region has the prompted shape (shape bound to colour);
+- ``spatial``: fraction of the prompt's spatial statements (each object's region, each relation) that hold;
+- ``count``: 1 when the image holds exactly as many objects as the prompt names, else 0;
+- ``overall``: mean of the above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from .world import COLORS, REGIONS, SHAPES, Meaning, parse_prompt, shape_coverage
+
+CATEGORIES = ("color", "shape", "spatial", "count")
+
+
+def _hue(rgb: np.ndarray) -> np.ndarray:
+    """Hue in degrees [0, 360) of float RGB values (..., 3)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return np.degrees(np.arctan2(np.sqrt(3.0) * (g - b), 2.0 * r - g - b)) % 360.0
+
+
+_PALETTE_HUES = _hue(np.array(list(COLORS.values()), np.float64))
+
+
+@dataclass(frozen=True)
+class Detection:
+    """An object found in an image: its colour, shape, centroid (x, y as fractions of width, height) and area."""
+
+    color: str
+    shape: str
+    centroid: tuple[float, float]
+    area: float  # fraction of the image
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, inclusive
+
+    @property
+    def region(self) -> str:
+        """The cell of the 3x3 grid that holds the centroid."""
+        col, row = (min(int(v * 3), 2) for v in self.centroid)
+        return REGIONS[row * 3 + col]
+
+
+def _as_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Validate an image and return it as float64 (H, W, 3) in 0..255."""
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB":
+            raise ValueError(f"Toy CompBench scores RGB images; got mode {image.mode!r} (use image.convert('RGB')).")
+        array = np.asarray(image)
+    elif isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"Expected a uint8 array (H, W, 3), got {image.dtype} {image.shape}.")
+        array = image
+    else:
+        raise ValueError(f"Expected a PIL image or a numpy array, got {type(image).__name__}.")
+    if min(array.shape[:2]) < 16:
+        raise ValueError(f"Toy CompBench needs images of at least 16x16 pixels, got {array.shape[0]}x{array.shape[1]}.")
+    return array.astype(np.float64)
+
+
+def _classify_shape(mask: np.ndarray) -> str:
+    """The shape whose drawing into the bounding box of ``mask`` (bool (h, w), cropped) overlaps it best (IoU).
+
+    The true box is known to a pixel only, so each shape is also tried in the box grown by half a pixel each side.
+    """
+    height, width = mask.shape
+    best, best_iou = SHAPES[0], -1.0
+    for shape in SHAPES:
+        for grow in (0.0, 0.5):
+            box = (-grow, -grow, width + grow, height + grow)
+            template = shape_coverage(shape, box, height, width) >= 0.5
+            iou = np.logical_and(mask, template).sum() / max(np.logical_or(mask, template).sum(), 1)
+            if iou > best_iou:
+                best, best_iou = shape, iou
+    return best
+
+
+def detect_objects(
+    image: Image.Image | np.ndarray, chroma_threshold: float = 50.0, min_area: float = 0.002
+) -> list[Detection]:
+    """Every object of the palette in ``image``, largest first.
+
+    Args:
+        image: RGB PIL image or uint8 array (H, W, 3), at least 16x16.
+        chroma_threshold: minimum max-min of a pixel's RGB (0..255) for it to count as coloured.
+        min_area: regions smaller than this fraction of the image are specks, not objects.
+    """
+    array = _as_array(image)
+    height, width = array.shape[:2]
+    chroma = array.max(axis=2) - array.min(axis=2)
+    distance = np.abs(_hue(array)[..., None] - _PALETTE_HUES)
+    nearest = np.minimum(distance, 360.0 - distance).argmin(axis=2)
+    min_pixels = max(4, min_area * height * width)
+    detections = []
+    for index, color in enumerate(COLORS):
+        labels, count = ndimage.label((chroma >= chroma_threshold) & (nearest == index))
+        for component, region in enumerate(ndimage.find_objects(labels), start=1):
+            mask = labels[region] == component
+            if mask.sum() < min_pixels:
+                continue
+            ys, xs = np.nonzero(mask)
+            y0, x0 = region[0].start, region[1].start
+            detections.append(
+                Detection(
+                    color=color,
+                    shape=_classify_shape(mask),
+                    centroid=((xs.mean() + x0 + 0.5) / width, (ys.mean() + y0 + 0.5) / height),
+                    area=float(mask.sum()) / (height * width),
+                    box=(x0, y0, region[1].stop - 1, region[0].stop - 1),
+                )
+            )
+    return sorted(detections, key=lambda d: -d.area)
+
+
+def _relation_holds(a: Detection, relation: str, b: Detection, margin: float) -> bool:
+    (ax, ay), (bx, by) = a.centroid, b.centroid
+    return {
+        "left of": ax + margin < bx,
+        "right of": ax > bx + margin,
+        "above": ay + margin < by,
+        "below": ay > by + margin,
+    }[relation]
+
+
+def score_image(
+    image: Image.Image | np.ndarray,
+    prompt: str | Meaning,
+    chroma_threshold: float = 50.0,
+    min_area: float = 0.002,
+    margin: float = 0.05,
+) -> dict[str, float | None]:
+    """Scores of one image against one prompt of the toy grammar, each in [0, 1].
+
+    ``margin`` is how far apart (fraction of the image side) two centroids must be for a relation to hold. ``spatial``
+    is ``None`` for a prompt with no position and no relation; ``overall`` is the mean of the other scores.
+
+    Raises:
+        ValueError: for an image that is not RGB or smaller than 16x16, or a prompt outside the toy grammar.
+    """
+    meaning = prompt if isinstance(prompt, Meaning) else parse_prompt(prompt)
+    detections = detect_objects(image, chroma_threshold, min_area)
+    largest = {}
+    for detection in detections:  # largest first: keep the first region of each colour
+        largest.setdefault(detection.color, detection)
+    matched = [largest.get(obj.color) for obj in meaning.objects]
+    spatial = [det is not None and det.region == obj.region for obj, det in zip(meaning.objects, matched) if obj.region]
+    for rel in meaning.relations:
+        a, b = matched[rel.subject], matched[rel.object]
+        spatial.append(a is not None and b is not None and _relation_holds(a, rel.relation, b, margin))
+    scores: dict[str, float | None] = {
+        "color": float(np.mean([det is not None for det in matched])),
+        "shape": float(
+            np.mean([det is not None and det.shape == obj.shape for obj, det in zip(meaning.objects, matched)])
+        ),
+        "spatial": float(np.mean(spatial)) if spatial else None,
+        "count": float(len(detections) == len(meaning.objects)),
+    }
+    scores["overall"] = float(np.mean([v for v in scores.values() if v is not None]))
+    return scores
+
+
+def score(
+    images: Sequence[Image.Image | np.ndarray], prompts: Sequence[str | Meaning], **kwargs
+) -> dict[str, float | None]:
+    """Mean :func:`score_image` scores over image-prompt pairs (``spatial`` over the prompts that have any).
+
+    Raises:
+        ValueError: for empty or unequal lists, and for any bad image or prompt.
+    """
+    if len(images) == 0:
+        raise ValueError("No images to score.")
+    if len(images) != len(prompts):
+        raise ValueError(f"{len(images)} images but {len(prompts)} prompts.")
+    return mean_scores([score_image(image, prompt, **kwargs) for image, prompt in zip(images, prompts)])
+
+
+def mean_scores(per_image: Sequence[dict[str, float | None]]) -> dict[str, float | None]:
+    """Mean of per-image :func:`score_image` results, each category over the images where it is not ``None``."""
+    if len(per_image) == 0:
+        raise ValueError("No scores to average.")
+    means: dict[str, float | None] = {}
+    for key in (*CATEGORIES, "overall"):
+        values = [s[key] for s in per_image if s[key] is not None]
+        means[key] = float(np.mean(values)) if values else None
+    return means
