@@ -235,7 +235,7 @@ class StreamingBatchLoader(abc.ABC):
             self._position, self._pending, self._batcher = 0, [], None
 
 
-def _micro_conditions(sizes: list[tuple[int, int]], ratios: list[float]) -> dict[str, torch.Tensor]:
+def micro_conditions(sizes: list[tuple[int, int]], ratios: list[float]) -> dict[str, torch.Tensor]:
     """``resolution`` (B, 2) original (height, width) and ``aspect_ratio`` (B, 1) bucket ratio, both float."""
     return {
         "resolution": torch.tensor(sizes, dtype=torch.float32).reshape(-1, 2),
@@ -314,5 +314,5 @@ class ImageTextLoader(StreamingBatchLoader):
             batch["text"] = [item["text"] for item in items]
         if self.label_column is not None:
             batch["label"] = torch.tensor([item["label"] for item in items], dtype=torch.long)
-        batch.update(_micro_conditions([item["size"] for item in items], [item["ratio"] for item in items]))
+        batch.update(micro_conditions([item["size"] for item in items], [item["ratio"] for item in items]))
         return batch

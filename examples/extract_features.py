@@ -1,0 +1,100 @@
+"""Precompute PixArt-alpha training features: T5 caption embeddings (120 tokens, masks) and VAE latent moments.
+
+Every process encodes its own part of the data and writes parquet shards; rerunning the same command resumes.
+
+    accelerate launch examples/extract_features.py --data path/or/hub-id --model PixArt-alpha/PixArt-XL-2-512x512 \\
+        --resolution 512 --multi_scale --output_dir features-512
+
+The training scripts stream the folder with ``diffusers_pixart.data.features.FeatureLoader``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from accelerate import Accelerator
+from diffusers import AutoencoderKL
+from transformers import AutoTokenizer, T5EncoderModel
+
+from diffusers_pixart.data.features import extract_features
+from diffusers_pixart.data.streaming import ImageTextLoader, load_streaming_dataset
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="Hub dataset id, or a local imagefolder/webdataset/parquet path.")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--image_column", default="image")
+    parser.add_argument("--caption_column", default="text", help="Caption column; 'none' for label-only features.")
+    parser.add_argument("--label_column", default=None)
+    parser.add_argument(
+        "--model", required=True, help="Pipeline folder or Hub id with vae/, text_encoder/, tokenizer/."
+    )
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--multi_scale", action="store_true", help="Aspect-ratio buckets instead of square crops.")
+    parser.add_argument("--min_size", type=int, default=0, help="Skip images whose shorter side is smaller.")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--max_length", type=int, default=120)
+    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="Storage dtype.")
+    parser.add_argument(
+        "--encoder_dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="T5 compute dtype (T5 breaks in float16).",
+    )
+    parser.add_argument("--rows_per_shard", type=int, default=1000)
+    parser.add_argument("--max_samples", type=int, default=None, help="Rows per process, for smoke runs.")
+    args = parser.parse_args(argv)
+    if args.caption_column == "none":
+        args.caption_column = None
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    accelerator = Accelerator()
+    vae = AutoencoderKL.from_pretrained(args.model, subfolder="vae").to(accelerator.device).eval()
+    tokenizer = text_encoder = None
+    if args.caption_column is not None:
+        tokenizer = AutoTokenizer.from_pretrained(args.model, subfolder="tokenizer")
+        text_encoder = (
+            T5EncoderModel.from_pretrained(
+                args.model, subfolder="text_encoder", dtype=getattr(torch, args.encoder_dtype)
+            )
+            .to(accelerator.device)
+            .eval()
+        )
+    loader = ImageTextLoader(
+        load_streaming_dataset(args.data, split=args.split),
+        resolution=args.resolution,
+        multi_scale=args.multi_scale,
+        image_column=args.image_column,
+        caption_column=args.caption_column,
+        label_column=args.label_column,
+        min_size=args.min_size,
+        batch_size=args.batch_size,
+        shuffle_buffer_size=0,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        drop_last=False,
+        max_epochs=1,
+    )
+    rows = extract_features(
+        loader,
+        args.output_dir,
+        vae=vae,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        max_length=args.max_length,
+        dtype=args.dtype,
+        rows_per_shard=args.rows_per_shard,
+        max_samples=args.max_samples,
+    )
+    print(f"rank {accelerator.process_index}: {rows} rows in {args.output_dir}; skipped {dict(loader.skipped)}")
+    accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main()
