@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import uuid
 
 import pytest
 import torch
@@ -425,3 +426,23 @@ def test_cli_convert_dit_folder_and_pipeline(tmp_path, capsys):
     assert cli(["convert", "dit", str(tmp_path / "dit"), str(tmp_path / "x"), "--pipeline"]) == 2
     assert "--pipeline needs --components" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_from_dit_hub_ids(hub, tmp_path):
+    """A Hub pipeline repo (DiT in transformer/, like facebook/DiT-XL-2-256) and a transformer-only repo."""
+    from huggingface_hub import HfApi
+
+    dit = make_dit(seed=13)
+    api = HfApi(token="hf_alice_write")
+    pipeline_dir, transformer_dir = tmp_path / "pipeline", tmp_path / "transformer_only"
+    dit.save_pretrained(pipeline_dir / "transformer")
+    (pipeline_dir / "model_index.json").write_text(
+        json.dumps({"_class_name": "DiTPipeline", "transformer": ["diffusers", "DiTTransformer2DModel"]})
+    )
+    dit.save_pretrained(transformer_dir)
+    expected = PixArtTransformer2DModel.from_dit(dit, caption_channels=CAPTION).scale_shift_table
+    for folder in (pipeline_dir, transformer_dir):
+        repo_id = api.create_repo(f"dit-{folder.name}-{uuid.uuid4().hex[:8]}").repo_id
+        api.upload_folder(folder_path=folder, repo_id=repo_id)
+        model = PixArtTransformer2DModel.from_dit(repo_id, caption_channels=CAPTION)
+        torch.testing.assert_close(model.scale_shift_table, expected, rtol=0, atol=0)
