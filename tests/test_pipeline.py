@@ -214,3 +214,12 @@ def test_mismatched_mask_and_unknown_scheduler():
         ours(prompt_embeds=embeds, prompt_attention_mask=torch.ones(1, 60), num_inference_steps=2)
     with pytest.raises(ValueError, match="Unknown scheduler"):
         ours.set_scheduler("euler")
+
+
+def test_model_cpu_offload_hooks_keep_the_images():
+    """The offload hooks (driven here with the CPU as the 'accelerator') leave outputs unchanged and are freed."""
+    ours, _ = pipelines()
+    expected = generate(ours)
+    ours.enable_model_cpu_offload(device="cpu")
+    assert hasattr(ours.transformer, "_hf_hook")
+    assert np.abs(generate(ours) - expected).max() == 0.0
