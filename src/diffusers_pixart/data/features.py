@@ -24,7 +24,7 @@ import datasets
 import numpy as np
 import torch
 
-from .shards import ShardWriter, write_json_atomic
+from .shards import ShardWriter, write_json_atomic, write_loader
 from .streaming import ImageTextLoader, StreamingBatchLoader, load_streaming_dataset, micro_conditions
 
 #: Name of the settings file of a features folder.
@@ -183,12 +183,9 @@ def extract_features(
         world_size=loader.world_size,
         rows_per_shard=rows_per_shard,
     )
-    if writer.loader_state is not None:
-        loader.load_state_dict(writer.loader_state)
-    if max_samples is not None and writer.rows_written >= max_samples:
-        return writer.rows_written
     np_dtype = np.dtype(dtype)
-    for batch in loader:
+
+    def to_rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
         with torch.no_grad():
             mean, std = encode_images(vae, batch["pixel_values"])
             if with_text:
@@ -210,11 +207,9 @@ def extract_features(
             if info["label"]:
                 row["label"] = int(batch["label"][i])
             rows.append(row)
-        writer.add(rows, loader.state_dict())
-        if max_samples is not None and writer.rows_written >= max_samples:
-            break
-    writer.flush(loader.state_dict())
-    return writer.rows_written
+        return rows
+
+    return write_loader(loader, writer, to_rows, max_samples)
 
 
 class FeatureLoader(StreamingBatchLoader):

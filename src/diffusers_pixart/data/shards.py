@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ class ShardWriter:
 
     Args:
         output_dir: the folder of the shards (created if missing).
-        features: the ``datasets.Features`` of a row.
+        features: the ``datasets.Features`` of a row (``None`` infers them from the rows).
         rank, world_size: this process and the number of processes; a resumed run must use the same ``world_size``.
         rows_per_shard: a shard is written as soon as this many rows are buffered.
         prefix: the shards' file-name prefix.
@@ -39,7 +40,7 @@ class ShardWriter:
     def __init__(
         self,
         output_dir: str | os.PathLike,
-        features: datasets.Features,
+        features: datasets.Features | None,
         *,
         rank: int = 0,
         world_size: int = 1,
@@ -92,3 +93,33 @@ class ShardWriter:
             self._rows = []
         self._progress["loader_state"] = loader_state
         write_json_atomic(self.progress_path, self._progress)
+
+
+def write_loader(
+    loader,
+    writer: ShardWriter,
+    to_rows: Callable[[dict[str, Any]], list[dict[str, Any]]],
+    max_samples: int | None = None,
+) -> int:
+    """Turn every batch of ``loader`` (a :class:`~.streaming.StreamingBatchLoader`) into rows and write them,
+    resuming from the loader state that ``writer`` recorded last.
+
+    Args:
+        loader: the batches' source, of ``writer``'s rank.
+        writer: where the rows go.
+        to_rows: batch -> rows.
+        max_samples: stop once this process has written at least this many rows (whole batches).
+
+    Returns:
+        The rows this process has written in the folder, earlier runs included.
+    """
+    if writer.loader_state is not None:
+        loader.load_state_dict(writer.loader_state)
+    if max_samples is not None and writer.rows_written >= max_samples:
+        return writer.rows_written
+    for batch in loader:
+        writer.add(to_rows(batch), loader.state_dict())
+        if max_samples is not None and writer.rows_written >= max_samples:
+            break
+    writer.flush(loader.state_dict())
+    return writer.rows_written
