@@ -39,12 +39,20 @@ class Bucket:
 
 
 def bucket_table(resolution: int) -> dict[str, list[float]]:
-    """The bucket table of a base ``resolution`` (256, 512, 1024 or 2048); a ``ValueError`` names the valid ones."""
-    if resolution not in ASPECT_RATIO_BINS:
-        raise ValueError(
-            f"No aspect-ratio buckets for resolution {resolution}; choose one of {sorted(ASPECT_RATIO_BINS)}."
-        )
-    return ASPECT_RATIO_BINS[resolution]
+    """The bucket table of a base ``resolution``; a ``ValueError`` names the valid ones.
+
+    256, 512, 1024 and 2048 have the official tables. The small resolutions of the toy world (128, 64, 32: 256
+    divided by a power of two) get the 256 table scaled down, which stays exact since its sides are multiples of 32.
+    """
+    if resolution in ASPECT_RATIO_BINS:
+        return ASPECT_RATIO_BINS[resolution]
+    if 0 < resolution < 256 and 256 % resolution == 0 and (256 // resolution) & (256 // resolution - 1) == 0:
+        factor = 256 // resolution
+        return {key: [height / factor, width / factor] for key, (height, width) in ASPECT_RATIO_256_BIN.items()}
+    raise ValueError(
+        f"No aspect-ratio buckets for resolution {resolution}; choose one of {sorted(ASPECT_RATIO_BINS)} "
+        "or 256 divided by a power of two."
+    )
 
 
 def nearest_bucket(height: int, width: int, resolution: int) -> Bucket:
@@ -52,8 +60,9 @@ def nearest_bucket(height: int, width: int, resolution: int) -> Bucket:
     if height <= 0 or width <= 0:
         raise ValueError(f"Image size must be positive, got height={height}, width={width}.")
     ratio = height / width
-    key = min(bucket_table(resolution), key=lambda k: abs(float(k) - ratio))
-    bucket_height, bucket_width = ASPECT_RATIO_BINS[resolution][key]
+    table = bucket_table(resolution)
+    key = min(table, key=lambda k: abs(float(k) - ratio))
+    bucket_height, bucket_width = table[key]
     return Bucket(ratio=float(key), height=int(bucket_height), width=int(bucket_width))
 
 
