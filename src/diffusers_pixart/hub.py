@@ -151,6 +151,20 @@ def save_lora_weights(model: ModelMixin, save_directory: str | os.PathLike, adap
     return Path(save_directory) / LORA_WEIGHT_NAME
 
 
+def find_lora_weights(
+    repo_id_or_path: str | os.PathLike, token: str | None = None, revision: str | None = None
+) -> list[str]:
+    """The LoRA weight files at the top of a model folder or Hub repo: ``*.safetensors`` with ``lora`` in the name.
+
+    Each loads with ``transformer.load_lora_adapter(repo_id_or_path, weight_name=name, prefix="transformer")``.
+    """
+    if Path(repo_id_or_path).is_dir():
+        names = [path.name for path in Path(repo_id_or_path).iterdir() if path.is_file()]
+    else:
+        names = HfApi(token=token).list_repo_files(str(repo_id_or_path), revision=revision)
+    return sorted(name for name in names if "/" not in name and name.endswith(".safetensors") and "lora" in name)
+
+
 def make_hub_loadable(pipeline_folder: str | os.PathLike) -> None:
     """Record our models in ``model_index.json`` as the diffusers classes of the same name, in place.
 
