@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import T5EncoderModel, T5Tokenizer
 
 from ..data.buckets import ASPECT_RATIO_BINS
+from ..loaders import PixArtLoraLoaderMixin
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..schedulers import make_scheduler, uses_learned_variance
 
@@ -46,7 +47,7 @@ _MODEL_LOADING_KWARGS = (
 )
 
 
-class PixArtAlphaPipeline(DiffusionPipeline):
+class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin):
     """PixArt-alpha text-to-image pipeline.
 
     Args:

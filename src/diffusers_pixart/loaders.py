@@ -1,0 +1,209 @@
+"""LoRA for PixArt-alpha pipelines: diffusers' loader API, and the files of the official PixArt LoRA script.
+
+:class:`PixArtLoraLoaderMixin` gives ``PixArtAlphaPipeline`` the loader API of diffusers' DiT pipelines
+(``load_lora_weights``, ``save_lora_weights``, ``fuse_lora``/``unfuse_lora``, ``set_adapters``,
+``unload_lora_weights``, ...) with diffusers' key convention ``transformer.<module>.lora_A.weight``. The machinery is
+diffusers' own: the mixin is ``SanaLoraLoaderMixin`` (the transformer-only ``LoraBaseMixin`` of diffusers' other
+PixArt-family pipeline), with two additions:
+
+* :meth:`~PixArtLoraLoaderMixin.lora_state_dict` also reads the files of the official PixArt-alpha LoRA script
+  (``train_scripts/train_pixart_lora_hf.py``). That script wraps diffusers' transformer in ``peft.get_peft_model`` and
+  writes ``adapter_model.safetensors`` + ``adapter_config.json`` (keys ``base_model.model.<module>.lora_A.weight``)
+  and, through ``StableDiffusionPipeline.save_lora_weights``, ``pytorch_lora_weights.safetensors`` (keys
+  ``unet.base_model.model.<module>...``). Module names are the same as ours. Its ``LoraConfig`` leaves ``lora_alpha``
+  at peft's default of 8, so its LoRA scale is ``8 / rank`` (``8 / sqrt(rank)`` with ``--use_rslora``); the alpha is
+  read from ``adapter_config.json`` when the folder has one, and is 8 otherwise. Files holding only a model's adapter
+  (``get_peft_model_state_dict(transformer)`` or ``transformer.save_lora_adapter``: no prefix) load too.
+* :meth:`~PixArtLoraLoaderMixin.load_lora_into_transformer` checks every LoRA tensor against the transformer first,
+  so that a file for another architecture or model size, or with inconsistent ranks, is refused with a ``ValueError``
+  naming the problem instead of being skipped with a warning or failing deep inside peft.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from diffusers.loaders.lora_pipeline import SanaLoraLoaderMixin
+from diffusers.utils.peft_utils import get_peft_kwargs
+from torch import nn
+
+#: The prefix of the transformer's keys in diffusers' pipeline LoRA files.
+TRANSFORMER_PREFIX = "transformer."
+
+#: Key prefixes of peft-wrapped models (``PeftModel``), as the official PixArt LoRA script writes them.
+PEFT_MODEL_PREFIXES = ("unet.base_model.model.", "transformer.base_model.model.", "base_model.model.")
+
+#: Top-level modules of ``PixArtTransformer2DModel``: keys starting with these are a model-level adapter.
+TRANSFORMER_MODULES = ("pos_embed.", "adaln_single.", "caption_projection.", "transformer_blocks.", "proj_out.")
+
+#: peft's default ``lora_alpha``, which the official PixArt LoRA script never changes.
+OFFICIAL_LORA_ALPHA = 8.0
+
+#: The peft config file next to ``adapter_model.safetensors``.
+PEFT_CONFIG_NAME = "adapter_config.json"
+
+
+def _read_peft_config(path_or_dict: Any, subfolder: str | None) -> dict[str, Any] | None:
+    """``adapter_config.json`` of a local folder, or None (state dicts, single files, Hub repos, no such file)."""
+    if not isinstance(path_or_dict, (str, os.PathLike)) or not os.path.isdir(path_or_dict):
+        return None
+    path = os.path.join(path_or_dict, subfolder or "", PEFT_CONFIG_NAME)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def convert_pixart_lora_state_dict(
+    state_dict: Mapping[str, torch.Tensor], peft_config: Mapping[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Bring a PixArt LoRA state dict to diffusers' keys ``transformer.<module>.lora_{A,B}.weight``.
+
+    Args:
+        state_dict: LoRA tensors in diffusers' layout (returned as is), in the official script's peft layouts
+            (``base_model.model.`` or ``unet.base_model.model.`` prefixes), or a model-level adapter (no prefix).
+            Keys of none of these layouts are kept unchanged, for the checks of :func:`check_lora_state_dict`.
+        peft_config: the ``adapter_config.json`` saved with a peft-layout file, for its ``lora_alpha`` and
+            ``use_rslora``.
+
+    Returns:
+        ``(state_dict, metadata)``: the converted tensors, and for peft-layout files the ``LoraConfig`` arguments
+        (prefixed ``transformer.``, as diffusers stores them in safetensors metadata) that give the scale
+        ``lora_alpha / rank`` the file was trained with; None otherwise.
+    """
+    converted: dict[str, torch.Tensor] = {}
+    from_peft_model = False
+    for key, value in state_dict.items():
+        peft_prefix = next((p for p in PEFT_MODEL_PREFIXES if key.startswith(p)), None)
+        if peft_prefix is not None:
+            from_peft_model = True
+            key = TRANSFORMER_PREFIX + key[len(peft_prefix) :]
+        elif key.startswith(TRANSFORMER_MODULES):
+            key = TRANSFORMER_PREFIX + key
+        converted[key] = value
+    if not from_peft_model:
+        return converted, None
+
+    alpha = float((peft_config or {}).get("lora_alpha", OFFICIAL_LORA_ALPHA))
+    use_rslora = bool((peft_config or {}).get("use_rslora", False))
+    model_keys = {k[len(TRANSFORMER_PREFIX) :]: v for k, v in converted.items() if k.startswith(TRANSFORMER_PREFIX)}
+    ranks = {f"^{k}": v.shape[1] for k, v in model_keys.items() if "lora_B" in k and v.ndim > 1}
+    # rsLoRA scales by alpha / sqrt(r), which is plain LoRA's alpha' / r with alpha' = alpha * sqrt(r) per module.
+    alphas = {
+        f"{k.split('.lora_B.')[0].lstrip('^')}.alpha": alpha * (math.sqrt(r) if use_rslora else 1.0)
+        for k, r in ranks.items()
+    }
+    kwargs = get_peft_kwargs(ranks, alphas, model_keys, is_unet=True)
+    return converted, {TRANSFORMER_PREFIX + name: value for name, value in kwargs.items()}
+
+
+def check_lora_state_dict(state_dict: Mapping[str, torch.Tensor], transformer: nn.Module) -> None:
+    """Raise a ``ValueError`` unless every tensor is a consistent LoRA factor of a layer of ``transformer``.
+
+    ``state_dict`` has diffusers' keys ``transformer.<module>.lora_A.weight`` (r, in) / ``lora_B.weight`` (out, r)
+    for Linear layers, (r, in, kh, kw) / (out, r, 1, 1) for the patch-embedding convolution; ``lora_B.bias`` (out,)
+    and DoRA's ``lora_magnitude_vector`` (out,) are allowed.
+    """
+    foreign = [k for k in state_dict if not k.startswith(TRANSFORMER_PREFIX)]
+    if foreign:
+        raise ValueError(
+            f"This LoRA file is not for a PixArt transformer: {len(foreign)} of its {len(state_dict)} keys are not "
+            f"PixArt transformer layers (e.g. {foreign[:3]}); it was made for another architecture."
+        )
+    modules = dict(transformer.named_modules())
+    factors: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        name, sep, part = key[len(TRANSFORMER_PREFIX) :].partition(".lora_")
+        if not sep:
+            raise ValueError(f"{key!r} is not a LoRA tensor (no '.lora_A'/'.lora_B' in the name).")
+        factors.setdefault(name, {})["lora_" + part] = value
+
+    unknown = [name for name in factors if name not in modules]
+    if unknown:
+        raise ValueError(
+            f"This LoRA file adapts layers that {type(transformer).__name__} does not have (e.g. {unknown[:3]}): it "
+            "was made for another architecture."
+        )
+    for name, parts in factors.items():
+        layer = modules[name]
+        layer = getattr(layer, "base_layer", layer)  # a layer that already carries an adapter
+        if not isinstance(layer, (nn.Linear, nn.Conv2d)):
+            raise ValueError(f"LoRA for {name!r}, a {type(layer).__name__}: only Linear and Conv2d layers take LoRA.")
+        down, up = parts.get("lora_A.weight"), parts.get("lora_B.weight")
+        if down is None or up is None:
+            raise ValueError(f"LoRA for {name!r} has {sorted(parts)}: both lora_A.weight and lora_B.weight are needed.")
+        if down.shape[0] != up.shape[1]:
+            raise ValueError(
+                f"Mismatched LoRA ranks for {name!r}: lora_A {tuple(down.shape)} has rank {down.shape[0]} but "
+                f"lora_B {tuple(up.shape)} has rank {up.shape[1]}."
+            )
+        fan_in, fan_out = (
+            (layer.in_features, layer.out_features)
+            if isinstance(layer, nn.Linear)
+            else (layer.in_channels, layer.out_channels)
+        )
+        if down.shape[1] != fan_in or up.shape[0] != fan_out:
+            raise ValueError(
+                f"LoRA for {name!r} maps {down.shape[1]} -> {up.shape[0]} features but the layer maps "
+                f"{fan_in} -> {fan_out}: the file was made for a model of another size."
+            )
+
+
+class PixArtLoraLoaderMixin(SanaLoraLoaderMixin):
+    """diffusers' LoRA loader API for PixArt-alpha pipelines (the LoRA goes into ``pipeline.transformer``).
+
+    ``load_lora_weights(repo_or_path_or_dict, adapter_name=...)``, ``save_lora_weights(folder,
+    transformer_lora_layers=...)``, ``fuse_lora(lora_scale=...)``, ``unfuse_lora()``, ``set_adapters(names,
+    weights)``, ``disable_lora()``/``enable_lora()``, ``delete_adapters``, ``unload_lora_weights()`` work as in
+    diffusers' pipelines; see the module docstring for the extra file layouts and the checks.
+    """
+
+    @classmethod
+    def lora_state_dict(
+        cls, pretrained_model_name_or_path_or_dict: str | os.PathLike | dict[str, torch.Tensor], **kwargs
+    ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+        """The LoRA tensors of a folder, file, Hub repo or state dict, with diffusers' keys.
+
+        Takes the keyword arguments of diffusers' ``lora_state_dict`` (``weight_name``, ``subfolder``, ``revision``,
+        ``token``, ..., ``return_lora_metadata``). Returns the state dict, or ``(state_dict, metadata)``.
+        """
+        return_metadata = kwargs.pop("return_lora_metadata", False)
+        peft_config = _read_peft_config(pretrained_model_name_or_path_or_dict, kwargs.get("subfolder"))
+        state_dict, metadata = super().lora_state_dict(
+            pretrained_model_name_or_path_or_dict, return_lora_metadata=True, **kwargs
+        )
+        state_dict, peft_metadata = convert_pixart_lora_state_dict(state_dict, peft_config)
+        metadata = metadata or peft_metadata
+        return (state_dict, metadata) if return_metadata else state_dict
+
+    @classmethod
+    def load_lora_into_transformer(
+        cls,
+        state_dict: dict[str, torch.Tensor],
+        transformer: nn.Module,
+        adapter_name: str | None = None,
+        _pipeline: Any = None,
+        low_cpu_mem_usage: bool = False,
+        hotswap: bool = False,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Check ``state_dict`` against ``transformer`` (see :func:`check_lora_state_dict`), then load it as an adapter.
+
+        Raises:
+            ValueError: the LoRA does not fit the transformer, or ``adapter_name`` is taken.
+        """
+        check_lora_state_dict(state_dict, transformer)
+        super().load_lora_into_transformer(
+            state_dict,
+            transformer,
+            adapter_name=adapter_name,
+            _pipeline=_pipeline,
+            low_cpu_mem_usage=low_cpu_mem_usage,
+            hotswap=hotswap,
+            metadata=metadata,
+        )
