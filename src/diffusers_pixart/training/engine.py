@@ -338,7 +338,15 @@ class Trainer:
         while True:
             if hasattr(self.data, "set_epoch"):
                 self.data.set_epoch(self.progress.epoch)
-            yield from itertools.islice(iter(self.data), self.progress.batches_in_epoch, None)
+            skip, empty = self.progress.batches_in_epoch, True
+            for batch in itertools.islice(iter(self.data), skip, None):
+                empty = False
+                yield batch
+            if empty and skip == 0:
+                raise ValueError(
+                    f"The training data yielded no batch in epoch {self.progress.epoch}: it is empty (or is a one-shot "
+                    "iterator that ran out)."
+                )
             self.progress.epoch += 1
             self.progress.batches_in_epoch = 0
 

@@ -1,0 +1,201 @@
+"""The training engine on a tiny pipeline: null caption, resume, checkpoints, validation, config, bad input."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffusers_pixart import tiny
+from diffusers_pixart.training.config import TrainingConfig, build_parser, parse_config
+from diffusers_pixart.training.engine import Trainer, list_checkpoints
+
+
+def raw_batches(n=3, texts=("a red circle", "a blue square on the left"), seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [{"pixel_values": torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1, "text": list(texts)} for _ in range(n)]
+
+
+def make_config(out, **overrides):
+    values = dict(
+        output_dir=str(out),
+        resolution=32,
+        train_batch_size=2,
+        max_train_steps=2,
+        lr_warmup_steps=1,
+        learning_rate=1e-3,
+        checkpointing_steps=100,
+        validation_steps=0,
+        report_to="none",
+        ema_decay=0.9,
+    )
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+def checkpoint_weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def assert_same_weights(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert diff <= atol, diff
+
+
+def test_null_caption_is_the_pipelines_unconditional_branch_and_dropout_uses_it(tmp_path):
+    pipe = tiny.make_pipeline()
+    trainer = Trainer(make_config(tmp_path / "a", caption_dropout=1.0, max_train_steps=1), pipe)
+    trainer.train(raw_batches(texts=("a red circle", "two cats")))
+    _, _, negative, negative_mask = pipe.encode_prompt("a cat", do_classifier_free_guidance=True, negative_prompt="")
+    torch.testing.assert_close(trainer.null_caption[0], negative, rtol=0, atol=0)
+    torch.testing.assert_close(trainer.null_caption[1], negative_mask, rtol=0, atol=0)
+
+    # Dropping every caption trains exactly like captions that are empty strings.
+    Trainer(make_config(tmp_path / "b", caption_dropout=0.0, max_train_steps=1), tiny.make_pipeline()).train(
+        raw_batches(texts=("", ""))
+    )
+    assert_same_weights(
+        checkpoint_weights(tmp_path / "a/checkpoints/checkpoint-1"),
+        checkpoint_weights(tmp_path / "b/checkpoints/checkpoint-1"),
+    )
+
+
+def test_resume_matches_an_uninterrupted_run_and_restores_ema(tmp_path):
+    data = raw_batches(n=3)
+    full = Trainer(make_config(tmp_path / "full", max_train_steps=4, checkpointing_steps=2), tiny.make_pipeline())
+    full.train(data)
+    part = tmp_path / "part"
+    Trainer(make_config(part, max_train_steps=2, checkpointing_steps=2), tiny.make_pipeline()).train(data)
+    pipe = tiny.make_pipeline()
+    with torch.no_grad():  # different initial weights: the trained state must come from the checkpoint
+        for param in pipe.transformer.parameters():
+            param.add_(1.0)
+    resumed = Trainer(
+        make_config(part, max_train_steps=4, checkpointing_steps=2, resume_from_checkpoint="latest"), pipe
+    )
+    resumed.train(data)
+    assert resumed.progress.state_dict() == full.progress.state_dict() == {"step": 4, "epoch": 1, "batches_in_epoch": 1}
+    assert_same_weights(
+        checkpoint_weights(tmp_path / "full/checkpoints/checkpoint-4"),
+        checkpoint_weights(part / "checkpoints/checkpoint-4"),
+    )
+    for a, b in zip(full.ema.shadow_params, resumed.ema.shadow_params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # The saved pipeline holds the EMA weights.
+    saved = load_file(str(part / "pipeline/transformer/diffusion_pytorch_model.safetensors"))
+    names = [name for name, _ in resumed.pipeline.transformer.named_parameters()]
+    for name, ema_param in zip(names, resumed.ema.shadow_params):
+        torch.testing.assert_close(saved[name], ema_param, rtol=0, atol=0)
+    assert not torch.equal(saved[names[0]], checkpoint_weights(part / "checkpoints/checkpoint-4")[names[0]])
+
+
+def test_checkpoint_limit_accumulation_and_unfinished_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints/.tmp-checkpoint-9").mkdir(parents=True)  # what a kill during a save leaves behind
+    config = make_config(out, max_train_steps=3, checkpointing_steps=1, checkpoints_total_limit=2)
+    config.gradient_accumulation_steps = 2
+    trainer = Trainer(config, tiny.make_pipeline())
+    trainer.train(raw_batches(n=5))
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-2", "checkpoint-3"]
+    assert trainer.progress.state_dict() == {"step": 3, "epoch": 1, "batches_in_epoch": 1}  # 6 micro-batches
+    resumed = Trainer(make_config(out, resume_from_checkpoint="latest", max_train_steps=3), tiny.make_pipeline())
+    assert resumed.resume_path.name == "checkpoint-3"
+
+
+def test_precomputed_features_and_micro_conditions(tmp_path):
+    pipe = tiny.make_pipeline(use_additional_conditions=True)
+    with torch.no_grad():
+        embeds, mask, _, _ = pipe.encode_prompt(["a red circle", "a cat"], do_classifier_free_guidance=False)
+    batch = {
+        "latents": torch.randn(2, 4, 4, 4),
+        "prompt_embeds": embeds,
+        "prompt_attention_mask": mask,
+        "resolution": torch.tensor([[32.0, 32.0], [40.0, 30.0]]),
+        "aspect_ratio": torch.tensor([[1.0], [1.0]]),
+    }
+    before = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+    trainer = Trainer(make_config(tmp_path, use_ema=False), pipe)
+    trainer.train([batch])
+    after = pipe.transformer.state_dict()
+    # The micro-condition embedders are trained: the conditions reached the model.
+    assert not torch.equal(before["adaln_single.emb.resolution_embedder.linear_1.weight"],
+                           after["adaln_single.emb.resolution_embedder.linear_1.weight"])  # fmt: skip
+    del batch["aspect_ratio"]
+    with pytest.raises(ValueError, match="aspect_ratio"):
+        Trainer(make_config(tmp_path / "b"), tiny.make_pipeline(use_additional_conditions=True)).train([batch])
+
+
+def test_validation_grid_and_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = make_config(tmp_path, max_train_steps=2, validation_steps=2, report_to="tensorboard", logging_steps=1)
+    config.validation_prompts = ["a red circle", "a cat"]
+    config.validation_inference_steps = 2
+    trainer = Trainer(config, tiny.make_pipeline())
+    trainer.train(raw_batches())
+    from PIL import Image
+
+    grid = Image.open(tmp_path / "validation/step-0000002.png")
+    assert grid.size == (64, 32)
+    events = EventAccumulator(str(tmp_path / "logs"), size_guidance={"images": 0})
+    events.Reload()
+    runs = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    tags = {}
+    for run in runs:
+        acc = EventAccumulator(str(run), size_guidance={"images": 0})
+        acc.Reload()
+        for kind, names in acc.Tags().items():
+            if isinstance(names, list):
+                tags.setdefault(kind, set()).update(names)
+    assert {"loss", "mse", "vb", "lr", "samples_per_second"} <= tags["scalars"]
+    assert any(name.startswith("validation") for name in tags["images"])
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"resolution": 40}, "multiple of the patch size 2 x the VAE down-sampling 8 = 16"),
+        ({"resume_from_checkpoint": "/nonexistent/checkpoint-3"}, "no such checkpoint folder"),
+        ({"caption_dropout": 1.5}, "caption_dropout"),
+    ],
+)
+def test_bad_options_fail_before_training(tmp_path, change, match):
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        Trainer(make_config(tmp_path, **change), tiny.make_pipeline())
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_bad_data_fails_before_the_first_step(tmp_path):
+    pipe = tiny.make_pipeline()
+    before = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+    with pytest.raises(ValueError, match="empty"):
+        Trainer(make_config(tmp_path), pipe).train([])
+    with pytest.raises(ValueError, match=r"lack \['text'\]"):
+        Trainer(make_config(tmp_path), pipe).train([{"pixel_values": torch.zeros(2, 3, 32, 32)}])
+    after = pipe.transformer.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_incompatible_checkpoint_shapes(tmp_path):
+    Trainer(make_config(tmp_path, max_train_steps=1), tiny.make_pipeline()).train(raw_batches(n=1))
+    wider = tiny.make_pipeline(num_attention_heads=3)
+    with pytest.raises(ValueError, match="does not fit this transformer.*checkpoint \\(24,\\) vs model \\(36,\\)"):
+        Trainer(make_config(tmp_path, resume_from_checkpoint="latest"), wider).train(raw_batches(n=1))
+
+
+def test_config_file_flags_and_help(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("output_dir: out\nlearning_rate: 0.001\nuse_ema: false\nvalidation_prompts: [a cat, a dog]\n")
+    config = parse_config(TrainingConfig, ["--config", str(path), "--learning_rate", "3e-4"])
+    assert (config.learning_rate, config.use_ema, config.validation_prompts) == (3e-4, False, ["a cat", "a dog"])
+    assert config.output_dir == "out" and config.adam_epsilon == 1e-10 and config.caption_dropout == 0.1
+    (tmp_path / "run.json").write_text(json.dumps({"output_dir": "o", "learning_rat": 1}))
+    with pytest.raises(ValueError, match="learning_rat"):
+        parse_config(TrainingConfig, ["--config", str(tmp_path / "run.json")])
+    with pytest.raises(ValueError, match="--output_dir"):
+        parse_config(TrainingConfig, [])
+    help_text = build_parser(TrainingConfig, "t").format_help()
+    for name in TrainingConfig.__dataclass_fields__:
+        assert f"--{name}" in help_text
