@@ -7,6 +7,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import diffusers
 import numpy as np
 import pytest
 import safetensors
@@ -99,6 +100,11 @@ def test_pipeline_round_trip_gives_the_same_images(hub):
         _assert_same_weights(getattr(pulled, name), getattr(pipe, name))
     assert pulled.tokenizer("a red circle").input_ids == pipe.tokenizer("a red circle").input_ids
     np.testing.assert_array_equal(_images(pulled), _images(pipe))
+
+    # The pushed index names diffusers' classes, so plain diffusers loads the repo too, with the same images.
+    plain = diffusers.PixArtAlphaPipeline.from_pretrained(repo_id)
+    assert type(plain.transformer) is diffusers.PixArtTransformer2DModel
+    np.testing.assert_allclose(_images(plain), _images(pipe), atol=1e-5)
 
     # The sample image went up next to the weights, unchanged.
     pushed_sample = Image.open(hf_hub_download(repo_id, "images/sample_0.png"))
