@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from diffusers_pixart.toy import Meaning, ToyObject, detect_objects, parse_prompt, render, score, score_image
+from diffusers_pixart.toy import (
+    Meaning,
+    ToyObject,
+    detect_objects,
+    parse_prompt,
+    render,
+    sample_prompts,
+    score,
+    score_image,
+)
 from diffusers_pixart.toy.world import object_box, sample_scene
 
 
@@ -128,3 +137,18 @@ def test_bad_input_gets_a_clear_error():
         score([], [])
     with pytest.raises(ValueError, match="1 images but 2 prompts"):
         score([image], ["a green ring", "a red ring"])
+
+
+def test_noise_scores_low():
+    rng = np.random.default_rng(0)
+    prompts = [p.text for p in sample_prompts(20, seed=1)]
+    pixel_noise = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in prompts]
+    assert score(pixel_noise, prompts)["overall"] == 0.0
+    # Smooth colour blotches (like an untrained model's output) do hold palette colours, but neither the count nor
+    # the shapes nor the places come out right.
+    blotches = [
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((64, 64), Image.Resampling.BICUBIC)
+        for _ in prompts
+    ]
+    result = score(blotches, prompts)
+    assert result["count"] <= 0.05 and result["shape"] < 0.3 and result["spatial"] < 0.3 and result["overall"] < 0.4

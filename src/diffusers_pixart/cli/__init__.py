@@ -11,7 +11,7 @@ import importlib
 import sys
 
 #: Modules of this package, one per sub-command.
-COMMANDS = ("generate", "convert")
+COMMANDS = ("generate", "convert", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,10 +4,11 @@ T2I-CompBench (paper Table 3) scores attribute binding (colour, shape) and objec
 detectors. In the toy world these are read off the pixels with no learned weights:
 
 1. **colour segmentation**: a pixel whose chroma (max - min of RGB) passes a threshold belongs to the palette colour of
-   nearest hue (the neutral backgrounds have almost no chroma; shading and anti-aliasing keep the hue);
+   nearest hue, if that hue is near enough (the neutral backgrounds have almost no chroma; shading and anti-aliasing
+   keep the hue);
 2. **objects**: the connected regions of each colour, dropping specks;
 3. **shape**: each region is compared with every shape drawn into its bounding box; the best intersection over union
-   wins;
+   wins, and a region that no shape fits well is a blotch, not an object;
 4. **positions**: region centroids, for the 3x3 regions and the relations of the prompt.
 
 Per prompt and image, with each prompted object matched to the largest region of its colour (colours are distinct):
@@ -51,6 +52,7 @@ class Detection:
     centroid: tuple[float, float]
     area: float  # fraction of the image
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, inclusive
+    fit: float  # intersection over union of the region and its shape drawn into its box
 
     @property
     def region(self) -> str:
@@ -76,8 +78,9 @@ def _as_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return array.astype(np.float64)
 
 
-def _classify_shape(mask: np.ndarray) -> str:
-    """The shape whose drawing into the bounding box of ``mask`` (bool (h, w), cropped) overlaps it best (IoU).
+def _classify_shape(mask: np.ndarray) -> tuple[str, float]:
+    """The shape whose drawing into the bounding box of ``mask`` (bool (h, w), cropped) overlaps it best, and that
+    intersection over union.
 
     The true box is known to a pixel only, so each shape is also tried in the box grown by half a pixel each side.
     """
@@ -89,26 +92,35 @@ def _classify_shape(mask: np.ndarray) -> str:
             template = shape_coverage(shape, box, height, width) >= 0.5
             iou = np.logical_and(mask, template).sum() / max(np.logical_or(mask, template).sum(), 1)
             if iou > best_iou:
-                best, best_iou = shape, iou
-    return best
+                best, best_iou = shape, float(iou)
+    return best, best_iou
 
 
 def detect_objects(
-    image: Image.Image | np.ndarray, chroma_threshold: float = 50.0, min_area: float = 0.002
+    image: Image.Image | np.ndarray,
+    chroma_threshold: float = 50.0,
+    max_hue_distance: float = 20.0,
+    min_area: float = 0.006,
+    min_fit: float = 0.6,
 ) -> list[Detection]:
     """Every object of the palette in ``image``, largest first.
 
     Args:
         image: RGB PIL image or uint8 array (H, W, 3), at least 16x16.
         chroma_threshold: minimum max-min of a pixel's RGB (0..255) for it to count as coloured.
-        min_area: regions smaller than this fraction of the image are specks, not objects.
+        max_hue_distance: maximum distance in degrees from the hue of a palette colour.
+        min_area: regions smaller than this fraction of the square of the image's shorter side are specks, not
+            objects (the smallest object of the toy world, a small star, covers 1.5%).
+        min_fit: regions whose best shape overlaps them less (intersection over union) are blotches, not objects;
+            this keeps the colourful noise of an untrained model from passing for objects.
     """
     array = _as_array(image)
     height, width = array.shape[:2]
     chroma = array.max(axis=2) - array.min(axis=2)
     distance = np.abs(_hue(array)[..., None] - _PALETTE_HUES)
-    nearest = np.minimum(distance, 360.0 - distance).argmin(axis=2)
-    min_pixels = max(4, min_area * height * width)
+    distance = np.minimum(distance, 360.0 - distance)
+    nearest = np.where(distance.min(axis=2) <= max_hue_distance, distance.argmin(axis=2), -1)
+    min_pixels = max(4, min_area * min(height, width) ** 2)
     detections = []
     for index, color in enumerate(COLORS):
         labels, count = ndimage.label((chroma >= chroma_threshold) & (nearest == index))
@@ -116,15 +128,19 @@ def detect_objects(
             mask = labels[region] == component
             if mask.sum() < min_pixels:
                 continue
+            shape, fit = _classify_shape(mask)
+            if fit < min_fit:
+                continue
             ys, xs = np.nonzero(mask)
             y0, x0 = region[0].start, region[1].start
             detections.append(
                 Detection(
                     color=color,
-                    shape=_classify_shape(mask),
+                    shape=shape,
                     centroid=((xs.mean() + x0 + 0.5) / width, (ys.mean() + y0 + 0.5) / height),
                     area=float(mask.sum()) / (height * width),
                     box=(x0, y0, region[1].stop - 1, region[0].stop - 1),
+                    fit=fit,
                 )
             )
     return sorted(detections, key=lambda d: -d.area)
@@ -143,20 +159,20 @@ def _relation_holds(a: Detection, relation: str, b: Detection, margin: float) ->
 def score_image(
     image: Image.Image | np.ndarray,
     prompt: str | Meaning,
-    chroma_threshold: float = 50.0,
-    min_area: float = 0.002,
     margin: float = 0.05,
+    **detect_kwargs,
 ) -> dict[str, float | None]:
     """Scores of one image against one prompt of the toy grammar, each in [0, 1].
 
-    ``margin`` is how far apart (fraction of the image side) two centroids must be for a relation to hold. ``spatial``
+    ``margin`` is how far apart (fraction of the image side) two centroids must be for a relation to hold;
+    ``detect_kwargs`` go to :func:`detect_objects`. ``spatial``
     is ``None`` for a prompt with no position and no relation; ``overall`` is the mean of the other scores.
 
     Raises:
         ValueError: for an image that is not RGB or smaller than 16x16, or a prompt outside the toy grammar.
     """
     meaning = prompt if isinstance(prompt, Meaning) else parse_prompt(prompt)
-    detections = detect_objects(image, chroma_threshold, min_area)
+    detections = detect_objects(image, **detect_kwargs)
     largest = {}
     for detection in detections:  # largest first: keep the first region of each colour
         largest.setdefault(detection.color, detection)
