@@ -223,3 +223,32 @@ def test_model_cpu_offload_hooks_keep_the_images():
     ours.enable_model_cpu_offload(device="cpu")
     assert hasattr(ours.transformer, "_hf_hook")
     assert np.abs(generate(ours) - expected).max() == 0.0
+
+
+def test_binning_at_toy_resolution_uses_the_scaled_table():
+    """A 64px model (VAE factor 4, sample_size 16) has no official table: the 256 table scaled to 64px serves."""
+    from diffusers import AutoencoderKL
+
+    from diffusers_pixart.data.buckets import bucket_table
+
+    components = make_components(sample_size=16)
+    components["vae"] = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(8, 8, 8),
+        norm_num_groups=4,
+    )
+    pipe = PixArtAlphaPipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+    generate(
+        pipe,
+        height=50,
+        width=90,
+        callback_on_step_end=lambda p, i, t, tensors: seen.append(tuple(tensors["latents"].shape)) or {},
+    )
+    table = bucket_table(64, multiple=8)
+    height, width = table[min(table, key=lambda ratio: abs(float(ratio) - 50 / 90))]
+    assert seen[0] == (2, 4, height // 4, width // 4)
+    assert 0.6 < height * width / 64**2 < 1.4 and height % 8 == 0 and width % 8 == 0
+    assert generate(pipe, height=50, width=90).shape == (2, 50, 90, 3)

@@ -38,17 +38,21 @@ class Bucket:
     width: int
 
 
-def bucket_table(resolution: int) -> dict[str, list[float]]:
+def bucket_table(resolution: int, multiple: int = 16) -> dict[str, list[float]]:
     """The bucket table of a base ``resolution``; a ``ValueError`` names the valid ones.
 
     256, 512, 1024 and 2048 have the official tables. The small resolutions of the toy world (128, 64, 32: 256
-    divided by a power of two) get the 256 table scaled down, which stays exact since its sides are multiples of 32.
+    divided by a power of two) get the 256 table scaled down, each side rounded to a multiple of ``multiple`` (the
+    VAE factor times the patch size, so that every bucket is a whole number of patches).
     """
     if resolution in ASPECT_RATIO_BINS:
         return ASPECT_RATIO_BINS[resolution]
-    if 0 < resolution < 256 and 256 % resolution == 0 and (256 // resolution) & (256 // resolution - 1) == 0:
-        factor = 256 // resolution
-        return {key: [height / factor, width / factor] for key, (height, width) in ASPECT_RATIO_256_BIN.items()}
+    factor = 256 // resolution if 0 < resolution < 256 and 256 % resolution == 0 else 0
+    if factor and factor & (factor - 1) == 0:
+        return {
+            key: [float(max(multiple, round(side / factor / multiple) * multiple)) for side in sides]
+            for key, sides in ASPECT_RATIO_256_BIN.items()
+        }
     raise ValueError(
         f"No aspect-ratio buckets for resolution {resolution}; choose one of {sorted(ASPECT_RATIO_BINS)} "
         "or 256 divided by a power of two."

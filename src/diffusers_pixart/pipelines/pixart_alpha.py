@@ -25,8 +25,9 @@ from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import T5EncoderModel, T5Tokenizer
 
-from ..data.buckets import ASPECT_RATIO_BINS
+from ..data.buckets import bucket_table
 from ..loaders import PixArtLoraLoaderMixin
+from ..models.attention import caption_cache
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..schedulers import make_scheduler, uses_learned_variance
 
@@ -154,18 +155,27 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin):
     def _encode_text(
         self, texts: str | list[str], clean_caption: bool, max_length: int, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """T5 features (B, max_length, C) and keep-mask (B, max_length) of texts, padded to ``max_length`` tokens."""
+        """T5 features (B, max_length, C) and keep-mask (B, max_length) of texts, padded to ``max_length`` tokens.
+
+        Each distinct text is encoded once (the negative prompt of a whole batch, repeated prompts). T5 runs on its
+        own device (it may stay on the CPU while the transformer runs on a GPU); the results go to ``device``.
+        """
         if self.tokenizer is None or self.text_encoder is None:
             raise ValueError("This pipeline has no tokenizer/text encoder: pass `prompt_embeds` and masks instead.")
         texts = self._text_preprocessing(texts, clean_caption=clean_caption)
+        row_of = {text: row for row, text in enumerate(dict.fromkeys(texts))}
         tokens = self.tokenizer(
-            texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+            list(row_of), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
         )
-        full_length = self.tokenizer(texts, padding="longest", return_tensors="pt").input_ids.shape[-1]
+        full_length = self.tokenizer(list(row_of), padding="longest", return_tensors="pt").input_ids.shape[-1]
         if full_length > max_length:
             logger.warning(f"A prompt is longer than {max_length} tokens and was truncated.")
-        mask = tokens.attention_mask.to(device)
-        return self.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0], mask
+        encoder_device = self.text_encoder.device
+        embeds = self.text_encoder(
+            tokens.input_ids.to(encoder_device), attention_mask=tokens.attention_mask.to(encoder_device)
+        )[0]
+        rows = torch.tensor([row_of[text] for text in texts])
+        return embeds.index_select(0, rows.to(encoder_device)).to(device), tokens.attention_mask[rows].to(device)
 
     def check_inputs(
         self,
@@ -267,6 +277,29 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin):
         aspect_ratio = torch.tensor([[height / width]], dtype=dtype, device=device).repeat(batch, 1)
         return {"resolution": resolution, "aspect_ratio": aspect_ratio}
 
+    def predict(
+        self,
+        model_input: torch.Tensor,
+        t: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        prompt_attention_mask: torch.Tensor,
+        added_cond_kwargs: dict[str, torch.Tensor | None],
+        block_residuals: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The transformer's output (B, out_channels, h, w) for the latents ``model_input`` (B, C, h, w) at step ``t``.
+
+        The denoising loop's one call of the transformer; the ControlNet pipeline overrides it to add its residuals.
+        """
+        return self.transformer(
+            model_input,
+            encoder_hidden_states=prompt_embeds,
+            encoder_attention_mask=prompt_attention_mask,
+            timestep=t.expand(model_input.shape[0]).to(model_input.device),
+            added_cond_kwargs=added_cond_kwargs,
+            return_dict=False,
+            block_residuals=block_residuals,
+        )[0]
+
     def _guide(self, model_output: torch.Tensor, guidance_scale: float, guided: bool) -> torch.Tensor:
         """Classifier-free guidance on every latent channel of the noise prediction, then the channels to sample with.
 
@@ -366,12 +399,11 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin):
             raise ValueError(f"`height` and `width` must be positive, got {height} and {width}.")
         orig_height, orig_width = height, width
         if use_resolution_binning:
-            bins = ASPECT_RATIO_BINS.get(self.transformer.config.sample_size * 8)
-            if bins is None:
-                raise ValueError(
-                    f"No aspect-ratio table for sample_size {self.transformer.config.sample_size}: "
-                    "pass `use_resolution_binning=False`."
-                )
+            base = self.transformer.config.sample_size * self.vae_scale_factor
+            try:
+                bins = bucket_table(base, multiple=self.vae_scale_factor * self.transformer.config.patch_size)
+            except ValueError as error:
+                raise ValueError(f"{error} Pass `use_resolution_binning=False` for this model.") from error
             height, width = self.image_processor.classify_height_width_bin(height, width, ratios=bins)
         self.check_inputs(
             prompt,
@@ -427,20 +459,14 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin):
         warmup_steps = max(len(timesteps) - num_inference_steps * self.scheduler.order, 0)
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
-        with self.progress_bar(total=num_inference_steps) as progress_bar:
+        # caption_cache: the caption projection and cross-attention keys/values are computed once, not every step.
+        with self.progress_bar(total=num_inference_steps) as progress_bar, caption_cache():
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     break
                 model_input = torch.cat([latents] * 2) if guided else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
-                model_output = self.transformer(
-                    model_input,
-                    encoder_hidden_states=prompt_embeds,
-                    encoder_attention_mask=prompt_attention_mask,
-                    timestep=t.expand(model_input.shape[0]).to(device),
-                    added_cond_kwargs=added_cond_kwargs,
-                    return_dict=False,
-                )[0]
+                model_output = self.predict(model_input, t, prompt_embeds, prompt_attention_mask, added_cond_kwargs)
                 noise_pred = self._guide(model_output, guidance_scale, guided)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
 
