@@ -6,10 +6,11 @@ step, EMA; then logging, checkpoints, validation images; at the end the pipeline
 
 Data: any iterable of batch dicts, already split between ranks (``diffusers_pixart.data`` loaders are). Raw batches
 hold ``pixel_values`` (B, 3, H, W) in [-1, 1] and ``text`` (B captions); precomputed ones ``latents`` (B, 4, h, w)
-(VAE latents, not yet multiplied by the VAE scaling factor), ``prompt_embeds`` (B, L, C) and ``prompt_attention_mask``
-(B, L). Models with micro-conditions also need ``resolution`` (B, 2) and ``aspect_ratio`` (B, 1). A loader with
-``state_dict``/``load_state_dict`` has its position saved in checkpoints, one file per rank; any other iterable is
-re-iterated per epoch (``set_epoch(epoch)`` first if it has one), and the batches consumed are skipped on resume.
+(drawn from the VAE posterior and scaled, as ``diffusers_pixart.data.FeatureLoader`` gives them), ``prompt_embeds``
+(B, L, C) and ``prompt_attention_mask`` (B, L). Models with micro-conditions also need ``resolution`` (B, 2) and
+``aspect_ratio`` (B, 1). A loader with ``state_dict``/``load_state_dict`` has its position saved in checkpoints, one
+file per rank; any other iterable is re-iterated per epoch (``set_epoch(epoch)`` first if it has one), and the
+batches consumed are skipped on resume.
 
 Randomness of a step (timesteps, noise, caption dropout, VAE sampling) comes from a generator seeded by
 ``(seed, micro-step, rank)``, so a resumed run draws exactly what an uninterrupted one would.
@@ -38,6 +39,7 @@ from diffusers.utils import make_image_grid
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
+from ..data.features import encode_images, encode_prompts, sample_latents
 from .config import TrainingConfig
 from .diffusion import IDDPMDiffusion
 
@@ -90,10 +92,8 @@ class Trainer:
     Args:
         config: the options (:class:`~.config.TrainingConfig`).
         pipeline: a ``PixArtAlphaPipeline`` whose ``transformer`` is trained; its frozen VAE and T5 encode raw batches
-            and the null caption, its scheduler samples the validation images, and it is saved at the end. Its
-            tokenizer and text encoder may be ``None`` for precomputed batches when ``null_caption`` is given.
-        null_caption: ``(embeds (1, L, C), mask (1, L))`` of the empty caption; by default the pipeline encodes
-            ``""`` exactly as its unconditional branch does.
+            and the null caption (``""``, as the pipeline's unconditional branch encodes it), its scheduler samples
+            the validation images, and it is saved at the end.
         card_info: extra entries for the model card's training table (stage, data, ...).
 
     ``trainer.accelerator`` exists from construction, so the data can be split by ``process_index``.
@@ -103,7 +103,6 @@ class Trainer:
         self,
         config: TrainingConfig,
         pipeline: Any,
-        null_caption: tuple[torch.Tensor, torch.Tensor] | None = None,
         card_info: Mapping[str, Any] | None = None,
     ):
         self.config = config
@@ -126,7 +125,7 @@ class Trainer:
             snr_gamma=config.snr_gamma,
         )
         self.resume_path = self._find_checkpoint()
-        self.null_caption = null_caption
+        self.null_caption: tuple[torch.Tensor, torch.Tensor] | None = None
         self.progress = TrainingProgress()
         self.validation_images: list[tuple[str, Any]] = []
 
@@ -150,7 +149,9 @@ class Trainer:
         if cfg.push_to_hub and not cfg.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id.")
         text_encoder = self.pipeline.text_encoder
-        if text_encoder is not None and text_encoder.config.d_model != transformer.config.caption_channels:
+        if self.pipeline.tokenizer is None or text_encoder is None:
+            raise ValueError("The pipeline needs its tokenizer and text encoder (captions, null caption, validation).")
+        if text_encoder.config.d_model != transformer.config.caption_channels:
             raise ValueError(
                 f"The text encoder outputs {text_encoder.config.d_model} channels but the transformer's "
                 f"caption_channels is {transformer.config.caption_channels}."
@@ -202,8 +203,6 @@ class Trainer:
                 f"{list(RAW_KEYS)}, precomputed ones {list(FEATURE_KEYS)}; micro-conditioned models also "
                 f"{list(MICRO_CONDITION_KEYS)}."
             )
-        if keys is RAW_KEYS and self.pipeline.text_encoder is None:
-            raise ValueError("Raw batches (`text`) need a pipeline with a tokenizer and text encoder.")
         if keys is FEATURE_KEYS:
             patch = self.pipeline.transformer.config.patch_size
             if any(size % patch for size in batch["latents"].shape[-2:]):
@@ -222,20 +221,25 @@ class Trainer:
         """Latents (B, 4, h, w) scaled by the VAE factor, caption embeds (B, L, C) and mask (B, L) of a batch."""
         vae, device = self.pipeline.vae, self.accelerator.device
         with torch.no_grad():
-            if "latents" in batch:
-                latents = batch["latents"].to(device, torch.float32)
-                embeds = batch["prompt_embeds"].to(device)
-                mask = batch["prompt_attention_mask"].to(device)
-            else:
-                pixels = batch["pixel_values"].to(device, vae.dtype)
-                latents = vae.encode(pixels).latent_dist.sample(generator).float()
-                embeds, mask, _, _ = self.pipeline.encode_prompt(
-                    list(batch["text"]),
-                    do_classifier_free_guidance=False,
-                    device=device,
-                    max_sequence_length=self.config.max_sequence_length,
+            if "latents" in batch:  # drawn from the stored posterior and scaled by the loader
+                return (
+                    batch["latents"].to(device, torch.float32),
+                    batch["prompt_embeds"].to(device),
+                    batch["prompt_attention_mask"].to(device),
                 )
-        return latents * vae.config.scaling_factor, embeds, mask
+            mean, std = encode_images(vae, batch["pixel_values"])
+            latents = sample_latents(
+                mean.float(), std.float(), vae.config.scaling_factor, vae.config.get("shift_factor"), generator
+            )
+            embeds, mask = self._encode_captions(list(batch["text"]))
+        return latents, embeds, mask
+
+    def _encode_captions(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """T5 embeds (B, L, C) and keep-mask (B, L) of captions, encoded as the pipeline encodes prompts."""
+        with torch.no_grad():
+            return encode_prompts(
+                self.pipeline.tokenizer, self.pipeline.text_encoder, texts, max_length=self.config.max_sequence_length
+            )
 
     def _loss(self, batch: Mapping[str, Any], micro_step: int) -> dict[str, torch.Tensor]:
         """The hybrid loss of one micro-batch, with ``{"loss", "mse", "vb"}`` batch means."""
@@ -284,11 +288,7 @@ class Trainer:
             module.requires_grad_(False).eval().to(acc.device)
             if module.dtype != dtype:
                 module.to(dtype)
-        if self.null_caption is None:
-            embeds, mask, _, _ = self.pipeline.encode_prompt(
-                "", do_classifier_free_guidance=False, device=acc.device, max_sequence_length=cfg.max_sequence_length
-            )
-            self.null_caption = (embeds, mask)
+        self.null_caption = self._encode_captions([""])
         transformer.train().requires_grad_(True)
         if cfg.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
