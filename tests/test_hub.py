@@ -111,6 +111,18 @@ def test_pipeline_round_trip_gives_the_same_images(hub):
     np.testing.assert_array_equal(np.asarray(pushed_sample), np.asarray(sample))
 
 
+def test_inherited_pipeline_push_to_hub_records_our_package_and_pulls_back(hub):
+    """``DiffusionPipeline.push_to_hub`` (no card, no rewrite): the index names ``diffusers_pixart``, which loads."""
+    pipe = make_pipeline(seed=2)
+    repo_id = f"alice/{_name('inherited')}"
+    pipe.push_to_hub(repo_id, token=TOKEN)
+    index = HfApi().hf_hub_download(repo_id, "model_index.json")
+    assert '"diffusers_pixart"' in Path(index).read_text()
+    pulled = diffusers.DiffusionPipeline.from_pretrained(repo_id)
+    assert type(pulled.transformer) is PixArtTransformer2DModel  # diffusers builds its pipeline class, with ours inside
+    np.testing.assert_array_equal(_images(PixArtAlphaPipeline.from_pretrained(repo_id)), _images(pipe))
+
+
 def test_lora_round_trip_in_diffusers_convention(hub, tmp_path):
     model = make_transformer(seed=5)
     base_output = _forward(model)

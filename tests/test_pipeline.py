@@ -119,7 +119,7 @@ def test_official_hub_layout_loads_our_transformer(tmp_path):
     assert type(loaded.transformer) is PixArtTransformer2DModel
     loaded.save_pretrained(tmp_path / "ours")
     saved_index = json.loads((tmp_path / "ours" / "model_index.json").read_text())
-    assert saved_index["transformer"] == ["diffusers_pixart.models.pixart_transformer", "PixArtTransformer2DModel"]
+    assert saved_index["transformer"] == ["diffusers_pixart", "PixArtTransformer2DModel"]
     again = PixArtAlphaPipeline.from_pretrained(tmp_path / "ours")
     assert type(again.transformer) is PixArtTransformer2DModel
     again.set_progress_bar_config(disable=True)

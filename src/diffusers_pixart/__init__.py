@@ -1,11 +1,16 @@
 """PixArt-alpha on diffusers' base classes: transformer, pipelines, conversion, training and tools."""
 
-# diffusers resolves a component recorded as ("diffusers_pixart...", Class) through the base class of that module.
 from diffusers import ModelMixin
+from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
 
 from .models.pixart_transformer import PixArtTransformer2DModel
 from .pipelines.pixart_alpha import PixArtAlphaPipeline
 
 __version__ = "0.1.0"
+
+# Register this package as a library of pipeline components, as diffusers registers transformers: a saved pipeline
+# then records our transformer as ["diffusers_pixart", "PixArtTransformer2DModel"], which diffusers resolves through
+# the ``ModelMixin`` above, from a local folder and from the Hub alike.
+LOADABLE_CLASSES.setdefault(__name__, {"ModelMixin": ["save_pretrained", "from_pretrained"]})
 
 __all__ = ["ModelMixin", "PixArtAlphaPipeline", "PixArtTransformer2DModel", "__version__"]

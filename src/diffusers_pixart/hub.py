@@ -168,11 +168,10 @@ def find_lora_weights(
 def make_hub_loadable(pipeline_folder: str | os.PathLike) -> None:
     """Record our models in ``model_index.json`` as the diffusers classes of the same name, in place.
 
-    diffusers downloads a pipeline from the Hub only when every component's library is ``diffusers``, ``transformers``
-    (or a module file in the repo); ``diffusers_pixart.models...`` is refused. Our :class:`PixArtTransformer2DModel`
-    has the config and weights of diffusers' class of the same name, and ``PixArtAlphaPipeline.from_pretrained`` loads
-    ours whatever the index says (as for the official repos), so the pushed index names diffusers' class: the repo
-    then loads with our pipeline, and with plain diffusers too.
+    A locally saved pipeline records ``["diffusers_pixart", ...]``, which only loads where this package is installed.
+    Our :class:`PixArtTransformer2DModel` has the config and weights of diffusers' class of the same name, and
+    ``PixArtAlphaPipeline.from_pretrained`` loads ours whatever the index says (as for the official repos), so a pushed
+    index names diffusers' class: the repo then loads with our pipeline, and with plain diffusers too.
     """
     path = Path(pipeline_folder) / "model_index.json"
     index = json.loads(path.read_text())
