@@ -169,3 +169,21 @@ def test_controlnet_shape_and_depth_checks():
         controlnet(
             components["transformer"], latents, torch.randn(1, 4, 4, 4), torch.randn(1, 6, 32), torch.tensor([1])
         )
+
+
+def test_canny_edges_trace_the_outline_of_a_square():
+    from diffusers_pixart.data.edges import canny_edges
+
+    array = np.zeros((64, 64, 3), dtype=np.uint8)
+    array[16:48, 20:44] = (200, 40, 40)
+    edges = canny_edges(PIL.Image.fromarray(array))
+    assert edges.mode == "L" and edges.size == (64, 64)
+    on = np.argwhere(np.asarray(edges) == 255)
+    assert len(on) > 80  # the outline: about 2 * (32 + 24) pixels
+    border = (np.abs(on[:, 0:1] - [15.5, 47.5]).min(1) <= 1.5) | (np.abs(on[:, 1:2] - [19.5, 43.5]).min(1) <= 1.5)
+    assert border.all()  # every edge pixel lies on the square's outline
+    assert set(np.unique(np.asarray(edges))) <= {0, 255}
+    with pytest.raises(ValueError, match="uint8"):
+        canny_edges(array.astype(np.float32))
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        canny_edges(array, low_threshold=200, high_threshold=100)
