@@ -16,10 +16,18 @@ CORE = [
     "numpy>=1.26",
     "pillow>=10.0",
     "tqdm>=4.66",
+    "scipy>=1.11",
 ]
-TRAIN = ["datasets>=4.0", "tensorboard>=2.16", "evaluate>=0.4.3", "scipy>=1.11", "pyyaml>=6.0"]
-SPACE = ["gradio>=5.0"]
-DEV = TRAIN + SPACE + ["pytest>=8.0", "ruff>=0.6"]
+TRAIN = [
+    "datasets>=4.0",
+    "tensorboard>=2.16",
+    "evaluate>=0.4.3",
+    "pyyaml>=6.0",
+    "textblob>=0.19",
+    "opencv-python-headless>=4.8",
+]
+SPACE = ["gradio>=6.0"]
+DEV = TRAIN + SPACE + ["pytest>=8.0", "ruff>=0.6", "playwright>=1.50"]
 
 setup(
     name="diffusers_pixart",
@@ -31,7 +39,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"diffusers_pixart": ["toy_model/**/*"]},
+    package_data={"diffusers_pixart": ["model_card.md", "toy_model/**/*"]},
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={"train": TRAIN, "space": SPACE, "dev": DEV},

@@ -26,7 +26,7 @@ from peft.utils import get_peft_model_state_dict
 from PIL import Image
 
 #: The Jinja template of every model card, at the root of the repository.
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "model_card.md"
+MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card.md"  # a link to the repository's model_card.md
 
 #: The LoRA weights file of a repo, in diffusers' convention (keys prefixed ``transformer.``).
 LORA_WEIGHT_NAME = LORA_WEIGHT_NAME_SAFE
