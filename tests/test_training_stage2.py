@@ -160,3 +160,26 @@ def test_stage2_rejects_bad_input_before_training(assets, tmp_path, capsys):
         assert main_stage2(["--config", str(config)]) == 2, overrides
         assert message in capsys.readouterr().err
         assert not (tmp_path / "out/checkpoints").exists()
+
+
+def test_example_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from diffusers_pixart.models.pixart_transformer import PixArtBlock
+    from diffusers_pixart.training.config import parse_config
+    from diffusers_pixart.training.stages import Stage2Config
+
+    configs = ROOT / "examples" / "configs"
+    kinds = {name: load_config_from_file(str(configs / f"{name}.yaml")).distributed_type for name in
+             ("single_gpu", "multi_gpu", "multi_node", "deepspeed_zero2", "fsdp")}  # fmt: skip
+    assert [str(kind).split(".")[-1] for kind in kinds.values()] == [
+        "NO",
+        "MULTI_GPU",
+        "MULTI_GPU",
+        "DEEPSPEED",
+        "FSDP",
+    ]
+    fsdp = load_config_from_file(str(configs / "fsdp.yaml")).fsdp_config
+    assert fsdp["fsdp_transformer_layer_cls_to_wrap"] == PixArtBlock.__name__
+    config = parse_config(Stage2Config, ["--config", str(configs / "stage2_alignment.yaml")])
+    assert (config.learning_rate, config.adam_epsilon, config.resolution) == (2e-5, 1e-10, 256)
