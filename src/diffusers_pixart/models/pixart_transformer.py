@@ -17,11 +17,18 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin, FeedForward
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_2d_sincos_pos_embed
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+
+from .attention import (
+    PixArtAttnProcessor,
+    active_caption_cache,
+    fuse_projections,
+    unfuse_projections,
+)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -163,7 +170,7 @@ class PixArtBlock(nn.Module):
     ):
         super().__init__()
         attention = dict(heads=num_heads, dim_head=head_dim, dropout=dropout, bias=attention_bias, out_bias=True)
-        attention.update(upcast_attention=upcast_attention, processor=AttnProcessor2_0())
+        attention.update(upcast_attention=upcast_attention, processor=PixArtAttnProcessor())
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=norm_elementwise_affine, eps=norm_eps)
         self.attn1 = Attention(query_dim=dim, cross_attention_dim=None, **attention)
         self.attn2 = Attention(query_dim=dim, cross_attention_dim=cross_attention_dim, **attention)
@@ -309,10 +316,45 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
             raise ValueError(f"Latent size {tuple(hidden_states.shape[-2:])} is not divisible by the patch size {p}.")
         x = self.pos_embed(hidden_states)  # (B, N, D)
         t, t_emb = self.adaln_single(timestep, added_cond_kwargs, dtype=x.dtype)  # (B, 6D), (B, D)
-        caption = encoder_hidden_states
+        caption, caption_bias = self.embed_caption(encoder_hidden_states, encoder_attention_mask, x.shape[0], x.dtype)
+        return x, caption, t, t_emb, caption_bias
+
+    def embed_caption(
+        self, encoder_hidden_states: torch.Tensor, mask: torch.Tensor | None, batch: int, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Caption features (B, L, C) and keep-mask (B, L) to the blocks' caption (B, L', D) and bias (B, 1, L').
+
+        Inside :func:`~diffusers_pixart.models.attention.caption_cache` this runs once per caption and, when the
+        context asks for it, drops the tokens that are padding in every row (L' <= L; the bias is None when no
+        padding is left). Otherwise L' = L, as in diffusers.
+        """
+        cache = active_caption_cache()
+        if cache is None:
+            return self._project_caption(encoder_hidden_states, mask, batch, dtype)
+        return cache.get(
+            self,
+            (encoder_hidden_states, mask),
+            lambda: self._project_caption(*cache.trim(encoder_hidden_states, mask), batch, dtype),
+        )
+
+    def _project_caption(
+        self, caption: torch.Tensor, mask: torch.Tensor | None, batch: int, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The caption projection (B, L, D) and the additive bias (B, 1, L) of a keep-mask."""
         if self.caption_projection is not None:
-            caption = self.caption_projection(caption).view(x.shape[0], -1, x.shape[-1])  # (B, L, D)
-        return x, caption, t, t_emb, self.mask_to_bias(encoder_attention_mask, x.dtype)
+            caption = self.caption_projection(caption).view(batch, -1, self.inner_dim)  # (B, L, D)
+        return caption, self.mask_to_bias(mask, dtype)
+
+    def fuse_qkv_projections(self) -> None:
+        """Fuse the self-attention q/k/v and cross-attention k/v projections (:func:`.attention.fuse_projections`).
+
+        Opt-in: the fused copies cost memory. Unfuse before training or saving.
+        """
+        fuse_projections(self)
+
+    def unfuse_qkv_projections(self) -> None:
+        """Undo :meth:`fuse_qkv_projections`, restoring diffusers' state-dict keys."""
+        unfuse_projections(self)
 
     def run_block(
         self,
