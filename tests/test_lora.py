@@ -259,3 +259,19 @@ def test_mismatched_ranks_and_sizes_are_refused():
         pipe.load_lora_weights(bad_size)
     with pytest.raises(ValueError, match="both lora_A.weight and lora_B.weight"):
         pipe.load_lora_weights({k: v for k, v in state.items() if k != key})
+
+
+def test_get_adapter_state_dict_returns_each_adapter_and_refuses_a_bare_model():
+    from peft import LoraConfig
+
+    from diffusers_pixart.tiny import make_transformer
+
+    model = make_transformer()
+    with pytest.raises(ValueError, match="No adapter"):
+        model.get_adapter_state_dict()
+    model.add_adapter(LoraConfig(r=2, target_modules=["to_q", "to_v"]), adapter_name="a")
+    model.add_adapter(LoraConfig(r=4, target_modules=["to_k"]), adapter_name="b")
+    first, second = model.get_adapter_state_dict("a"), model.get_adapter_state_dict("b")
+    assert first and all(("to_q" in k or "to_v" in k) and "lora" in k for k in first)
+    assert second and all("to_k" in k for k in second)
+    assert next(v for k, v in second.items() if "lora_A" in k).shape[0] == 4

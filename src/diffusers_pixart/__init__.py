@@ -3,8 +3,11 @@
 from diffusers import ModelMixin
 from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
 
+from .default_model import TOY_MODEL_PATH
+from .models.controlnet import PixArtControlNetModel
 from .models.pixart_transformer import PixArtTransformer2DModel
 from .pipelines.pixart_alpha import PixArtAlphaPipeline
+from .pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline
 
 __version__ = "0.1.0"
 
@@ -13,4 +16,12 @@ __version__ = "0.1.0"
 # the ``ModelMixin`` above, from a local folder and from the Hub alike.
 LOADABLE_CLASSES.setdefault(__name__, {"ModelMixin": ["save_pretrained", "from_pretrained"]})
 
-__all__ = ["ModelMixin", "PixArtAlphaPipeline", "PixArtTransformer2DModel", "__version__"]
+__all__ = [
+    "TOY_MODEL_PATH",
+    "ModelMixin",
+    "PixArtAlphaControlNetPipeline",
+    "PixArtAlphaPipeline",
+    "PixArtControlNetModel",
+    "PixArtTransformer2DModel",
+    "__version__",
+]

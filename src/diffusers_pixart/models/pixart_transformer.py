@@ -446,3 +446,11 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
         from .conversion import to_original
 
         return to_original(self, null_caption=null_caption)
+
+    def get_adapter_state_dict(self, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
+        """The LoRA weights of one attached PEFT adapter (the first active one by default), as peft names them."""
+        from peft.utils import get_peft_model_state_dict
+
+        if not getattr(self, "_hf_peft_config_loaded", False):
+            raise ValueError("No adapter is attached to this model: call `add_adapter` or `load_lora_adapter` first.")
+        return get_peft_model_state_dict(self, adapter_name=adapter_name or self.active_adapters()[0])
