@@ -1,35 +1,53 @@
 """Inference benchmark: our PixArtAlphaPipeline against diffusers' on the same weights and inputs, in one process.
 
-Prints, per configuration, the median wall time of each pipeline over ``--repeats`` runs (after one warm-up), the
-ratio ours / diffusers' and the max abs difference of the images. Configurations:
+For each configuration: the median wall time of one generation, prompt to PNG bytes, with the model already loaded
+(``--repeats`` runs after one warm-up), for ours and diffusers', the ratio ours / diffusers', the max abs difference
+of the images (0..1 scale), the peak memory of a run, the FLOPs of one transformer forward (counted by
+``torch.utils.flop_counter``), the transformer's share of the time and its achieved FLOP/s as a fraction of the
+machine's peak (see ``common.py`` for how the peak is derived). Configurations:
 
 - ``tiny``: the test components of :mod:`diffusers_pixart.tiny` (256px, 2 blocks of width 24);
-- ``xl256``: the full PixArt-XL/2 transformer (28 blocks, width 1152, 611M parameters) at 256px with random weights,
-  an sd-vae-ft-ema-shaped VAE, and a one-block T5 of width 4096 standing in for T5-XXL (so the timing is the
-  transformer's and the VAE's, not the text encoder's).
+- ``toy``: the embedded toy model (``diffusers_pixart.default_model.TOY_MODEL_PATH``), skipped when not shipped;
+- ``xl256``, ``xl512``, ``xl1024``: the full PixArt-XL/2 transformer (28 blocks, width 1152, 611M parameters, random
+  weights) at 256/512/1024px, an sd-vae-ft-ema-shaped VAE and a one-block T5 of width 4096 standing in for T5-XXL
+  (so the time is the transformer's and the VAE's). ``xl1024`` is meant for a GPU.
 
-Run: ``python benchmarks/bench_inference.py --configs tiny xl256 --steps 2 --repeats 3``.
+Options of ours (off unless given): ``--fuse`` (fused QKV/KV projections), ``--drop-padding`` (cross-attention over
+valid caption tokens only). On CUDA the pipelines run in ``--dtype`` (bf16 by default there).
+
+Run: ``python benchmarks/bench_inference.py --configs tiny xl256 --steps 20 --repeats 3 --threads 1``.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import io
+import json
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from functools import partial
+from pathlib import Path
 
 import diffusers
 import numpy as np
 import torch
+from common import PeakMemory, count_flops, load_average, machine, median_time, peak_flops, pick_device, synchronize
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler
 
 from diffusers_pixart import PixArtAlphaPipeline, PixArtTransformer2DModel
+from diffusers_pixart.default_model import TOY_MODEL_PATH
+from diffusers_pixart.models.attention import caption_cache
 from diffusers_pixart.tiny import make_components, make_text_encoder, make_tokenizer
 
+PROMPT = "a red circle above a blue square"
 
-def xl256_components() -> dict:
-    """PixArt-XL/2 at 256px with random weights; a small T5 of the real width."""
+
+def xl_components(resolution: int) -> dict:
+    """PixArt-XL/2 at ``resolution`` px with random weights; a one-block T5 of the real width."""
     torch.manual_seed(0)
     tokenizer = make_tokenizer()
+    sample_size = resolution // 8
     return {
         "tokenizer": tokenizer,
         "text_encoder": make_text_encoder(len(tokenizer), d_model=4096, num_layers=1, num_heads=64),
@@ -38,59 +56,166 @@ def xl256_components() -> dict:
             up_block_types=("UpDecoderBlock2D",) * 4,
             block_out_channels=(128, 256, 512, 512),
             layers_per_block=2,
-            sample_size=256,
+            sample_size=resolution,
         ).eval(),
-        "transformer": PixArtTransformer2DModel(sample_size=32, caption_channels=4096).eval(),
+        "transformer": PixArtTransformer2DModel(sample_size=sample_size, caption_channels=4096).eval(),
         "scheduler": DPMSolverMultistepScheduler(),
     }
 
 
-CONFIGS = {"tiny": make_components, "xl256": xl256_components}
+def toy_components() -> dict | None:
+    """The embedded toy model's components, or None when the package does not ship it."""
+    if not (TOY_MODEL_PATH / "model_index.json").is_file():
+        return None
+    return PixArtAlphaPipeline.from_pretrained(TOY_MODEL_PATH).components
 
 
-def twin_pipelines(components: dict) -> tuple[PixArtAlphaPipeline, diffusers.PixArtAlphaPipeline]:
+CONFIGS = {
+    "tiny": make_components,
+    "toy": toy_components,
+    "xl256": lambda: xl_components(256),
+    "xl512": lambda: xl_components(512),
+    "xl1024": lambda: xl_components(1024),
+}
+
+
+def twin_pipelines(
+    components: dict, device: torch.device, dtype: torch.dtype
+) -> tuple[PixArtAlphaPipeline, diffusers.PixArtAlphaPipeline]:
     """Ours and diffusers' pipeline sharing every component but the transformer, which has the same weights."""
     theirs_transformer = diffusers.PixArtTransformer2DModel.from_config(components["transformer"].config).eval()
     theirs_transformer.load_state_dict(components["transformer"].state_dict(), strict=True)
     ours = PixArtAlphaPipeline(**components)
     theirs = diffusers.PixArtAlphaPipeline(**{**components, "transformer": theirs_transformer})
     for pipe in (ours, theirs):
+        pipe.to(device) if dtype == torch.float32 else pipe.to(device, dtype)
         pipe.set_progress_bar_config(disable=True)
     return ours, theirs
 
 
-def time_pipeline(pipe, steps: int, repeats: int) -> tuple[float, np.ndarray]:
-    """Median seconds of one generation (prompt to image array) over ``repeats`` runs after a warm-up."""
-    times, image = [], None
-    for run in range(repeats + 1):
-        start = time.perf_counter()
-        image = pipe(
-            "a red circle above a blue square",
-            num_inference_steps=steps,
-            generator=torch.Generator().manual_seed(0),
-            output_type="np",
-        ).images
-        if run:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), image
+class TransformerTimer:
+    """Accumulates the wall time spent in a transformer's forward (synchronized on CUDA)."""
+
+    def __init__(self, transformer: torch.nn.Module, device: torch.device):
+        self.seconds, self.calls, self.device = 0.0, 0, device
+        transformer.register_forward_pre_hook(self.start)
+        transformer.register_forward_hook(self.stop)
+
+    def start(self, module, args) -> None:
+        synchronize(self.device)
+        self._start = time.perf_counter()
+
+    def stop(self, module, args, output) -> None:
+        synchronize(self.device)
+        self.seconds += time.perf_counter() - self._start
+        self.calls += 1
+
+
+def generate_png(pipe, steps: int, options: Callable[[], AbstractContextManager]) -> tuple[np.ndarray, list[bytes]]:
+    """One generation, prompt to PNG bytes, within ``options()``; returns the images (B, H, W, 3) and PNG files."""
+    with options():
+        images = pipe(PROMPT, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="np")
+    files = []
+    for image in pipe.numpy_to_pil(images.images):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        files.append(buffer.getvalue())
+    return images.images, files
+
+
+def transformer_flops(pipe, resolution: int, device: torch.device, dtype: torch.dtype) -> int:
+    """FLOPs of one guided transformer forward (batch 2, 120 caption tokens) at ``resolution`` px."""
+    transformer = pipe.transformer
+    side = resolution // pipe.vae_scale_factor
+    caption_channels = transformer.config.caption_channels or transformer.config.cross_attention_dim
+    kwargs = dict(
+        hidden_states=torch.zeros(2, transformer.config.in_channels, side, side, device=device, dtype=dtype),
+        encoder_hidden_states=torch.zeros(2, 120, caption_channels, device=device, dtype=dtype),
+        timestep=torch.tensor([500, 500], device=device),
+        added_cond_kwargs={
+            "resolution": torch.tensor([[resolution, resolution]] * 2, device=device, dtype=dtype),
+            "aspect_ratio": torch.ones(2, 1, device=device, dtype=dtype),
+        },
+    )
+    with torch.no_grad():
+        return count_flops(lambda: transformer(**kwargs))
+
+
+def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype, peak: float) -> dict:
+    """Time one configuration; returns a row of results."""
+    components = CONFIGS[name]()
+    if components is None:
+        print(f"{name}: skipped (no embedded toy model at {TOY_MODEL_PATH})")
+        return {"config": name, "skipped": "no embedded toy model"}
+    ours, theirs = twin_pipelines(components, device, dtype)
+    if args.fuse:
+        ours.transformer.fuse_qkv_projections()
+    resolution = ours.transformer.config.sample_size * ours.vae_scale_factor
+    row = {"config": name, "resolution": resolution, "steps": args.steps, "load_before": load_average()}
+    flops = transformer_flops(ours, resolution, device, dtype)
+    with torch.no_grad():
+        for label, pipe in (("ours", ours), ("diffusers", theirs)):
+            dropping = label == "ours" and args.drop_padding
+            options = partial(caption_cache, drop_padding=True) if dropping else nullcontext
+            timer = TransformerTimer(pipe.transformer, device)
+            with PeakMemory(device) as memory:
+                run = partial(generate_png, pipe, args.steps, options)
+                seconds, (images, _) = median_time(run, device, args.repeats)
+            per_run = timer.seconds / (args.repeats + 1)
+            row[label] = {
+                "seconds": seconds,
+                "transformer_seconds": per_run,
+                "peak_memory_mb": memory.peak / 2**20,
+                "transformer_flop_per_s": flops * timer.calls / (args.repeats + 1) / per_run,
+            }
+            row[label]["fraction_of_peak"] = row[label]["transformer_flop_per_s"] / peak
+            row[label]["images"] = images
+    row["ratio"] = row["ours"]["seconds"] / row["diffusers"]["seconds"]
+    row["max_abs_diff"] = float(np.abs(row["ours"].pop("images") - row["diffusers"].pop("images")).max())
+    row["transformer_gflop_per_forward"] = flops / 1e9
+    row["load_after"] = load_average()
+    return row
 
 
 def main() -> None:
-    """Run the chosen configurations and print a table."""
+    """Run the chosen configurations, print a table and optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=["tiny", "xl256"], choices=list(CONFIGS))
-    parser.add_argument("--steps", type=int, default=2, help="Denoising steps per generation.")
+    parser.add_argument("--configs", nargs="+", default=["tiny", "toy", "xl256"], choices=list(CONFIGS))
+    parser.add_argument("--steps", type=int, default=20, help="Denoising steps per generation.")
     parser.add_argument("--repeats", type=int, default=3, help="Timed runs per pipeline (after one warm-up).")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda.")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="Default: bf16 on CUDA.")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+    parser.add_argument("--fuse", action="store_true", help="Ours with fused QKV/KV projections.")
+    parser.add_argument("--drop-padding", action="store_true", help="Ours attends to valid caption tokens only.")
+    parser.add_argument("--cpu-flops-per-cycle", type=int, default=32, help="FP32 FLOP/cycle/core for the peak.")
+    parser.add_argument("--json", type=Path, default=None, help="Append the results to this JSON-lines file.")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, diffusers {diffusers.__version__}")
-    print(f"{'config':8} {'ours (s)':>10} {'diffusers (s)':>14} {'ratio':>7} {'max abs diff':>13}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    peak, peak_source = peak_flops(device, dtype, args.cpu_flops_per_cycle)
+    print(f"{machine(device)}; diffusers {diffusers.__version__}; {dtype}; {load_average()}")
+    print(f"peak {peak / 1e9:.0f} GFLOP/s ({peak_source}); options: fuse={args.fuse} drop_padding={args.drop_padding}")
+    header = "config   ours(s)  diffusers(s) ratio  max|diff|  GFLOP/fwd  ours-MFU  theirs-MFU  mem ours/theirs(MB)"
+    print(header)
     for name in args.configs:
-        with torch.no_grad():
-            ours, theirs = twin_pipelines(CONFIGS[name]())
-            ours_time, ours_image = time_pipeline(ours, args.steps, args.repeats)
-            theirs_time, theirs_image = time_pipeline(theirs, args.steps, args.repeats)
-        diff = float(np.abs(ours_image - theirs_image).max())
-        print(f"{name:8} {ours_time:10.3f} {theirs_time:14.3f} {ours_time / theirs_time:7.3f} {diff:13.2e}")
+        row = run_config(name, args, device, dtype, peak)
+        if "skipped" in row:
+            continue
+        row.update(machine=machine(device), dtype=str(dtype), peak_flop_per_s=peak, peak_source=peak_source)
+        row.update(fuse=args.fuse, drop_padding=args.drop_padding)
+        ours, theirs = row["ours"], row["diffusers"]
+        print(
+            f"{name:8} {ours['seconds']:7.3f} {theirs['seconds']:12.3f} {row['ratio']:6.3f} {row['max_abs_diff']:9.2e} "
+            f"{row['transformer_gflop_per_forward']:10.1f} {ours['fraction_of_peak']:8.1%} "
+            f"{theirs['fraction_of_peak']:10.1%}  {ours['peak_memory_mb']:.0f}/{theirs['peak_memory_mb']:.0f}"
+            f"  ({row['load_after']})"
+        )
+        if args.json:
+            with args.json.open("a") as f:
+                f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

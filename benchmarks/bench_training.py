@@ -1,0 +1,131 @@
+"""Training-step benchmark: our PixArtTransformer2DModel against diffusers' in the same loop, same weights and data.
+
+One step is the forward pass on noisy latents, the epsilon-MSE loss on the first ``in_channels`` output channels,
+the backward pass and an AdamW update. Reported per configuration: the median step time over ``--steps`` steps
+(after one warm-up step), the ratio ours / diffusers', the max abs difference of the losses of every step and of the
+weights after the last step, the peak memory, the FLOPs of one step (forward + backward, counted) and the achieved
+FLOP/s as a fraction of the machine's peak (see ``common.py``). The two models run one after the other, so only one
+set of weights and optimizer state is in memory at a time.
+
+Configurations: ``toy`` (the tiny test transformer of :mod:`diffusers_pixart.tiny` at 256px, batch 8) and ``xl256``
+(PixArt-XL/2 at 256px, batch 2, 120 caption tokens of width 4096; about 10 GB in float32 with AdamW).
+
+Run: ``python benchmarks/bench_training.py --configs toy --steps 5 --threads 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+
+import diffusers
+import torch
+import torch.nn.functional as F
+from common import PeakMemory, count_flops, load_average, machine, median_time, peak_flops, pick_device
+
+from diffusers_pixart import PixArtTransformer2DModel
+from diffusers_pixart.tiny import make_transformer
+
+#: name -> (model factory, batch, caption tokens)
+CONFIGS = {
+    "toy": (make_transformer, 8, 16),
+    "xl256": (partial(PixArtTransformer2DModel, sample_size=32, caption_channels=4096), 2, 120),
+}
+
+
+def make_batches(model: torch.nn.Module, batch: int, tokens: int, count: int, device: torch.device) -> list[dict]:
+    """``count`` batches of noisy latents, timesteps, captions and masks, the same for both models."""
+    g = torch.Generator().manual_seed(0)
+    config = model.config
+    side = config.sample_size
+    batches = []
+    for _ in range(count):
+        mask = torch.ones(batch, tokens, dtype=torch.long)
+        mask[:, tokens // 2 :] = (torch.rand(batch, 1, generator=g) > 0.5).long()
+        batches.append(
+            dict(
+                hidden_states=torch.randn(batch, config.in_channels, side, side, generator=g).to(device),
+                encoder_hidden_states=torch.randn(batch, tokens, config.caption_channels, generator=g).to(device),
+                timestep=torch.randint(0, 1000, (batch,), generator=g).to(device),
+                encoder_attention_mask=mask.to(device),
+                noise=torch.randn(batch, config.in_channels, side, side, generator=g).to(device),
+            )
+        )
+    return batches
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict) -> float:
+    """Forward, epsilon-MSE, backward, AdamW; returns the loss."""
+    inputs = {k: v for k, v in batch.items() if k != "noise"}
+    prediction = model(**inputs).sample[:, : model.config.in_channels]
+    loss = F.mse_loss(prediction, batch["noise"])
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def run_model(model: torch.nn.Module, batches: list[dict], device: torch.device, peak: float) -> dict:
+    """Time ``len(batches) - 1`` steps after a warm-up step."""
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.03, eps=1e-10)
+    inputs = {k: v for k, v in batches[0].items() if k != "noise"}
+    flops = count_flops(lambda: model(**inputs).sample.sum().backward())
+    optimizer.zero_grad(set_to_none=True)
+    steps = iter(batches)
+    losses = []
+    with PeakMemory(device) as memory:
+        seconds, _ = median_time(
+            lambda: losses.append(train_step(model, optimizer, next(steps))), device, len(batches) - 1
+        )
+    return {
+        "seconds": seconds,
+        "losses": losses,
+        "peak_memory_mb": memory.peak / 2**20,
+        "gflop_per_step": flops / 1e9,
+        "fraction_of_peak": flops / seconds / peak,
+        "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def main() -> None:
+    """Run the chosen configurations and print a table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=["toy"], choices=list(CONFIGS))
+    parser.add_argument("--steps", type=int, default=5, help="Timed steps (after one warm-up step).")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda.")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+    parser.add_argument("--cpu-flops-per-cycle", type=int, default=32, help="FP32 FLOP/cycle/core for the peak.")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    peak, peak_source = peak_flops(device, torch.float32, args.cpu_flops_per_cycle)
+    print(f"{machine(device)}; diffusers {diffusers.__version__}; float32; {load_average()}")
+    print(f"peak {peak / 1e9:.0f} GFLOP/s ({peak_source})")
+    print("config   ours(s)  diffusers(s) ratio  loss|diff|  weight|diff|  GFLOP/step  ours-MFU  theirs-MFU  mem(MB)")
+    for name in args.configs:
+        factory, batch, tokens = CONFIGS[name]
+        torch.manual_seed(0)
+        ours = factory()
+        state = {k: v.clone() for k, v in ours.state_dict().items()}
+        config = dict(ours.config)
+        batches = make_batches(ours, batch, tokens, args.steps + 1, device)
+        ours_result = run_model(ours, batches, device, peak)
+        del ours
+        theirs = diffusers.PixArtTransformer2DModel.from_config(config)
+        theirs.load_state_dict(state, strict=True)
+        theirs_result = run_model(theirs, batches, device, peak)
+        loss_diff = max(abs(a - b) for a, b in zip(ours_result["losses"], theirs_result["losses"]))
+        weight_diff = max((ours_result["weights"][k] - theirs_result["weights"][k]).abs().max().item() for k in state)
+        print(
+            f"{name:8} {ours_result['seconds']:7.3f} {theirs_result['seconds']:12.3f} "
+            f"{ours_result['seconds'] / theirs_result['seconds']:6.3f} {loss_diff:10.2e} {weight_diff:12.2e} "
+            f"{ours_result['gflop_per_step']:11.2f} {ours_result['fraction_of_peak']:8.1%} "
+            f"{theirs_result['fraction_of_peak']:10.1%}  {ours_result['peak_memory_mb']:.0f}/"
+            f"{theirs_result['peak_memory_mb']:.0f}  ({load_average()})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Shared pieces of the benchmarks: device and machine description, peak FLOP/s, timing, FLOP counting, memory.
+
+Peak FLOP/s, as the benchmarks state it:
+
+- CPU, nominal: threads x clock (the ``cpu MHz`` of ``/proc/cpuinfo``, the TSC rate under KVM) x FP32 FLOP per cycle
+  per core (``--cpu-flops-per-cycle``; default 32 = 2 FMA pipes x 8 FP32 lanes x 2, right for AMD Zen 4, whose
+  AVX-512 runs on 256-bit pipes; use 64 for Intel cores with two 512-bit FMA units).
+- CPU, measured: the best rate of a large FP32 matmul in the same process, the practical roofline on a shared host.
+- GPU: the datasheet dense rate of the card for the dtype (H100/H200 SXM: 989 TFLOP/s bf16, 67 TFLOP/s fp32).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+#: Dense datasheet TFLOP/s by GPU name fragment and dtype.
+GPU_PEAK_TFLOPS = {
+    "H100": {torch.bfloat16: 989.0, torch.float16: 989.0, torch.float32: 67.0},
+    "H200": {torch.bfloat16: 989.0, torch.float16: 989.0, torch.float32: 67.0},
+    "A100": {torch.bfloat16: 312.0, torch.float16: 312.0, torch.float32: 19.5},
+}
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` gives CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall time covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, as ``uptime`` prints them."""
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def machine(device: torch.device) -> str:
+    """One line naming the machine: CPU or GPU model, threads, torch version."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    model = platform.processor() or "cpu"
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        model = names[0] if names else model
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def nominal_cpu_peak(flops_per_cycle: int) -> float:
+    """Nominal FP32 FLOP/s of the threads torch uses (see the module docstring)."""
+    with open("/proc/cpuinfo") as f:
+        mhz = [float(line.split(":", 1)[1]) for line in f if line.startswith("cpu MHz")]
+    return torch.get_num_threads() * max(mhz) * 1e6 * flops_per_cycle
+
+
+def measured_matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """The best FLOP/s of a (size x size) @ (size x size) matmul over ``repeats`` runs."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype, flops_per_cycle: int) -> tuple[float, str]:
+    """``(FLOP/s, how it was derived)`` of the machine's peak for ``dtype``."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for fragment, table in GPU_PEAK_TFLOPS.items():
+            if fragment in name and dtype in table:
+                return table[dtype] * 1e12, f"{fragment} datasheet dense {dtype}"
+        return measured_matmul_peak(device, dtype), "measured matmul (card not in the datasheet table)"
+    return nominal_cpu_peak(flops_per_cycle), f"nominal: threads x cpu MHz x {flops_per_cycle} FP32 FLOP/cycle"
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of ``fn`` (matmuls, convolutions and attention), by ``torch.utils.flop_counter``."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA's allocator high-water mark, or on CPU the process RSS above its starting value,
+    polled every 2 ms by a thread (so short spikes can be missed)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak = device, 0
+        self._stop = threading.Event()
+
+    def _poll(self, base: int) -> None:
+        process = psutil.Process()
+        while not self._stop.is_set():
+            self.peak = max(self.peak, process.memory_info().rss - base)
+            time.sleep(0.002)
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            self._thread = threading.Thread(target=self._poll, args=(psutil.Process().memory_info().rss,), daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self._base
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+def median_time(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> tuple[float, Any]:
+    """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs, and the last result."""
+    result, times = None, []
+    for run in range(warmup + repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        result = fn()
+        synchronize(device)
+        if run >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times), result
