@@ -252,3 +252,19 @@ def test_binning_at_toy_resolution_uses_the_scaled_table():
     assert seen[0] == (2, 4, height // 4, width // 4)
     assert 0.6 < height * width / 64**2 < 1.4 and height % 8 == 0 and width % 8 == 0
     assert generate(pipe, height=50, width=90).shape == (2, 50, 90, 3)
+
+
+def test_training_encoder_sees_the_same_tokens_as_the_pipeline():
+    """``text.encode_prompts`` (used by training and feature extraction) cleans captions as the pipeline does."""
+    from diffusers_pixart.text import encode_prompts, preprocess_captions
+
+    ours, _ = pipelines()
+    captions = ["A RED Circle, above a blue square.  http://example.com/x", "Two  green STARS"]
+    assert preprocess_captions(captions) == ["a red circle, above a blue square.", "two green stars"]
+    expected_embeds, expected_mask, _, _ = ours.encode_prompt(
+        captions, do_classifier_free_guidance=False, clean_caption=True
+    )
+    with torch.no_grad():
+        embeds, mask = encode_prompts(ours.tokenizer, ours.text_encoder, captions)
+    assert torch.equal(mask, expected_mask)
+    torch.testing.assert_close(embeds, expected_embeds, rtol=0, atol=1e-6)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +24,13 @@ import datasets
 import numpy as np
 import torch
 
+from ..text import encode_prompts
 from .shards import ShardWriter, write_json_atomic, write_loader
 from .streaming import ImageTextLoader, StreamingBatchLoader, load_streaming_dataset, micro_conditions
 
 #: Name of the settings file of a features folder.
 FEATURES_INFO = "features.json"
 _FORMAT = "diffusers_pixart.features/1"
-
-
-def encode_prompts(
-    tokenizer, text_encoder, texts: Sequence[str], max_length: int = 120
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """T5 caption embeddings as PixArt-alpha uses them: padded to ``max_length`` tokens (120), truncated beyond.
-
-    Call it under ``torch.no_grad()`` for a frozen encoder.
-
-    Returns:
-        ``prompt_embeds`` (B, max_length, C) in the encoder's dtype on its device, and ``prompt_attention_mask``
-        (B, max_length) long, 1 for real tokens (with the end token) and 0 for padding.
-    """
-    if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
-        raise ValueError("`texts` must be a list of strings.")
-    tokens = tokenizer(
-        list(texts),
-        max_length=max_length,
-        padding="max_length",
-        truncation=True,
-        add_special_tokens=True,
-        return_tensors="pt",
-    )
-    mask = tokens.attention_mask.to(text_encoder.device)
-    embeds = text_encoder(tokens.input_ids.to(text_encoder.device), attention_mask=mask)[0]
-    return embeds, mask.long()
 
 
 def encode_images(vae, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,6 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, ImagePipelineOutput
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import PixArtImageProcessor
-from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import PixArtAlphaPipeline as DiffusersPixArtAlphaPipeline
 from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import retrieve_timesteps
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging
@@ -30,6 +29,7 @@ from ..loaders import PixArtLoraLoaderMixin
 from ..models.attention import caption_cache
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..schedulers import make_scheduler, uses_learned_variance
+from ..text import CaptionProcessingMixin, encode_prompts
 
 logger = logging.get_logger(__name__)
 
@@ -48,7 +48,7 @@ _MODEL_LOADING_KWARGS = (
 )
 
 
-class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin):
+class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProcessingMixin):
     """PixArt-alpha text-to-image pipeline.
 
     Args:
@@ -62,12 +62,6 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin):
     _optional_components = ["tokenizer", "text_encoder"]
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "prompt_attention_mask"]
-
-    # Caption cleaning is the DeepFloyd-IF recipe PixArt was trained with; diffusers' implementation is reused so that
-    # a prompt becomes exactly the same tokens here as there.
-    bad_punct_regex = DiffusersPixArtAlphaPipeline.bad_punct_regex
-    _text_preprocessing = DiffusersPixArtAlphaPipeline._text_preprocessing
-    _clean_caption = DiffusersPixArtAlphaPipeline._clean_caption
 
     def __init__(
         self,
@@ -164,18 +158,12 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin):
             raise ValueError("This pipeline has no tokenizer/text encoder: pass `prompt_embeds` and masks instead.")
         texts = self._text_preprocessing(texts, clean_caption=clean_caption)
         row_of = {text: row for row, text in enumerate(dict.fromkeys(texts))}
-        tokens = self.tokenizer(
-            list(row_of), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
-        )
         full_length = self.tokenizer(list(row_of), padding="longest", return_tensors="pt").input_ids.shape[-1]
         if full_length > max_length:
             logger.warning(f"A prompt is longer than {max_length} tokens and was truncated.")
-        encoder_device = self.text_encoder.device
-        embeds = self.text_encoder(
-            tokens.input_ids.to(encoder_device), attention_mask=tokens.attention_mask.to(encoder_device)
-        )[0]
-        rows = torch.tensor([row_of[text] for text in texts])
-        return embeds.index_select(0, rows.to(encoder_device)).to(device), tokens.attention_mask[rows].to(device)
+        embeds, mask = encode_prompts(self.tokenizer, self.text_encoder, list(row_of), max_length, clean_caption=False)
+        rows = torch.tensor([row_of[text] for text in texts], device=embeds.device)
+        return embeds.index_select(0, rows).to(device), mask.index_select(0, rows).to(device)
 
     def check_inputs(
         self,
