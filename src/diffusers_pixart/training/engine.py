@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.models.embeddings import LabelEmbedding
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from diffusers.utils import make_image_grid
@@ -49,6 +50,8 @@ RAW_KEYS = ("pixel_values", "text")
 FEATURE_KEYS = ("latents", "prompt_embeds", "prompt_attention_mask")
 MICRO_CONDITION_KEYS = ("resolution", "aspect_ratio")
 CHECKPOINT_PREFIX = "checkpoint-"
+#: Classes of ImageNet: DiTPipeline's guidance hard-codes this null class.
+IMAGENET_CLASSES = 1000
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
@@ -61,6 +64,11 @@ def replace_dir(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
     if old.exists():
         shutil.rmtree(old)
+
+
+def vae_scale_factor(vae: Any) -> int:
+    """Image pixels per latent pixel of an ``AutoencoderKL``: 2 per down-sampling level (8 for sd-vae-ft-ema)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
@@ -97,7 +105,15 @@ class Trainer:
         card_info: extra entries for the model card's training table (stage, data, ...).
 
     ``trainer.accelerator`` exists from construction, so the data can be split by ``process_index``.
+
+    What is specific to the condition (captions here, class labels in :class:`ClassConditionalTrainer`) lives in the
+    ``_check_conditioning``, ``_prepare_conditioning``, ``_check_condition``, ``_encode_condition``,
+    ``_drop_condition``, ``_model_kwargs`` and ``_sample_validation`` hooks; the loop itself is shared.
     """
+
+    #: Keys a raw batch and a precomputed batch must hold.
+    raw_keys: tuple[str, ...] = RAW_KEYS
+    feature_keys: tuple[str, ...] = FEATURE_KEYS
 
     def __init__(
         self,
@@ -133,11 +149,12 @@ class Trainer:
     def _check_config(self) -> None:
         """Raise a ``ValueError`` naming the first option that cannot work, before anything is loaded or trained."""
         cfg, transformer = self.config, self.pipeline.transformer
-        factor = transformer.config.patch_size * self.pipeline.vae_scale_factor
+        vae_factor = vae_scale_factor(self.pipeline.vae)
+        factor = transformer.config.patch_size * vae_factor
         if cfg.resolution <= 0 or cfg.resolution % factor:
             raise ValueError(
                 f"--resolution {cfg.resolution} must be a positive multiple of the patch size "
-                f"{transformer.config.patch_size} x the VAE down-sampling {self.pipeline.vae_scale_factor} = {factor}."
+                f"{transformer.config.patch_size} x the VAE down-sampling {vae_factor} = {factor}."
             )
         for name in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps"):
             if getattr(cfg, name) < 1:
@@ -148,7 +165,11 @@ class Trainer:
             raise ValueError(f"--checkpoints_total_limit must be at least 1, got {cfg.checkpoints_total_limit}.")
         if cfg.push_to_hub and not cfg.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id.")
-        text_encoder = self.pipeline.text_encoder
+        self._check_conditioning()
+
+    def _check_conditioning(self) -> None:
+        """Raise a ``ValueError`` when the pipeline cannot encode the condition (here: captions) for the model."""
+        transformer, text_encoder = self.pipeline.transformer, self.pipeline.text_encoder
         if self.pipeline.tokenizer is None or text_encoder is None:
             raise ValueError("The pipeline needs its tokenizer and text encoder (captions, null caption, validation).")
         if text_encoder.config.d_model != transformer.config.caption_channels:
@@ -193,22 +214,27 @@ class Trainer:
 
     def _check_batch(self, batch: Mapping[str, Any]) -> None:
         """Raise a ``ValueError`` naming what the first batch lacks or gets wrong."""
-        keys = FEATURE_KEYS if "latents" in batch else RAW_KEYS
+        keys = self.feature_keys if "latents" in batch else self.raw_keys
         missing = [k for k in keys if k not in batch]
-        if self.pipeline.transformer.use_additional_conditions:
+        if self._micro_conditioned:
             missing += [k for k in MICRO_CONDITION_KEYS if k not in batch]
         if missing:
             raise ValueError(
                 f"The training batches lack {missing} (keys present: {sorted(batch)}). Raw batches need "
-                f"{list(RAW_KEYS)}, precomputed ones {list(FEATURE_KEYS)}; micro-conditioned models also "
+                f"{list(self.raw_keys)}, precomputed ones {list(self.feature_keys)}; micro-conditioned models also "
                 f"{list(MICRO_CONDITION_KEYS)}."
             )
-        if keys is FEATURE_KEYS:
+        if "latents" in batch:
             patch = self.pipeline.transformer.config.patch_size
             if any(size % patch for size in batch["latents"].shape[-2:]):
                 raise ValueError(
                     f"Latents {tuple(batch['latents'].shape)} are not divisible by the patch size {patch}."
                 )
+        self._check_condition(batch)
+
+    def _check_condition(self, batch: Mapping[str, Any]) -> None:
+        """Raise a ``ValueError`` when precomputed caption embeddings do not fit the model's null caption."""
+        if "prompt_embeds" in batch:
             null_shape = self.null_caption[0].shape[1:]
             if tuple(batch["prompt_embeds"].shape[1:]) != tuple(null_shape):
                 raise ValueError(
@@ -216,23 +242,50 @@ class Trainer:
                     f"{tuple(self.null_caption[0].shape)}: (B, max_sequence_length, caption_channels) expected."
                 )
 
+    @property
+    def _micro_conditioned(self) -> bool:
+        """Whether the model takes the ``resolution``/``aspect_ratio`` micro-conditions."""
+        return bool(getattr(self.pipeline.transformer, "use_additional_conditions", False))
+
     # ------------------------------------------------------------------------------------------- the step
-    def _encode(self, batch: Mapping[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """Latents (B, 4, h, w) scaled by the VAE factor, caption embeds (B, L, C) and mask (B, L) of a batch."""
+    def _encode(self, batch: Mapping[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Latents (B, 4, h, w) scaled by the VAE factor and the condition (:meth:`_encode_condition`) of a batch."""
         vae, device = self.pipeline.vae, self.accelerator.device
         with torch.no_grad():
             if "latents" in batch:  # drawn from the stored posterior and scaled by the loader
-                return (
-                    batch["latents"].to(device, torch.float32),
-                    batch["prompt_embeds"].to(device),
-                    batch["prompt_attention_mask"].to(device),
+                latents = batch["latents"].to(device, torch.float32)
+            else:
+                mean, std = encode_images(vae, batch["pixel_values"])
+                latents = sample_latents(
+                    mean.float(), std.float(), vae.config.scaling_factor, vae.config.get("shift_factor"), generator
                 )
-            mean, std = encode_images(vae, batch["pixel_values"])
-            latents = sample_latents(
-                mean.float(), std.float(), vae.config.scaling_factor, vae.config.get("shift_factor"), generator
-            )
+            return latents, self._encode_condition(batch)
+
+    def _encode_condition(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The model's condition arguments: caption embeds (B, L, C) and keep-mask (B, L), precomputed or encoded."""
+        device = self.accelerator.device
+        if "prompt_embeds" in batch:
+            embeds, mask = batch["prompt_embeds"].to(device), batch["prompt_attention_mask"].to(device)
+        else:
             embeds, mask = self._encode_captions(list(batch["text"]))
-        return latents, embeds, mask
+        return {"encoder_hidden_states": embeds, "encoder_attention_mask": mask}
+
+    def _drop_condition(self, condition: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Replace the captions of the samples where ``drop`` (B,) is set by exactly the pipeline's null caption."""
+        embeds, mask = condition["encoder_hidden_states"], condition["encoder_attention_mask"]
+        null_embeds, null_mask = (t.to(embeds.device) for t in self.null_caption)
+        return {
+            "encoder_hidden_states": torch.where(drop[:, None, None], null_embeds.to(embeds.dtype), embeds),
+            "encoder_attention_mask": torch.where(drop[:, None], null_mask.to(mask.dtype), mask),
+        }
+
+    def _model_kwargs(self, condition: dict[str, torch.Tensor], batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The model's keyword arguments besides the noisy latents and timesteps: caption and micro-conditions."""
+        added = None
+        if self._micro_conditioned:
+            added = {k: batch[k].to(self.accelerator.device, torch.float32) for k in MICRO_CONDITION_KEYS}
+        embeds = condition["encoder_hidden_states"].to(self.pipeline.transformer.dtype)
+        return {**condition, "encoder_hidden_states": embeds, "added_cond_kwargs": added}
 
     def _encode_captions(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """T5 embeds (B, L, C) and keep-mask (B, L) of captions, encoded as the pipeline encodes prompts."""
@@ -246,28 +299,17 @@ class Trainer:
         device = self.accelerator.device
         seed = (self.config.seed * 1_000_003 + micro_step * self.accelerator.num_processes) % 2**62
         generator = torch.Generator(device).manual_seed(seed + self.accelerator.process_index)
-        latents, embeds, mask = self._encode(batch, generator)
+        latents, condition = self._encode(batch, generator)
         batch_size = latents.shape[0]
 
-        # Caption dropout: replace by exactly the pipeline's unconditional caption.
+        # Condition dropout (for classifier-free guidance): the null caption, or the null class.
         drop = torch.rand(batch_size, device=device, generator=generator) < self.config.caption_dropout
-        null_embeds, null_mask = (t.to(device) for t in self.null_caption)
-        embeds = torch.where(drop[:, None, None], null_embeds.to(embeds.dtype), embeds)
-        mask = torch.where(drop[:, None], null_mask.to(mask.dtype), mask)
+        condition = self._drop_condition(condition, drop)
 
         timesteps = self.diffusion.sample_timesteps(batch_size, device, generator)
         noise = torch.randn(latents.shape, device=device, generator=generator)
         noisy = self.diffusion.add_noise(latents, noise, timesteps)
-        added = None
-        if self.pipeline.transformer.use_additional_conditions:
-            added = {k: batch[k].to(device, torch.float32) for k in MICRO_CONDITION_KEYS}
-        output = self.model(
-            noisy,
-            encoder_hidden_states=embeds.to(self.pipeline.transformer.dtype),
-            encoder_attention_mask=mask,
-            timestep=timesteps,
-            added_cond_kwargs=added,
-        ).sample
+        output = self.model(noisy, timestep=timesteps, **self._model_kwargs(condition, batch)).sample
         losses = self.diffusion.training_losses(output, latents, noisy, noise, timesteps)
         return {name: value.mean() for name, value in losses.items()}
 
@@ -279,7 +321,7 @@ class Trainer:
         weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(acc.mixed_precision, torch.float32)
         self._frozen_dtypes = {}
         for name in ("vae", "text_encoder"):
-            module = getattr(self.pipeline, name)
+            module = getattr(self.pipeline, name, None)
             if module is None:
                 continue
             self._frozen_dtypes[name] = module.dtype
@@ -288,7 +330,7 @@ class Trainer:
             module.requires_grad_(False).eval().to(acc.device)
             if module.dtype != dtype:
                 module.to(dtype)
-        self.null_caption = self._encode_captions([""])
+        self._prepare_conditioning()
         transformer.train().requires_grad_(True)
         if cfg.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
@@ -329,6 +371,10 @@ class Trainer:
         if acc.is_main_process and acc.log_with:
             hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(cfg).items()}
             acc.init_trackers("pixart", config=hparams)
+
+    def _prepare_conditioning(self) -> None:
+        """Encode the null caption ``""`` (B=1) that caption dropout substitutes, once the text encoder is placed."""
+        self.null_caption = self._encode_captions([""])
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         """Batches from the current data position on, epoch after epoch (the position advances in ``train``)."""
@@ -454,25 +500,17 @@ class Trainer:
             self.ema.restore(params)
 
     def validate(self) -> list:
-        """Render the validation prompts with the EMA weights; save a PNG grid and log it. Main process only."""
-        cfg, acc = self.config, self.accelerator
-        if not acc.is_main_process or not cfg.validation_prompts:
+        """Render the validation prompts (or classes) with the EMA weights; save and log a grid. Main process only."""
+        acc = self.accelerator
+        conditions = self._validation_conditions()
+        if not acc.is_main_process or not conditions:
             return []
         transformer = self.pipeline.transformer
         transformer.eval()
         with self._ema_weights(), torch.no_grad():
-            images = self.pipeline(
-                prompt=list(cfg.validation_prompts),
-                num_inference_steps=cfg.validation_inference_steps,
-                guidance_scale=cfg.validation_guidance_scale,
-                height=cfg.resolution,
-                width=cfg.resolution,
-                generator=torch.Generator(acc.device).manual_seed(cfg.seed),
-                use_resolution_binning=False,
-                max_sequence_length=cfg.max_sequence_length,
-            ).images
+            titles, images = self._sample_validation(conditions)
         transformer.train()
-        self.validation_images = list(zip(cfg.validation_prompts, images))
+        self.validation_images = list(zip(titles, images))
         grid = make_image_grid(images, rows=1, cols=len(images))
         path = self.output_dir / "validation" / f"step-{self.progress.step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -484,6 +522,25 @@ class Trainer:
                 stacked = np.stack([np.asarray(image) for image in images])
                 tracker.writer.add_images("validation", stacked, self.progress.step, dataformats="NHWC")
         return images
+
+    def _validation_conditions(self) -> list:
+        """What is rendered at validation: the prompts."""
+        return list(self.config.validation_prompts)
+
+    def _sample_validation(self, prompts: list[str]) -> tuple[list[str], list]:
+        """(titles, PIL images) of the validation prompts, sampled with the pipeline at ``--resolution``."""
+        cfg = self.config
+        images = self.pipeline(
+            prompt=prompts,
+            num_inference_steps=cfg.validation_inference_steps,
+            guidance_scale=cfg.validation_guidance_scale,
+            height=cfg.resolution,
+            width=cfg.resolution,
+            generator=torch.Generator(self.accelerator.device).manual_seed(cfg.seed),
+            use_resolution_binning=False,
+            max_sequence_length=cfg.max_sequence_length,
+        ).images
+        return prompts, images
 
     def save_pipeline(self) -> Path:
         """Save the pipeline with the EMA weights (if any) to ``<output_dir>/pipeline`` and push it if asked."""
@@ -523,3 +580,99 @@ class Trainer:
             "wall time (h)": round((time.time() - self._start_time) / 3600, 3),
         }
         push_to_hub(self.pipeline, cfg.hub_model_id, samples=self.validation_images, card_info={"training": training})
+
+
+class ClassConditionalTrainer(Trainer):
+    """The same loop for a class-conditional DiT (stage 1, pixel dependency): labels instead of captions.
+
+    Args:
+        config: the options (:class:`~.config.TrainingConfig`); ``caption_dropout`` is the class dropout here.
+        pipeline: a diffusers ``DiTPipeline`` (``transformer``: a ``DiTTransformer2DModel`` with
+            ``num_embeds_ada_norm`` classes, ``vae``, ``scheduler``; ``id2label`` names the validation images).
+        validation_labels: the classes rendered at validation (one image each).
+        card_info: extra entries for the model card's training table.
+
+    Batches hold ``label`` (B,) integers in ``[0, num_classes)`` with ``pixel_values`` or ``latents``. Class dropout
+    replaces a label by ``num_classes``, the DiT's null class (the extra row of its label tables, which classifier-free
+    guidance uses). The DiT's own label dropout draws from the global random state in every block, independently: it
+    is switched off while training, so that the dropout is drawn once per sample from the step's seeded generator.
+    """
+
+    raw_keys = ("pixel_values", "label")
+    feature_keys = ("latents", "label")
+
+    def __init__(
+        self,
+        config: TrainingConfig,
+        pipeline: Any,
+        validation_labels: Sequence[int] = (),
+        card_info: Mapping[str, Any] | None = None,
+    ):
+        self.validation_labels = [int(label) for label in validation_labels]
+        super().__init__(config, pipeline, card_info)
+
+    @property
+    def num_classes(self) -> int:
+        """The DiT's number of classes (its null class has this index)."""
+        return int(self.pipeline.transformer.config.num_embeds_ada_norm)
+
+    def _check_conditioning(self) -> None:
+        bad = [label for label in self.validation_labels if not 0 <= label < self.num_classes]
+        if bad:
+            raise ValueError(f"Validation classes {bad} are outside [0, {self.num_classes}) of the DiT.")
+        if self.config.validation_steps and self.validation_labels and self.config.validation_guidance_scale > 1:
+            if self.num_classes != IMAGENET_CLASSES:
+                raise ValueError(
+                    f"--validation_guidance_scale {self.config.validation_guidance_scale}: DiTPipeline's guidance "
+                    f"uses ImageNet's null class {IMAGENET_CLASSES}, which a DiT of {self.num_classes} classes lacks; "
+                    "validate with --validation_guidance_scale 1."
+                )
+
+    def _prepare_conditioning(self) -> None:
+        for module in self.pipeline.transformer.modules():
+            if isinstance(module, LabelEmbedding):
+                module.dropout_prob = 0.0
+
+    def _check_condition(self, batch: Mapping[str, Any]) -> None:
+        self._labels(batch)
+
+    def _labels(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The batch's labels (B,) long, checked against the number of classes."""
+        labels = torch.as_tensor(batch["label"])
+        if labels.ndim != 1 or labels.dtype.is_floating_point:
+            raise ValueError(f"`label` must be a (B,) integer tensor, got {labels.dtype} {tuple(labels.shape)}.")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(
+                f"Class labels {sorted(set(labels.tolist()))} do not fit the DiT's {self.num_classes} classes "
+                "(--num_classes must exceed every label)."
+            )
+        return labels.long()
+
+    def _encode_condition(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """``class_labels`` (B,) on the device."""
+        return {"class_labels": self._labels(batch).to(self.accelerator.device)}
+
+    def _drop_condition(self, condition: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Replace the labels where ``drop`` (B,) is set by the null class ``num_classes``."""
+        labels = condition["class_labels"]
+        return {"class_labels": torch.where(drop, torch.full_like(labels, self.num_classes), labels)}
+
+    def _model_kwargs(self, condition: dict[str, torch.Tensor], batch: Mapping[str, Any]) -> dict[str, Any]:
+        return condition
+
+    def _validation_conditions(self) -> list:
+        """What is rendered at validation: the classes."""
+        return list(self.validation_labels)
+
+    def _sample_validation(self, labels: list[int]) -> tuple[list[str], list]:
+        """(class names, PIL images) of the validation classes, sampled with the ``DiTPipeline``."""
+        cfg = self.config
+        images = self.pipeline(
+            class_labels=labels,
+            num_inference_steps=cfg.validation_inference_steps,
+            guidance_scale=cfg.validation_guidance_scale,
+            generator=torch.Generator(self.accelerator.device).manual_seed(cfg.seed),
+        ).images
+        names = getattr(self.pipeline, "labels", None) or {}
+        by_id = {int(i): name for name, i in names.items()}
+        return [by_id.get(label, f"class {label}") for label in labels], images

@@ -1,42 +1,287 @@
 """The training stages of the paper as configs and entry points over the shared :class:`~.engine.Trainer`.
 
+Stage 1, pixel dependency (paper section 2.2, Table 4): a class-conditional DiT (diffusers' ``DiTTransformer2DModel``)
+on labelled images (ImageNet, or the toy world's labels) at 256px, with the engine's loop in class mode
+(:class:`~.engine.ClassConditionalTrainer`); the result is re-parameterized into a PixArt transformer (section 2.3,
+:meth:`PixArtTransformer2DModel.from_dit`) that stage 2 starts from.
+
 Stage 2, text-image alignment (paper section 2.2, Table 4): the T2I transformer at 256px, from a re-parameterized
 stage-1 model or any PixArt checkpoint, on raw image-caption data or on precomputed features.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
+import torch
+from diffusers import AutoencoderKL, DiTPipeline, DiTTransformer2DModel, DPMSolverMultistepScheduler
+from transformers import AutoConfig
+
 from ..data.features import FeatureLoader
-from ..data.streaming import ImageTextLoader, load_streaming_dataset
+from ..data.streaming import ImageTextLoader, StreamingBatchLoader, load_streaming_dataset
+from ..models.conversion import REPARAM_TIMESTEP, load_dit
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..pipelines.pixart_alpha import PixArtAlphaPipeline
 from .config import TrainingConfig, option, parse_config
-from .engine import Trainer
+from .engine import ClassConditionalTrainer, Trainer, replace_dir, vae_scale_factor
+
+#: Folder of a stage-1 run holding the re-parameterized PixArt transformer (next to the DiT's ``pipeline``).
+PIXART_TRANSFORMER_DIR = "pixart_transformer"
 
 
 @dataclass
-class Stage2Config(TrainingConfig):
-    """Options of stage 2 (text-image alignment): the engine's plus the model and the data."""
+class StageConfig(TrainingConfig):
+    """The options every stage adds to the engine's: the frozen parts and the data."""
 
     pretrained_model_name_or_path: str = option(
         "", "Pipeline folder or Hub id giving the tokenizer, T5, VAE and scheduler (and the transformer by default)."
     )
-    transformer: str | None = option(
-        None, "Transformer folder or Hub id to start from (e.g. a re-parameterized stage-1 model)."
-    )
     train_data: str | None = option(
-        None, "Raw image-caption data: Hub dataset id or local imagefolder / webdataset / parquet source."
+        None, "Raw image data: Hub dataset id or local imagefolder / webdataset / parquet source."
     )
-    features: str | None = option(None, "A features folder of precomputed T5 embeddings and VAE latents instead.")
+    features: str | None = option(None, "A features folder of precomputed VAE latents (and T5 embeddings) instead.")
     image_column: str = option("image", "Image column of --train_data.")
-    caption_column: str = option("text", "Caption column of --train_data.")
     shuffle_buffer_size: int = option(1000, "Streaming shuffle buffer (0 keeps the source order).")
 
 
+@dataclass
+class Stage1Config(StageConfig):
+    """Options of stage 1 (pixel dependency): a class-conditional DiT on labelled images."""
+
+    pretrained_model_name_or_path: str = option(
+        "",
+        "Pipeline folder or Hub id whose VAE and scheduler stage 1 uses; its text encoder's width is the "
+        "re-parameterized model's caption_channels.",
+    )
+    label_column: str = option("label", "Integer class-label column of --train_data.")
+    num_classes: int = option(1000, "Number of classes (ImageNet: 1000); labels must lie in [0, num_classes).")
+    pretrained_dit: str | None = option(
+        None,
+        "DiT to continue from: diffusers folder (pipeline or transformer), Hub id (facebook/DiT-XL-2-256) or an "
+        "original .pt file. Without it a new DiT is built from the size options.",
+    )
+    dit_config: str | None = option(
+        None, "JSON file of DiTTransformer2DModel arguments for a new DiT; its entries override the size options."
+    )
+    dit_layers: int = option(28, "Transformer blocks of a new DiT (DiT-XL: 28).")
+    dit_hidden: int = option(1152, "Hidden size of a new DiT (DiT-XL: 1152).")
+    dit_heads: int = option(16, "Attention heads of a new DiT (DiT-XL: 16).")
+    patch_size: int = option(2, "Patch size of a new DiT (DiT-XL/2: 2).")
+    caption_dropout: float = option(0.1, "Probability of replacing a label with the null class (for CFG; DiT: 0.1).")
+    validation_class_labels: list[int] = option([0, 1, 2, 3], "Classes rendered at validation, one image each.")
+    validation_guidance_scale: float = option(
+        1.0, "Guidance scale of the validation images; above 1 only with 1000 classes (DiTPipeline's null class)."
+    )
+    reparameterize: bool = option(
+        True,
+        f"Also save the re-parameterized PixArt transformer (paper section 2.3) as <output_dir>/"
+        f"{PIXART_TRANSFORMER_DIR}: the --transformer of stage 2.",
+    )
+    reparam_timestep: int = option(REPARAM_TIMESTEP, "Timestep t* of the re-parameterization (the paper: 500).")
+
+
+@dataclass
+class Stage2Config(StageConfig):
+    """Options of stage 2 (text-image alignment): the engine's plus the model and the data."""
+
+    transformer: str | None = option(
+        None, "Transformer folder or Hub id to start from (e.g. a re-parameterized stage-1 model)."
+    )
+    caption_column: str = option("text", "Caption column of --train_data.")
+
+
+def check_data_options(config: StageConfig) -> None:
+    """Exactly one of ``--train_data`` and ``--features``."""
+    if (config.train_data is None) == (config.features is None):
+        raise ValueError("Give exactly one of --train_data (raw images) and --features (precomputed).")
+
+
+def make_loader(
+    config: StageConfig,
+    trainer: Trainer,
+    dataset: datasets.IterableDataset | None = None,
+    **loader_kwargs,
+) -> StreamingBatchLoader:
+    """This process's loader of ``--features``, or of ``--train_data`` (``dataset`` if already opened).
+
+    ``loader_kwargs`` go to :class:`ImageTextLoader` (columns, ``multi_scale``).
+    """
+    acc = trainer.accelerator
+    common = dict(
+        batch_size=config.train_batch_size,
+        shuffle_buffer_size=config.shuffle_buffer_size,
+        seed=config.seed,
+        rank=acc.process_index,
+        world_size=acc.num_processes,
+    )
+    if config.features is not None:
+        return FeatureLoader(config.features, **common)
+    if dataset is None:
+        dataset = load_streaming_dataset(config.train_data)
+    return ImageTextLoader(
+        dataset, resolution=config.resolution, image_column=config.image_column, **loader_kwargs, **common
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ stage 1
+def build_dit(config: Stage1Config, vae: AutoencoderKL) -> DiTTransformer2DModel:
+    """The DiT to train: ``--pretrained_dit``, or a new one (DiT's initialisation) of the size options.
+
+    The latent grid is ``--resolution`` / the VAE's down-sampling; the output has ``2 x`` the latent channels (the
+    learned variance of the IDDPM loss).
+    """
+    factor = vae_scale_factor(vae)
+    if config.resolution <= 0 or config.resolution % factor:
+        raise ValueError(f"--resolution {config.resolution} must be a positive multiple of the VAE factor {factor}.")
+    latent_size, channels = config.resolution // factor, vae.config.latent_channels
+    if config.pretrained_dit:
+        dit = load_dit(config.pretrained_dit)
+        found = {
+            "--num_classes": (dit.config.num_embeds_ada_norm, config.num_classes),
+            "latent channels of the VAE": (dit.config.in_channels, channels),
+            "latent size (--resolution / VAE factor)": (dit.config.sample_size, latent_size),
+        }
+        problems = [f"{what}: DiT {have} vs {want}" for what, (have, want) in found.items() if have != want]
+        if problems:
+            raise ValueError(f"--pretrained_dit {config.pretrained_dit} does not fit: {'; '.join(problems)}.")
+        return dit.train()
+    if config.num_classes < 1:
+        raise ValueError(f"--num_classes must be at least 1, got {config.num_classes}.")
+    if config.dit_heads < 1 or config.dit_hidden % config.dit_heads:
+        raise ValueError(f"--dit_hidden {config.dit_hidden} must be a multiple of --dit_heads {config.dit_heads}.")
+    arguments = dict(
+        num_attention_heads=config.dit_heads,
+        attention_head_dim=config.dit_hidden // config.dit_heads,
+        num_layers=config.dit_layers,
+        patch_size=config.patch_size,
+        in_channels=channels,
+        out_channels=2 * channels,
+        sample_size=latent_size,
+        num_embeds_ada_norm=config.num_classes,
+    )
+    if config.dit_config:
+        path = Path(config.dit_config)
+        if not path.is_file():
+            raise FileNotFoundError(f"--dit_config {path}: no such file.")
+        arguments.update(json.loads(path.read_text(encoding="utf-8")))
+    torch.manual_seed(config.seed)
+    try:
+        dit = DiTTransformer2DModel(**arguments)
+    except TypeError as error:
+        raise ValueError(f"Cannot build the DiT from {arguments}: {error}") from error
+    init_dit_weights(dit)
+    return dit.train()
+
+
+@torch.no_grad()
+def init_dit_weights(dit: DiTTransformer2DModel) -> None:
+    """DiT's initialisation (Peebles & Xie 2023), in place.
+
+    Linears xavier-uniform with zero bias, the patch embedding as a linear, label tables and timestep MLPs
+    normal(0.02), and adaLN-Zero: every modulation and the output layer zero, so that each block starts as the identity.
+    """
+    for module in dit.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.xavier_uniform_(module.weight)
+            torch.nn.init.zeros_(module.bias)
+    proj = dit.pos_embed.proj
+    torch.nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+    torch.nn.init.zeros_(proj.bias)
+    for block in dit.transformer_blocks:
+        emb = block.norm1.emb
+        torch.nn.init.normal_(emb.class_embedder.embedding_table.weight, std=0.02)
+        torch.nn.init.normal_(emb.timestep_embedder.linear_1.weight, std=0.02)
+        torch.nn.init.normal_(emb.timestep_embedder.linear_2.weight, std=0.02)
+        torch.nn.init.zeros_(block.norm1.linear.weight)
+        torch.nn.init.zeros_(block.norm1.linear.bias)
+    for linear in (dit.proj_out_1, dit.proj_out_2):
+        torch.nn.init.zeros_(linear.weight)
+        torch.nn.init.zeros_(linear.bias)
+
+
+def _class_names(dataset: datasets.IterableDataset, config: Stage1Config) -> dict[int, str] | None:
+    """``{id: name}`` of a ``ClassLabel`` label column (checked against ``--num_classes``), else None."""
+    feature = (dataset.features or {}).get(config.label_column)
+    if not isinstance(feature, datasets.ClassLabel):
+        return None
+    if feature.num_classes > config.num_classes:
+        raise ValueError(
+            f"Column {config.label_column!r} has {feature.num_classes} classes but --num_classes is "
+            f"{config.num_classes}."
+        )
+    return dict(enumerate(feature.names))
+
+
+def train_stage1(config: Stage1Config) -> Path:
+    """Run stage 1; returns the saved ``DiTPipeline`` folder (``<output_dir>/pipeline``).
+
+    With ``--reparameterize`` the main process also writes ``<output_dir>/pixart_transformer``: the trained (EMA)
+    DiT re-parameterized into a :class:`PixArtTransformer2DModel` whose ``caption_channels`` is the width of the
+    pipeline's text encoder.
+    """
+    check_data_options(config)
+    if not config.pretrained_model_name_or_path:
+        raise ValueError("--pretrained_model_name_or_path is required: it gives the VAE and the scheduler.")
+    source = config.pretrained_model_name_or_path
+    caption_channels = None
+    if config.reparameterize:
+        try:
+            caption_channels = AutoConfig.from_pretrained(source, subfolder="text_encoder").d_model
+        except (OSError, ValueError, AttributeError) as error:
+            raise ValueError(
+                f"--reparameterize needs the text encoder config of {source} (its d_model): {error}"
+            ) from error
+    dataset = load_streaming_dataset(config.train_data) if config.train_data is not None else None
+    id2label = _class_names(dataset, config) if dataset is not None else None
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae")
+    dit = build_dit(config, vae)
+    pipeline = DiTPipeline(
+        transformer=dit,
+        vae=vae,
+        scheduler=DPMSolverMultistepScheduler.from_pretrained(source, subfolder="scheduler"),
+        id2label=id2label,
+    )
+    if id2label is not None:  # saved in model_index.json, passed back to DiTPipeline on load
+        pipeline.register_to_config(id2label=id2label)
+    trainer = ClassConditionalTrainer(
+        config,
+        pipeline,
+        validation_labels=config.validation_class_labels,
+        card_info={"stage": "1: pixel dependency", "data": config.train_data or config.features},
+    )
+    data = make_loader(config, trainer, dataset, caption_column=None, label_column=config.label_column)
+    final = trainer.train(data)
+    if config.reparameterize and trainer.accelerator.is_main_process:
+        model = PixArtTransformer2DModel.from_dit(
+            str(final), reparam_timestep=config.reparam_timestep, caption_channels=caption_channels
+        )
+        out = Path(config.output_dir) / PIXART_TRANSFORMER_DIR
+        tmp = out.with_name(f".tmp-{out.name}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save_pretrained(tmp)
+        replace_dir(tmp, out)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def main_stage1(argv: list[str] | None = None) -> int:
+    """Command-line entry of stage 1: parse flags (and ``--config``), train; a bad input exits with status 2."""
+    try:
+        config = parse_config(Stage1Config, argv, description=__doc__.split("\n\n")[1])
+        train_stage1(config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ stage 2
 def load_pipeline(config: Stage2Config) -> PixArtAlphaPipeline:
     """The pipeline to train: ``--pretrained_model_name_or_path``, with ``--transformer`` swapped in if given."""
     if not config.pretrained_model_name_or_path:
@@ -49,38 +294,19 @@ def load_pipeline(config: Stage2Config) -> PixArtAlphaPipeline:
 
 def train_stage2(config: Stage2Config) -> Path:
     """Run stage 2; returns the saved pipeline folder."""
-    if (config.train_data is None) == (config.features is None):
-        raise ValueError("Give exactly one of --train_data (raw images and captions) and --features (precomputed).")
+    check_data_options(config)
     trainer = Trainer(
         config,
         load_pipeline(config),
         card_info={"stage": "2: text-image alignment", "data": config.train_data or config.features},
     )
-    acc = trainer.accelerator
-    common = dict(
-        batch_size=config.train_batch_size,
-        shuffle_buffer_size=config.shuffle_buffer_size,
-        seed=config.seed,
-        rank=acc.process_index,
-        world_size=acc.num_processes,
-    )
-    if config.features is not None:
-        data = FeatureLoader(config.features, **common)
-    else:
-        data = ImageTextLoader(
-            load_streaming_dataset(config.train_data),
-            resolution=config.resolution,
-            image_column=config.image_column,
-            caption_column=config.caption_column,
-            **common,
-        )
-    return trainer.train(data)
+    return trainer.train(make_loader(config, trainer, caption_column=config.caption_column))
 
 
 def main_stage2(argv: list[str] | None = None) -> int:
     """Command-line entry of stage 2: parse flags (and ``--config``), train; a bad input exits with status 2."""
     try:
-        config = parse_config(Stage2Config, argv, description=__doc__.split("\n\n")[1])
+        config = parse_config(Stage2Config, argv, description=__doc__.split("\n\n")[2])
         train_stage2(config)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
