@@ -71,6 +71,16 @@ def vae_scale_factor(vae: Any) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
+def check_resolution(resolution: int, patch_size: int, vae_factor: int) -> None:
+    """Raise a ``ValueError`` unless ``resolution`` is a positive multiple of ``patch_size`` x ``vae_factor``."""
+    factor = patch_size * vae_factor
+    if resolution <= 0 or resolution % factor:
+        raise ValueError(
+            f"--resolution {resolution} must be a positive multiple of the patch size {patch_size} x the VAE "
+            f"down-sampling {vae_factor} = {factor}."
+        )
+
+
 def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
     """The complete checkpoints ``checkpoint-<step>`` of a folder, oldest first (unfinished ones are dot-prefixed)."""
     if not checkpoints_dir.is_dir():
@@ -149,13 +159,7 @@ class Trainer:
     def _check_config(self) -> None:
         """Raise a ``ValueError`` naming the first option that cannot work, before anything is loaded or trained."""
         cfg, transformer = self.config, self.pipeline.transformer
-        vae_factor = vae_scale_factor(self.pipeline.vae)
-        factor = transformer.config.patch_size * vae_factor
-        if cfg.resolution <= 0 or cfg.resolution % factor:
-            raise ValueError(
-                f"--resolution {cfg.resolution} must be a positive multiple of the patch size "
-                f"{transformer.config.patch_size} x the VAE down-sampling {vae_factor} = {factor}."
-            )
+        check_resolution(cfg.resolution, transformer.config.patch_size, vae_scale_factor(self.pipeline.vae))
         for name in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps"):
             if getattr(cfg, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(cfg, name)}.")

@@ -7,6 +7,11 @@ on labelled images (ImageNet, or the toy world's labels) at 256px, with the engi
 
 Stage 2, text-image alignment (paper section 2.2, Table 4): the T2I transformer at 256px, from a re-parameterized
 stage-1 model or any PixArt checkpoint, on raw image-caption data or on precomputed features.
+
+Stage 3, high aesthetics (paper section 2.2, appendix A.5, Table 4): from stage 2, on high-quality image-caption data,
+at 256px and then higher resolutions, with aspect-ratio buckets (one bucket per batch) and the micro-conditions (the
+original size and the bucket ratio). The model is prepared by :func:`prepare_stage3_transformer`: its grid becomes
+``--resolution`` (the position embeddings interpolated, DiffFit) and new micro-condition embedders start at zero.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from ..models.conversion import REPARAM_TIMESTEP, load_dit
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..pipelines.pixart_alpha import PixArtAlphaPipeline
 from .config import TrainingConfig, option, parse_config
-from .engine import ClassConditionalTrainer, Trainer, replace_dir, vae_scale_factor
+from .engine import ClassConditionalTrainer, Trainer, check_resolution, replace_dir, vae_scale_factor
 
 #: Folder of a stage-1 run holding the re-parameterized PixArt transformer (next to the DiT's ``pipeline``).
 PIXART_TRANSFORMER_DIR = "pixart_transformer"
@@ -93,6 +98,31 @@ class Stage2Config(StageConfig):
         None, "Transformer folder or Hub id to start from (e.g. a re-parameterized stage-1 model)."
     )
     caption_column: str = option("text", "Caption column of --train_data.")
+
+
+@dataclass
+class Stage3Config(Stage2Config):
+    """Options of stage 3 (high aesthetics): stage 2's plus buckets, micro-conditions and the new resolution."""
+
+    transformer: str | None = option(None, "Transformer folder or Hub id to start from (e.g. stage 2's transformer).")
+    resolution: int = option(
+        512,
+        "Base resolution in pixels (the paper: 256, then 512 and 1024); the model's grid becomes resolution / VAE "
+        "factor, and with --multi_scale it picks the bucket table (256/512/1024/2048, or 256 / 2^k for toy models).",
+    )
+    multi_scale: bool = option(
+        True, "Aspect-ratio buckets for --train_data (paper A.5): each batch holds images of one bucket."
+    )
+    micro_conditions: bool = option(
+        True,
+        "Condition on the original image size and the bucket ratio; embedders the model lacks are added with their "
+        "last linear at zero, so the loaded model's outputs are unchanged at the start.",
+    )
+    interpolation_scale: float | None = option(
+        None,
+        "Position-embedding interpolation scale at --resolution. Default: the loaded model's scale x new / old grid, "
+        "so the new grid spans the positions the model was trained on (DiffFit); the official 512px model used 1.",
+    )
 
 
 def check_data_options(config: StageConfig) -> None:
@@ -308,6 +338,92 @@ def main_stage2(argv: list[str] | None = None) -> int:
     try:
         config = parse_config(Stage2Config, argv, description=__doc__.split("\n\n")[2])
         train_stage2(config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ stage 3
+def prepare_stage3_transformer(
+    transformer: PixArtTransformer2DModel,
+    sample_size: int,
+    interpolation_scale: float | None = None,
+    micro_conditions: bool = True,
+) -> PixArtTransformer2DModel:
+    """A copy of ``transformer`` for a new latent grid ``sample_size``, with micro-conditions if asked.
+
+    Position embeddings (DiffFit, which the paper adopts): positions along each axis are
+    ``arange(n) / (n / base_size) / interpolation_scale`` with ``base_size = sample_size // patch_size``. By default the
+    new scale is the loaded model's times ``sample_size / old sample_size``, so the new grid covers the same position
+    range as the grid the model was trained on, at a finer spacing (every other position of a grid twice as large is
+    an old position). ``interpolation_scale`` sets it instead.
+
+    Micro-conditions: a model without them gets ``resolution_embedder`` and ``aspect_ratio_embedder`` whose last
+    linear is zero, so their sum added to the timestep embedding is zero and the outputs are the loaded model's;
+    the first linears are freshly initialised. A model that has them keeps them.
+
+    Raises:
+        ValueError: the hidden size is not divisible by 3 (micro-conditions need it), or ``micro_conditions=False``
+            for a model that has them (that would drop trained weights).
+    """
+    config = transformer.config
+    if transformer.use_additional_conditions and not micro_conditions:
+        raise ValueError(
+            "The transformer has micro-conditions: --no-micro_conditions would drop their trained weights."
+        )
+    if interpolation_scale is None:
+        interpolation_scale = transformer.pos_embed.interpolation_scale * sample_size / config.sample_size
+    if interpolation_scale <= 0:
+        raise ValueError(f"--interpolation_scale must be positive, got {interpolation_scale}.")
+    if float(interpolation_scale).is_integer():
+        interpolation_scale = int(interpolation_scale)
+    model = PixArtTransformer2DModel.from_config(
+        {
+            **{key: value for key, value in config.items() if not key.startswith("_")},  # not `_use_default_values`
+            "sample_size": sample_size,
+            "interpolation_scale": interpolation_scale,
+            "use_additional_conditions": micro_conditions,
+        }
+    )
+    missing, unexpected = model.load_state_dict(transformer.state_dict(), strict=False)
+    prefixes = ("adaln_single.emb.resolution_embedder.", "adaln_single.emb.aspect_ratio_embedder.")
+    new = {key for key in model.state_dict() if key.startswith(prefixes)}
+    if unexpected or not set(missing) <= new:
+        raise RuntimeError(f"Stage-3 transfer left {sorted(set(missing) - new)}, unexpected {sorted(unexpected)}.")
+    if missing:
+        emb = model.adaln_single.emb
+        with torch.no_grad():
+            for embedder in (emb.resolution_embedder, emb.aspect_ratio_embedder):
+                embedder.linear_2.weight.zero_()
+                embedder.linear_2.bias.zero_()
+    return model if model.dtype == transformer.dtype else model.to(transformer.dtype)
+
+
+def train_stage3(config: Stage3Config) -> Path:
+    """Run stage 3; returns the saved pipeline folder (its transformer's ``sample_size`` is ``--resolution``'s)."""
+    check_data_options(config)
+    pipeline = load_pipeline(config)
+    vae_factor = vae_scale_factor(pipeline.vae)
+    check_resolution(config.resolution, pipeline.transformer.config.patch_size, vae_factor)
+    torch.manual_seed(config.seed)  # the first linears of new micro-condition embedders
+    pipeline.transformer = prepare_stage3_transformer(
+        pipeline.transformer, config.resolution // vae_factor, config.interpolation_scale, config.micro_conditions
+    )
+    trainer = Trainer(
+        config,
+        pipeline,
+        card_info={"stage": "3: high aesthetics", "data": config.train_data or config.features},
+    )
+    loader = make_loader(config, trainer, caption_column=config.caption_column, multi_scale=config.multi_scale)
+    return trainer.train(loader)
+
+
+def main_stage3(argv: list[str] | None = None) -> int:
+    """Command-line entry of stage 3: parse flags (and ``--config``), train; a bad input exits with status 2."""
+    try:
+        config = parse_config(Stage3Config, argv, description=__doc__.split("\n\n")[3])
+        train_stage3(config)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
