@@ -1,8 +1,9 @@
 """How the cost of PixArt-XL/2 grows with resolution: counted FLOPs and measured forward time, ours vs diffusers'.
 
-For each resolution, one transformer forward (batch 1, 120 caption tokens, random weights): the FLOPs, split into
-attention (``scaled_dot_product_attention``, quadratic in the tokens) and the rest (linear in the tokens), counted
-on the meta device (no memory, any size); and, up to ``--max-timed`` px, the median wall time of ours and diffusers'
+For each resolution, one transformer forward (batch 1, 120 caption tokens, random weights): the FLOPs counted on the
+meta device (no memory, any size), split into the attention products (``4 N (N + L) D`` per block, quadratic in the
+tokens ``N``; computed, since on the meta device SDPA is counted through its matmuls) and the rest (linear in
+``N``); and, up to ``--max-timed`` px, the median wall time of ours and diffusers'
 model. Writes ``scaling.json`` and the plot ``scaling.png`` (time and GFLOP against image tokens) next to this file.
 
 Run: ``python benchmarks/bench_scaling.py --resolutions 256 512 1024 2048 --max-timed 512 --threads 1``.
@@ -42,15 +43,16 @@ def forward_inputs(resolution: int, device: torch.device | str) -> dict:
     )
 
 
-def counted_flops(resolution: int) -> tuple[int, int]:
-    """``(attention FLOPs, other FLOPs)`` of one XL/2 forward, counted on the meta device."""
+def counted_flops(resolution: int, caption_tokens: int = 120) -> tuple[int, int]:
+    """``(attention-product FLOPs, other FLOPs)`` of one XL/2 forward; the total is counted on the meta device."""
     with torch.device("meta"):
         model = PixArtTransformer2DModel(sample_size=resolution // 8, caption_channels=4096)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(**forward_inputs(resolution, "meta"))
-    counts = counter.get_flop_counts()["Global"]
-    attention = sum(v for op, v in counts.items() if "scaled_dot_product" in str(op))
+    tokens, config = (resolution // 16) ** 2, model.config
+    width = config.num_attention_heads * config.attention_head_dim
+    attention = config.num_layers * 4 * tokens * (tokens + caption_tokens) * width  # QK^T and AV, self + cross
     return attention, counter.get_total_flops() - attention
 
 
