@@ -27,6 +27,7 @@ TRAIN = [
     "opencv-python-headless>=4.8",
 ]
 SPACE = ["gradio>=6.0"]
+BENCH = ["matplotlib>=3.8", "psutil>=5.9"]
 DEV = TRAIN + SPACE + ["pytest>=8.0", "ruff>=0.6", "playwright>=1.50"]
 
 setup(
@@ -42,6 +43,6 @@ setup(
     package_data={"diffusers_pixart": ["model_card.md", "toy_model/**/*"]},
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"train": TRAIN, "space": SPACE, "dev": DEV},
+    extras_require={"train": TRAIN, "space": SPACE, "bench": BENCH, "dev": DEV},
     entry_points={"console_scripts": ["pixart=diffusers_pixart.cli:main"]},
 )
