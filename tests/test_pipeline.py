@@ -268,3 +268,17 @@ def test_training_encoder_sees_the_same_tokens_as_the_pipeline():
         embeds, mask = encode_prompts(ours.tokenizer, ours.text_encoder, captions)
     assert torch.equal(mask, expected_mask)
     torch.testing.assert_close(embeds, expected_embeds, rtol=0, atol=1e-6)
+
+
+def test_text_encodings_are_reused_across_calls_until_the_encoder_changes():
+    ours, _ = pipelines()
+    calls = []
+    ours.text_encoder.register_forward_hook(lambda module, args, kwargs_or_out: calls.append(args[0].shape[0]))
+    first = generate(ours)
+    second = generate(ours)
+    assert calls == [2, 1]  # the two prompts, then the negative "" once; the second call encodes nothing
+    assert np.array_equal(first, second)
+    with torch.no_grad():
+        next(ours.text_encoder.parameters()).mul_(1.5)  # in-place weight change: the cache must not serve stale rows
+    changed = generate(ours)
+    assert calls == [2, 1, 2, 1] and np.abs(changed - first).max() > 0

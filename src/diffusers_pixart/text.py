@@ -7,6 +7,7 @@ a prompt becomes exactly the same tokens here as in diffusers' pipeline.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -52,3 +53,37 @@ def encode_prompts(
     mask = tokens.attention_mask.to(text_encoder.device)
     embeds = text_encoder(tokens.input_ids.to(text_encoder.device), attention_mask=mask)[0]
     return embeds, mask.long()
+
+
+class TextEncodingCache:
+    """T5 encodings of recent texts, reused across pipeline calls (the negative prompt "", a prompt asked again).
+
+    Entries hold for one tokenizer, text encoder state and length: any change of the encoder's weights (in place,
+    dtype or device) or of ``max_length`` empties the cache. Only used with gradients off.
+
+    Args:
+        size: how many texts to keep (least recently used go first).
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._state: tuple = ()
+        self._entries: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def encode(self, tokenizer, text_encoder, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encode_prompts`` of processed ``texts`` (no further cleaning): (B, max_length, C) and (B, max_length)."""
+        if torch.is_grad_enabled():
+            return encode_prompts(tokenizer, text_encoder, texts, max_length, clean_caption=False)
+        state = (id(tokenizer), max_length, *((p.data_ptr(), p._version) for p in text_encoder.parameters()))
+        if state != self._state:
+            self._state, self._entries = state, OrderedDict()
+        missing = [text for text in dict.fromkeys(texts) if text not in self._entries]
+        if missing:
+            embeds, mask = encode_prompts(tokenizer, text_encoder, missing, max_length, clean_caption=False)
+            self._entries.update((text, (embeds[i], mask[i])) for i, text in enumerate(missing))
+        found = [self._entries[text] for text in texts]
+        for text in texts:
+            self._entries.move_to_end(text)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return torch.stack([embeds for embeds, _ in found]), torch.stack([mask for _, mask in found])

@@ -29,7 +29,7 @@ from ..loaders import PixArtLoraLoaderMixin
 from ..models.attention import caption_cache
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..schedulers import make_scheduler, uses_learned_variance
-from ..text import CaptionProcessingMixin, encode_prompts
+from ..text import CaptionProcessingMixin, TextEncodingCache
 
 logger = logging.get_logger(__name__)
 
@@ -77,6 +77,7 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
         self.image_processor = PixArtImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self._text_cache = TextEncodingCache()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> PixArtAlphaPipeline:
@@ -151,19 +152,18 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """T5 features (B, max_length, C) and keep-mask (B, max_length) of texts, padded to ``max_length`` tokens.
 
-        Each distinct text is encoded once (the negative prompt of a whole batch, repeated prompts). T5 runs on its
-        own device (it may stay on the CPU while the transformer runs on a GPU); the results go to ``device``.
+        Each distinct text is encoded once (the negative prompt of a whole batch, repeated prompts), and recent texts
+        are not encoded again in later calls (:class:`~diffusers_pixart.text.TextEncodingCache`). T5 runs on its own
+        device (it may stay on the CPU while the transformer runs on a GPU); the results go to ``device``.
         """
         if self.tokenizer is None or self.text_encoder is None:
             raise ValueError("This pipeline has no tokenizer/text encoder: pass `prompt_embeds` and masks instead.")
         texts = self._text_preprocessing(texts, clean_caption=clean_caption)
-        row_of = {text: row for row, text in enumerate(dict.fromkeys(texts))}
-        full_length = self.tokenizer(list(row_of), padding="longest", return_tensors="pt").input_ids.shape[-1]
+        full_length = self.tokenizer(texts, padding="longest", return_tensors="pt").input_ids.shape[-1]
         if full_length > max_length:
             logger.warning(f"A prompt is longer than {max_length} tokens and was truncated.")
-        embeds, mask = encode_prompts(self.tokenizer, self.text_encoder, list(row_of), max_length, clean_caption=False)
-        rows = torch.tensor([row_of[text] for text in texts], device=embeds.device)
-        return embeds.index_select(0, rows).to(device), mask.index_select(0, rows).to(device)
+        embeds, mask = self._text_cache.encode(self.tokenizer, self.text_encoder, texts, max_length)
+        return embeds.to(device), mask.to(device)
 
     def check_inputs(
         self,
