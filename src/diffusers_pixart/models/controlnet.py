@@ -22,7 +22,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .pixart_transformer import PixArtBlock, PixArtTransformer2DModel
+from .pixart_transformer import PixArtTransformer2DModel, make_blocks
 
 #: Config keys that the block copies share with the base transformer.
 BLOCK_CONFIG_KEYS = (
@@ -74,23 +74,7 @@ class PixArtControlNetModel(ModelMixin, ConfigMixin):
         self.inner_dim = dim
         self.gradient_checkpointing = False
         self.before_proj = nn.Linear(dim, dim)
-        self.controlnet_blocks = nn.ModuleList(
-            [
-                PixArtBlock(
-                    dim,
-                    num_attention_heads,
-                    attention_head_dim,
-                    cross_attention_dim,
-                    dropout=dropout,
-                    activation_fn=activation_fn,
-                    attention_bias=attention_bias,
-                    upcast_attention=upcast_attention,
-                    norm_elementwise_affine=norm_elementwise_affine,
-                    norm_eps=norm_eps,
-                )
-                for _ in range(num_layers)
-            ]
-        )
+        self.controlnet_blocks = make_blocks(self.config, num_layers)
         self.after_proj = nn.ModuleList([nn.Linear(dim, dim) for _ in range(num_layers)])
         # Zero projections: a new ControlNet adds exactly nothing to the base model.
         for proj in (self.before_proj, *self.after_proj):

@@ -195,6 +195,25 @@ class PixArtBlock(nn.Module):
         return x + gate_mlp * self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 
+def make_blocks(config: Any, num_layers: int) -> nn.ModuleList:
+    """``num_layers`` T2I blocks as a model ``config`` with PixArt's keys describes them (heads, sizes, norms, FFN)."""
+    return nn.ModuleList(
+        PixArtBlock(
+            config.num_attention_heads * config.attention_head_dim,
+            config.num_attention_heads,
+            config.attention_head_dim,
+            config.cross_attention_dim,
+            dropout=config.dropout,
+            activation_fn=config.activation_fn,
+            attention_bias=config.attention_bias,
+            upcast_attention=config.upcast_attention,
+            norm_elementwise_affine=config.norm_elementwise_affine,
+            norm_eps=config.norm_eps,
+        )
+        for _ in range(num_layers)
+    )
+
+
 class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
     """PixArt-alpha transformer: noisy latent (B, C, H, W), timestep and T5 caption to (B, out_channels, H, W).
 
@@ -260,23 +279,7 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
         )
         self.adaln_single = AdaLayerNormSingle(dim, use_additional_conditions=self.use_additional_conditions)
         self.caption_projection = CaptionProjection(caption_channels, dim) if caption_channels is not None else None
-        self.transformer_blocks = nn.ModuleList(
-            [
-                PixArtBlock(
-                    dim,
-                    num_attention_heads,
-                    attention_head_dim,
-                    cross_attention_dim,
-                    dropout=dropout,
-                    activation_fn=activation_fn,
-                    attention_bias=attention_bias,
-                    upcast_attention=upcast_attention,
-                    norm_elementwise_affine=norm_elementwise_affine,
-                    norm_eps=norm_eps,
-                )
-                for _ in range(num_layers)
-            ]
-        )
+        self.transformer_blocks = make_blocks(self.config, num_layers)
         # Output layer: LayerNorm, modulation by the timestep embedding and a final table, Linear to patches.
         self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
