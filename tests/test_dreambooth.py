@@ -9,8 +9,11 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from huggingface_hub import HfApi, ModelCard
+from safetensors.torch import load_file
 
 from diffusers_pixart import tiny
+from diffusers_pixart.hub import LORA_WEIGHT_NAME
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.training import engine
 from diffusers_pixart.training.engine import list_checkpoints
@@ -77,3 +80,68 @@ def test_dreambooth_defaults_are_the_papers_and_bad_input_exits_with_2(assets, t
     assert (config.learning_rate, config.max_train_steps, config.caption_dropout) == (5e-6, 300, 0.0)
     assert script.main(args(assets, tmp_path / "a", "--instance_prompt", " ")) == 2
     assert "--instance_prompt are required" in capsys.readouterr().err
+    assert script.main(args(assets, tmp_path / "b", "--lora_rank", "4", "--lora_target_modules", "to_nothing")) == 2
+    assert "to_nothing" in capsys.readouterr().err
+    assert script.main(args(assets, tmp_path / "c", "--lora_rank", "-1")) == 2
+    assert "--lora_rank must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "checkpoints").exists() and not (tmp_path / "c" / "checkpoints").exists()
+
+
+def _forward(transformer) -> torch.Tensor:
+    """The transformer's output (2, 8, 4, 4) on fixed inputs."""
+    g = torch.Generator().manual_seed(0)
+    x, caption = (
+        torch.randn(2, 4, 4, 4, generator=g),
+        torch.randn(2, 5, transformer.config.caption_channels, generator=g),
+    )
+    with torch.no_grad():
+        return transformer(x, caption, timestep=torch.tensor([10, 600])).sample
+
+
+def test_dreambooth_lora_trains_only_the_adapter_saves_a_loadable_file_pushes_and_resumes(
+    assets, tmp_path, monkeypatch, hub
+):
+    script = load_script()
+    monkeypatch.setenv("HF_TOKEN", "hf_alice_write")
+    repo_id = "alice/dreambooth-lora"
+    out = tmp_path / "run"
+    lora = ["--lora_rank", "4", "--lora_alpha", "8", "--lora_target_modules", "to_q", "to_v", "--learning_rate", "1e-2"]
+    assert (
+        script.main(args(assets, out, "--max_train_steps", "2", *lora, "--push_to_hub", "--hub_model_id", repo_id)) == 0
+    )
+    assert not (out / "pipeline").exists()
+
+    # The checkpoint holds the whole transformer: the base weights are bit-identical, every LoRA factor B moved off 0.
+    base = PixArtAlphaPipeline.from_pretrained(assets / "base")
+    base_state = base.transformer.state_dict()
+    trained = load_file(out / "checkpoints" / "checkpoint-2" / "model.safetensors")
+    lora_keys = [k for k in trained if ".lora_" in k]
+    assert len(lora_keys) == 2 * 2 * 2 * 2  # (A, B) x (to_q, to_v) x 2 attentions x 2 blocks
+    for key, value in trained.items():
+        if key not in lora_keys:
+            assert torch.equal(value, base_state[key.replace(".base_layer", "")]), key
+    assert all(trained[k].abs().max() > 0 for k in lora_keys if "lora_B" in k)
+
+    # The saved file in a fresh pipeline reproduces the trained model (rank 4, alpha 8 read back from the file).
+    reference = PixArtAlphaPipeline.from_pretrained(assets / "base").transformer
+    config = script.DreamBoothConfig(output_dir="x", lora_rank=4, lora_alpha=8.0, lora_target_modules=["to_q", "to_v"])
+    script.add_lora_adapter(reference, config)
+    reference.load_state_dict(trained)
+    base.load_lora_weights(out / "lora")
+    torch.testing.assert_close(_forward(base.transformer), _forward(reference), rtol=0, atol=1e-6)
+    assert not torch.allclose(
+        _forward(reference), _forward(PixArtAlphaPipeline.from_pretrained(assets / "base").transformer)
+    )
+
+    # The Hub repo holds the LoRA file with a LoRA card.
+    assert set(HfApi().list_repo_files(repo_id)) == {"README.md", LORA_WEIGHT_NAME}
+    card = ModelCard.load(repo_id)
+    assert "lora" in card.data.tags and "| LoRA rank | 4 |" in card.text
+
+    seen: list[str] = []
+    loss = engine.Trainer._loss
+    monkeypatch.setattr(engine.Trainer, "_loss", lambda self, b, m: (seen.extend(b["text"]), loss(self, b, m))[1])
+    assert script.main(args(assets, out, "--max_train_steps", "3", "--resume_from_checkpoint", "latest", *lora)) == 0
+    assert seen == [PROMPT]  # one more step from the LoRA checkpoint
+    resumed = load_file(out / "checkpoints" / "checkpoint-3" / "model.safetensors")
+    assert all(torch.equal(resumed[k], trained[k]) for k in trained if k not in lora_keys)

@@ -14,6 +14,11 @@ batches consumed are skipped on resume.
 
 Randomness of a step (timesteps, noise, caption dropout, VAE sampling) comes from a generator seeded by
 ``(seed, micro-step, rank)``, so a resumed run draws exactly what an uninterrupted one would.
+
+What trains: the module of :meth:`Trainer._trained_module` (the transformer), all of it, unless it carries a PEFT
+adapter (``transformer.add_adapter(LoraConfig(...))`` before training): then only the adapter's parameters train (the
+optimizer, the EMA and the gradient clipping see only them; the base weights stay bit-identical) and the result is
+the LoRA weights file instead of the pipeline.
 """
 
 from __future__ import annotations
@@ -81,6 +86,11 @@ def check_resolution(resolution: int, patch_size: int, vae_factor: int) -> None:
         )
 
 
+def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters of ``module`` that require gradients, in ``module.parameters()`` order."""
+    return [param for param in module.parameters() if param.requires_grad]
+
+
 def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
     """The complete checkpoints ``checkpoint-<step>`` of a folder, oldest first (unfinished ones are dot-prefixed)."""
     if not checkpoints_dir.is_dir():
@@ -118,8 +128,12 @@ class Trainer:
 
     What is specific to the condition (captions here, class labels in :class:`ClassConditionalTrainer`) lives in the
     ``_check_conditioning``, ``_prepare_conditioning``, ``_check_condition``, ``_encode_condition``,
-    ``_drop_condition``, ``_model_kwargs`` and ``_sample_validation`` hooks; the loop itself is shared.
+    ``_drop_condition``, ``_model_kwargs`` and ``_sample_validation`` hooks; the loop itself is shared. What trains
+    and what the run produces are the ``_trained_module``, ``_predict``, ``result_name`` and ``_save_result`` hooks.
     """
+
+    #: Pipeline components kept frozen (no gradients, eval mode) on the training device.
+    frozen_components: tuple[str, ...] = ("vae", "text_encoder")
 
     #: Keys a raw batch and a precomputed batch must hold.
     raw_keys: tuple[str, ...] = RAW_KEYS
@@ -196,13 +210,14 @@ class Trainer:
         return path
 
     def _check_checkpoint_shapes(self, path: Path) -> None:
-        """Compare the checkpoint's model tensors with the transformer's; a ``ValueError`` lists the differences."""
+        """Compare the checkpoint's model tensors with the trained module's; a ``ValueError`` lists the differences."""
         weights = path / "model.safetensors"
         if not weights.is_file():  # DeepSpeed and FSDP checkpoints are sharded: accelerate checks them on load
             return
         with safe_open(str(weights), framework="pt") as f:
             saved = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
-        expected = {key: tuple(v.shape) for key, v in self.pipeline.transformer.state_dict().items()}
+        module = self._trained_module()
+        expected = {key: tuple(v.shape) for key, v in module.state_dict().items()}
         problems = [
             f"{k}: checkpoint {saved[k]} vs model {expected[k]}"
             for k in sorted(saved.keys() & expected.keys())
@@ -212,8 +227,9 @@ class Trainer:
         problems += [f"{k}: not in the model" for k in sorted(saved.keys() - expected.keys())]
         if problems:
             raise ValueError(
-                f"Checkpoint {path} does not fit this transformer ({len(problems)} tensors differ): "
-                + "; ".join(problems[:8])
+                f"Checkpoint {path} does not fit this "
+                f"{'transformer' if module is self.pipeline.transformer else type(module).__name__} "
+                f"({len(problems)} tensors differ): " + "; ".join(problems[:8])
             )
 
     def _check_batch(self, batch: Mapping[str, Any]) -> None:
@@ -250,6 +266,25 @@ class Trainer:
     def _micro_conditioned(self) -> bool:
         """Whether the model takes the ``resolution``/``aspect_ratio`` micro-conditions."""
         return bool(getattr(self.pipeline.transformer, "use_additional_conditions", False))
+
+    def _trained_module(self) -> torch.nn.Module:
+        """The module the optimizer trains, checkpointed and averaged (EMA): the pipeline's transformer."""
+        return self.pipeline.transformer
+
+    @property
+    def lora_adapter(self) -> str | None:
+        """The name of the PEFT adapter being trained when the trained module carries one (only it trains), else None.
+
+        Raises:
+            ValueError: several adapters are active (train one at a time).
+        """
+        module = self._trained_module()
+        if not getattr(module, "_hf_peft_config_loaded", False):
+            return None
+        active = module.active_adapters()
+        if len(active) != 1:
+            raise ValueError(f"The transformer has the active adapters {active}: activate exactly one to train it.")
+        return active[0]
 
     # ------------------------------------------------------------------------------------------- the step
     def _encode(self, batch: Mapping[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -313,34 +348,41 @@ class Trainer:
         timesteps = self.diffusion.sample_timesteps(batch_size, device, generator)
         noise = torch.randn(latents.shape, device=device, generator=generator)
         noisy = self.diffusion.add_noise(latents, noise, timesteps)
-        output = self.model(noisy, timestep=timesteps, **self._model_kwargs(condition, batch)).sample
+        output = self._predict(noisy, timesteps, self._model_kwargs(condition, batch))
         losses = self.diffusion.training_losses(output, latents, noisy, noise, timesteps)
         return {name: value.mean() for name, value in losses.items()}
+
+    def _predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        """The model output (B, C_out, h, w) for the noisy latents (B, C, h, w) at ``timesteps`` (B,)."""
+        return self.model(noisy, timestep=timesteps, **kwargs).sample
 
     # ------------------------------------------------------------------------------------------- set-up
     def _setup(self) -> None:
         cfg, acc = self.config, self.accelerator
         set_seed(cfg.seed)
-        transformer = self.pipeline.transformer
+        module = self._trained_module()
         weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(acc.mixed_precision, torch.float32)
         self._frozen_dtypes = {}
-        for name in ("vae", "text_encoder"):
-            module = getattr(self.pipeline, name, None)
-            if module is None:
+        for name in self.frozen_components:
+            frozen = getattr(self.pipeline, name, None)
+            if frozen is None:
                 continue
-            self._frozen_dtypes[name] = module.dtype
+            self._frozen_dtypes[name] = frozen.dtype
             # T5 overflows in float16: it stays in float32 then.
             dtype = torch.float32 if name == "text_encoder" and weight_dtype == torch.float16 else weight_dtype
-            module.requires_grad_(False).eval().to(acc.device)
-            if module.dtype != dtype:
-                module.to(dtype)
+            frozen.requires_grad_(False).eval().to(acc.device)
+            if frozen.dtype != dtype:
+                frozen.to(dtype)
         self._prepare_conditioning()
-        transformer.train().requires_grad_(True)
+        module.train()
+        if self.lora_adapter is None:  # with an adapter, peft has marked only its parameters trainable
+            module.requires_grad_(True)
         if cfg.gradient_checkpointing:
-            transformer.enable_gradient_checkpointing()
+            module.enable_gradient_checkpointing()
+        params = trainable_parameters(module)
 
         optimizer = torch.optim.AdamW(
-            transformer.parameters(),
+            params,
             lr=cfg.learning_rate,
             betas=(cfg.adam_beta1, cfg.adam_beta2),
             weight_decay=cfg.adam_weight_decay,
@@ -352,16 +394,11 @@ class Trainer:
         )
         self.ema = None
         if cfg.use_ema:
-            self.ema = EMAModel(
-                transformer.parameters(),
-                decay=cfg.ema_decay,
-                model_cls=type(transformer),
-                model_config=transformer.config,
-            )
+            self.ema = EMAModel(params, decay=cfg.ema_decay, model_cls=type(module), model_config=module.config)
             self.ema.to(acc.device)
             acc.register_for_checkpointing(self.ema)
         acc.register_for_checkpointing(self.progress)
-        self.model, self.optimizer, self.lr_scheduler = acc.prepare(transformer, optimizer, lr_scheduler)
+        self.model, self.optimizer, self.lr_scheduler = acc.prepare(module, optimizer, lr_scheduler)
 
         if self.resume_path is not None:
             self._check_checkpoint_shapes(self.resume_path)
@@ -402,7 +439,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- the loop
     def train(self, data: Iterable[Mapping[str, Any]]) -> Path:
-        """Train for ``max_train_steps`` optimizer steps on ``data``; returns the saved pipeline folder.
+        """Train for ``max_train_steps`` optimizer steps on ``data``; returns the saved result (:meth:`save_result`).
 
         Raises:
             ValueError: the data is empty or its batches do not fit the model (before any step).
@@ -432,7 +469,7 @@ class Trainer:
                 losses = self._loss(batch, micro_step)
                 acc.backward(losses["loss"])
                 if acc.sync_gradients and cfg.max_grad_norm > 0:
-                    acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    acc.clip_grad_norm_(trainable_parameters(self.model), cfg.max_grad_norm)
                 self.optimizer.step()
                 self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -446,7 +483,7 @@ class Trainer:
 
             self.progress.step += 1
             if self.ema is not None:
-                self.ema.step(self.model.parameters())
+                self.ema.step(trainable_parameters(self.model))
             step_time = time.perf_counter() - tic
             tic = time.perf_counter()
             logs = {**running, "lr": self.lr_scheduler.get_last_lr()[0], "step_time": step_time}
@@ -461,7 +498,7 @@ class Trainer:
             if cfg.validation_steps and self.progress.step % cfg.validation_steps == 0:
                 self.validate()
         bar.close()
-        return self.save_pipeline()
+        return self.save_result()
 
     # ---------------------------------------------------------------------------------- saving, validation
     def save_checkpoint(self) -> Path:
@@ -491,8 +528,8 @@ class Trainer:
 
     @contextlib.contextmanager
     def _ema_weights(self) -> Iterator[None]:
-        """Inside, the transformer holds the EMA weights (if any); its own weights again after."""
-        params = list(self.pipeline.transformer.parameters())
+        """Inside, the trained parameters hold their EMA (if any); their own values again after."""
+        params = trainable_parameters(self._trained_module())
         if self.ema is None:
             yield
             return
@@ -509,11 +546,11 @@ class Trainer:
         conditions = self._validation_conditions()
         if not acc.is_main_process or not conditions:
             return []
-        transformer = self.pipeline.transformer
-        transformer.eval()
+        module = self._trained_module()
+        module.eval()
         with self._ema_weights(), torch.no_grad():
             titles, images = self._sample_validation(conditions)
-        transformer.train()
+        module.train()
         self.validation_images = list(zip(titles, images))
         grid = make_image_grid(images, rows=1, cols=len(images))
         path = self.output_dir / "validation" / f"step-{self.progress.step:07d}.png"
@@ -546,22 +583,37 @@ class Trainer:
         ).images
         return prompts, images
 
-    def save_pipeline(self) -> Path:
-        """Save the pipeline with the EMA weights (if any) to ``<output_dir>/pipeline`` and push it if asked."""
+    @property
+    def result_name(self) -> str:
+        """The folder of the run's result in ``output_dir``: ``lora`` when an adapter was trained, else ``pipeline``."""
+        return "pipeline" if self.lora_adapter is None else "lora"
+
+    def _save_result(self, folder: Path) -> None:
+        """Write the result to ``folder``: the pipeline, or the adapter's LoRA weights file (``hub.LORA_WEIGHT_NAME``,
+        which ``PixArtAlphaPipeline.load_lora_weights(folder)`` loads)."""
+        if self.lora_adapter is None:
+            self.pipeline.save_pretrained(folder)
+        else:
+            from ..hub import save_lora_weights
+
+            save_lora_weights(self.pipeline.transformer, folder, self.lora_adapter)
+
+    def save_result(self) -> Path:
+        """Save the result with the EMA weights (if any) to ``<output_dir>/<result_name>`` and push it if asked."""
         acc, cfg = self.accelerator, self.config
         acc.wait_for_everyone()
-        final = self.output_dir / "pipeline"
+        final = self.output_dir / self.result_name
         if acc.is_main_process:
             for name, dtype in self._frozen_dtypes.items():
                 module = getattr(self.pipeline, name)
                 if module.dtype != dtype:
                     module.to(dtype)
-            tmp = self.output_dir / ".tmp-pipeline"
+            tmp = self.output_dir / f".tmp-{self.result_name}"
             if tmp.exists():
                 shutil.rmtree(tmp)
             with self._ema_weights():
-                self.pipeline.transformer.eval()
-                self.pipeline.save_pretrained(tmp)
+                self._trained_module().eval()
+                self._save_result(tmp)
                 replace_dir(tmp, final)
                 if cfg.push_to_hub:
                     self.push_to_hub()
@@ -569,12 +621,10 @@ class Trainer:
         acc.end_training()
         return final
 
-    def push_to_hub(self) -> None:
-        """Upload the pipeline with a model card filled from the run (stage, steps, batch, lr, resolution, data)."""
-        from ..hub import push_to_hub
-
+    def training_summary(self) -> dict[str, Any]:
+        """The model card's training table: ``card_info`` and the run's steps, batch, lr, resolution, time."""
         cfg, acc = self.config, self.accelerator
-        training = {
+        return {
             **self.card_info,
             "steps": self.progress.step,
             "global batch size": cfg.train_batch_size * acc.num_processes * cfg.gradient_accumulation_steps,
@@ -583,7 +633,23 @@ class Trainer:
             "mixed precision": cfg.mixed_precision,
             "wall time (h)": round((time.time() - self._start_time) / 3600, 3),
         }
-        push_to_hub(self.pipeline, cfg.hub_model_id, samples=self.validation_images, card_info={"training": training})
+
+    def base_model_id(self) -> str | None:
+        """The Hub id the run started from (``--pretrained_model_name_or_path`` unless a local folder), for cards."""
+        source = getattr(self.config, "pretrained_model_name_or_path", "") or ""
+        return source if source and not Path(source).exists() else None
+
+    def push_to_hub(self) -> None:
+        """Upload the pipeline (or the trained LoRA adapter) with a model card filled from the run."""
+        from ..hub import push_to_hub
+
+        push_to_hub(
+            self.pipeline,
+            self.config.hub_model_id,
+            lora_adapter=self.lora_adapter,
+            samples=self.validation_images,
+            card_info={"training": self.training_summary(), "base_model": self.base_model_id()},
+        )
 
 
 class ClassConditionalTrainer(Trainer):
