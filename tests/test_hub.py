@@ -123,6 +123,21 @@ def test_inherited_pipeline_push_to_hub_records_our_package_and_pulls_back(hub):
     np.testing.assert_array_equal(_images(PixArtAlphaPipeline.from_pretrained(repo_id)), _images(pipe))
 
 
+def test_controlnet_round_trip_gives_our_class_the_same_weights_and_a_controlnet_card(hub):
+    from diffusers_pixart import PixArtControlNetModel
+
+    controlnet = PixArtControlNetModel.from_transformer(make_transformer(seed=5), num_layers=1)
+    with torch.no_grad():
+        for param in controlnet.parameters():
+            param.add_(0.01)  # non-zero projections, so that a lost weight would show
+    repo_id = push_to_hub(controlnet, _name("controlnet"), token=TOKEN).repo_url.repo_id
+    pulled = PixArtControlNetModel.from_pretrained(repo_id)
+    assert type(pulled) is PixArtControlNetModel
+    _assert_same_weights(pulled, controlnet)
+    card = ModelCard.load(repo_id)
+    assert "controlnet" in card.data.tags and "PixArtAlphaControlNetPipeline" in card.text
+
+
 def test_lora_round_trip_in_diffusers_convention(hub, tmp_path):
     model = make_transformer(seed=5)
     base_output = _forward(model)
@@ -215,7 +230,7 @@ def test_model_card_metadata_read_back(hub):
     assert f'PixArtAlphaPipeline.from_pretrained("{repo_id}"' in card.text
 
 
-@pytest.mark.parametrize("kind", ["pipeline", "transformer", "lora"])
+@pytest.mark.parametrize("kind", ["pipeline", "transformer", "lora", "controlnet"])
 def test_model_card_renders_without_placeholders(kind):
     card = render_model_card("alice/model", kind)
     text = str(card)
@@ -225,6 +240,7 @@ def test_model_card_renders_without_placeholders(kind):
     assert headings[:4] == ["How to use it", "Training details", "Evaluation", "Limitations and bias"]
     assert card.data.license == "openrail++" and "pixart-alpha" in card.data.tags
     assert ("lora" in card.data.tags) == (kind == "lora")
+    assert ("controlnet" in card.data.tags) == (kind == "controlnet")
     assert card.data.base_model == (None if kind == "pipeline" else "PixArt-alpha/PixArt-XL-2-1024-MS")
 
 
@@ -276,7 +292,7 @@ def hub_cache_dir() -> str:
 
 def test_bad_input_raises_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="kind"):
-        render_model_card("alice/model", "controlnet")
+        render_model_card("alice/model", "unet")
     with pytest.raises(ValueError, match="eval_dataset"):
         render_model_card("alice/model", evaluation={"fid": 1.0})
     with pytest.raises(FileNotFoundError, match="template"):

@@ -37,7 +37,7 @@ LORA_PREFIX = "transformer"
 #: The official checkpoint the how-to-use code of transformer and LoRA cards loads when no base model is given.
 DEFAULT_BASE_MODEL = "PixArt-alpha/PixArt-XL-2-1024-MS"
 
-CARD_KINDS = ("pipeline", "transformer", "lora")
+CARD_KINDS = ("pipeline", "transformer", "lora", "controlnet")
 
 
 class PushError(RuntimeError):
@@ -64,7 +64,8 @@ def render_model_card(
 
     Args:
         repo_id: the Hub repo the card describes (used in the how-to-use code).
-        kind: ``"pipeline"``, ``"transformer"`` or ``"lora"``: what the repo holds, which sets the how-to-use code.
+        kind: ``"pipeline"``, ``"transformer"``, ``"lora"`` or ``"controlnet"``: what the repo holds, which sets the
+            how-to-use code.
         model_name: the card's title; defaults to the repo name.
         description: a paragraph about this model; a generic one by default.
         base_model: the Hub id the model was trained from; transformer and LoRA cards need one to load the rest of
@@ -90,7 +91,7 @@ def render_model_card(
     model_name = model_name or repo_id.split("/")[-1]
     if kind != "pipeline":
         base_model = base_model or DEFAULT_BASE_MODEL
-    default_tags = ["pixart-alpha", "text-to-image", "diffusers"] + (["lora"] if kind == "lora" else [])
+    default_tags = ["pixart-alpha", "text-to-image", "diffusers"] + ([kind] if kind in ("lora", "controlnet") else [])
     eval_results = [
         EvalResult(
             task_type="text-to-image",
@@ -220,8 +221,10 @@ def push_to_hub(
     if lora_adapter is not None:
         kind = "lora"
         model = obj.transformer if isinstance(obj, DiffusionPipeline) else obj
-    elif isinstance(obj, DiffusionPipeline | ModelMixin):
-        kind = "pipeline" if isinstance(obj, DiffusionPipeline) else "transformer"
+    elif isinstance(obj, DiffusionPipeline):
+        kind = "pipeline"
+    elif isinstance(obj, ModelMixin):
+        kind = "controlnet" if type(obj).__name__ == "PixArtControlNetModel" else "transformer"
     else:
         raise TypeError(f"Cannot push a {type(obj).__name__}: expected a diffusers pipeline or model.")
 
