@@ -1,0 +1,332 @@
+"""ControlNet training (paper appendix A.9): a :class:`PixArtControlNetModel` on a frozen base, on edge maps.
+
+The paper's recipe: "ControlNet-Half", trainable copies of the base's first 13 blocks (zero-initialised projections),
+the base transformer, VAE and T5 frozen, HED edge maps of the training images as the control, captions dropped with
+probability 0.5, learning rate 5e-6 for 20,000 steps. These are the defaults here, with Canny edges unless the HED
+weights are given (``--edge_detector hed --hed_weights ControlNetHED.pth``; see :mod:`diffusers_pixart.data.edges`).
+
+The loop is the shared engine's (:class:`~.engine.Trainer`) with :class:`ControlNetTrainer`'s hooks: the ControlNet is
+the trained module (optimizer, EMA, checkpoints and resume are its own), the control image of every sample is encoded
+as the pipeline encodes it at inference (``PixArtAlphaControlNetPipeline.control_latents``: VAE mean x scaling
+factor), and the prediction is the frozen base's with the ControlNet's block residuals. Batches hold
+``control_values`` (B, 3, H, W) in [0, 1] next to ``pixel_values``: :class:`ControlImageTextLoader` computes them on
+the fly from each (resized, cropped) training image, or reads them from ``--conditioning_image_column``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import PIL.Image
+import torch
+from accelerate import PartialState
+
+from ..data.buckets import resize_and_center_crop
+from ..data.edges import EDGE_DETECTORS, EdgeDetector, make_edge_detector
+from ..data.streaming import ImageTextLoader, decode_image, load_streaming_dataset
+from ..models.controlnet import PixArtControlNetModel
+from ..pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline, control_image_to_tensor
+from .config import TrainingConfig, option, parse_config
+from .engine import FEATURE_KEYS, RAW_KEYS, Trainer, vae_scale_factor
+from .stages import Stage2Config, load_pipeline
+
+#: The batch key of the control images (B, 3, H, W) in [0, 1].
+CONTROL_KEY = "control_values"
+
+#: The description of a pushed ControlNet's model card.
+CARD_DESCRIPTION = (
+    "A PixArt-α ControlNet (`diffusers_pixart.PixArtControlNetModel`, ControlNet-Half of the paper's appendix A.9): "
+    "load it with `PixArtControlNetModel.from_pretrained` and use it in `PixArtAlphaControlNetPipeline` with the base "
+    "model it was trained on, passing an edge map as `image`."
+)
+
+
+@dataclass
+class ControlNetConfig(Stage2Config):
+    """Options of ControlNet training: stage 2's (base model, data) with the paper's ControlNet defaults."""
+
+    learning_rate: float = option(5e-6, "AdamW learning rate (the paper's ControlNet: 5e-6).")
+    max_train_steps: int = option(20000, "Optimizer steps (the paper's ControlNet: 20,000).")
+    caption_dropout: float = option(0.5, "Probability of training on the null caption (the paper's ControlNet: 0.5).")
+    controlnet: str | None = option(
+        None, "ControlNet folder or Hub id to continue from; default: a new one copied from the base's first blocks."
+    )
+    controlnet_layers: int = option(
+        13, "Base blocks copied into a new ControlNet (the paper: 13 of XL/2's 28); ignored with --controlnet."
+    )
+    edge_detector: str = option(
+        "canny", "Control maps computed from the training images: 'canny' or 'hed'.", choices=list(EDGE_DETECTORS)
+    )
+    hed_weights: str | None = option(None, "HED weights file (ControlNetHED.pth of lllyasviel/Annotators) for 'hed'.")
+    canny_low_threshold: int = option(100, "Lower hysteresis threshold of Canny.")
+    canny_high_threshold: int = option(200, "Upper hysteresis threshold of Canny.")
+    conditioning_image_column: str | None = option(
+        None, "Column of --train_data holding ready control images (same size as the image) instead of edge maps."
+    )
+    validation_control_images: list[str] = option(
+        [],
+        "Control image files for the validation prompts (one for all, or one per prompt); default: the control maps "
+        "of the first training batch, in turn.",
+    )
+
+
+def image_from_pixels(pixel_values: torch.Tensor) -> PIL.Image.Image:
+    """The RGB image of pixel values (3, H, W) in [-1, 1] (the exact inverse of ``data.streaming.image_to_tensor``)."""
+    array = pixel_values.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    return PIL.Image.fromarray(np.ascontiguousarray(array.numpy()))
+
+
+def load_control_image(path: str | Path, resolution: int) -> torch.Tensor:
+    """A control image file, resized and centre-cropped to ``resolution`` squared, as (3, H, W) in [0, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Control image {path}: no such file.")
+    with PIL.Image.open(path) as image:
+        image = resize_and_center_crop(image.convert("RGB"), resolution, resolution)
+    return control_image_to_tensor(image)[0]
+
+
+class ControlImageTextLoader(ImageTextLoader):
+    """:class:`ImageTextLoader` whose batches also hold ``control_values`` (B, 3, H, W) in [0, 1].
+
+    The control image of a sample is ``edge_detector`` applied to the training image as it is batched (resized and
+    cropped), or the ``conditioning_image_column`` image, which must have the size of the image and is resized and
+    cropped the same way.
+
+    Args:
+        dataset: the source (see :func:`~diffusers_pixart.data.streaming.load_streaming_dataset`).
+        edge_detector: image -> edge map (see :func:`~diffusers_pixart.data.edges.make_edge_detector`).
+        conditioning_image_column: the column of ready control images (instead of ``edge_detector``).
+        **kwargs: the arguments of :class:`ImageTextLoader`.
+
+    Raises:
+        ValueError: neither or both of ``edge_detector`` and ``conditioning_image_column``, a column the dataset
+            lacks, or (while iterating) a control image whose size differs from its image's.
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.IterableDataset,
+        *,
+        edge_detector: EdgeDetector | None = None,
+        conditioning_image_column: str | None = None,
+        **kwargs: Any,
+    ):
+        if (edge_detector is None) == (conditioning_image_column is None):
+            raise ValueError("Give exactly one of `edge_detector` and `conditioning_image_column`.")
+        columns = getattr(dataset, "column_names", None)
+        if conditioning_image_column is not None and columns is not None and conditioning_image_column not in columns:
+            raise ValueError(f"Column {conditioning_image_column!r} is not in the dataset; its columns are {columns}.")
+        super().__init__(dataset, **kwargs)
+        self.edge_detector, self.conditioning_image_column = edge_detector, conditioning_image_column
+
+    def prepare(self, record: dict[str, Any], index: int) -> tuple[Hashable, dict[str, Any]]:
+        bucket, item = super().prepare(record, index)
+        if self.edge_detector is not None:
+            control = self.edge_detector(image_from_pixels(item["pixel_values"]))
+        else:
+            control = decode_image(record[self.conditioning_image_column])
+            height, width = item["size"]
+            if (control.height, control.width) != (height, width):
+                raise ValueError(
+                    f"Record {index}: the control image ({self.conditioning_image_column!r}) is "
+                    f"{control.height}x{control.width} (height x width) but its image is {height}x{width}."
+                )
+            control = resize_and_center_crop(control, bucket.height, bucket.width)
+        item[CONTROL_KEY] = control_image_to_tensor(control)[0]
+        return bucket, item
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {**super().collate(items), CONTROL_KEY: torch.stack([item[CONTROL_KEY] for item in items])}
+
+
+class ControlNetTrainer(Trainer):
+    """The shared loop training the ``controlnet`` of a ``PixArtAlphaControlNetPipeline``; its base stays frozen.
+
+    Args:
+        config: the options (:class:`~.config.TrainingConfig`).
+        pipeline: the ``PixArtAlphaControlNetPipeline`` (base components and the ControlNet to train).
+        validation_control_images: control images (3, H, W) in [0, 1] at ``--resolution``, one for all validation
+            prompts or one per prompt; empty: the control maps of the first training batch, in turn.
+        card_info: extra entries for the model card's training table.
+
+    Batches are the engine's plus ``control_values`` (B, 3, H, W) in [0, 1] at the size of the images.
+    """
+
+    raw_keys = (*RAW_KEYS, CONTROL_KEY)
+    feature_keys = (*FEATURE_KEYS, CONTROL_KEY)
+    frozen_components = ("vae", "text_encoder", "transformer")
+    result_name = "controlnet"
+
+    def __init__(
+        self,
+        config: TrainingConfig,
+        pipeline: PixArtAlphaControlNetPipeline,
+        validation_control_images: Sequence[torch.Tensor] = (),
+        card_info: Mapping[str, Any] | None = None,
+    ):
+        if not isinstance(pipeline, PixArtAlphaControlNetPipeline):
+            raise TypeError(
+                f"ControlNet training needs a PixArtAlphaControlNetPipeline, got {type(pipeline).__name__}."
+            )
+        self.validation_controls = list(validation_control_images)
+        super().__init__(config, pipeline, card_info)
+
+    def _check_conditioning(self) -> None:
+        super()._check_conditioning()
+        prompts, controls, size = self.config.validation_prompts, self.validation_controls, self.config.resolution
+        if controls and len(controls) not in (1, len(prompts)):
+            raise ValueError(f"{len(controls)} validation control images for {len(prompts)} prompts: one, or one each.")
+        bad = [tuple(c.shape) for c in controls if tuple(c.shape) != (3, size, size)]
+        if bad:
+            raise ValueError(f"Validation control images of shapes {bad}: (3, {size}, {size}) expected (--resolution).")
+
+    def _trained_module(self) -> torch.nn.Module:
+        return self.pipeline.controlnet
+
+    def _check_condition(self, batch: Mapping[str, Any]) -> None:
+        """Captions as the engine checks them, and control images (B, 3, H, W) at the size of the images."""
+        super()._check_condition(batch)
+        control = batch[CONTROL_KEY]
+        if "pixel_values" in batch:
+            batch_size, height, width = batch["pixel_values"].shape[0], *batch["pixel_values"].shape[-2:]
+        else:  # precomputed latents: the images were the VAE factor larger
+            factor = vae_scale_factor(self.pipeline.vae)
+            batch_size, height, width = batch["latents"].shape[0], *(factor * s for s in batch["latents"].shape[-2:])
+        if tuple(control.shape) != (batch_size, 3, height, width):
+            raise ValueError(
+                f"{CONTROL_KEY} {tuple(control.shape)} does not fit the batch: control images (B, 3, H, W) at the "
+                f"size of the images, ({batch_size}, 3, {height}, {width}), expected."
+            )
+        if not self.validation_controls:
+            self.validation_controls = list(control[: len(self.config.validation_prompts)].float().cpu())
+
+    def _encode_condition(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The captions and ``controlnet_cond``: the control images' latents (B, 4, h, w), as the pipeline's."""
+        pixels = batch[CONTROL_KEY].to(self.accelerator.device)
+        control = self.pipeline.control_latents(pixels, *pixels.shape[-2:]).float()
+        return {**super()._encode_condition(batch), "controlnet_cond": control}
+
+    def _drop_condition(self, condition: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Drop captions as the engine does; the control image is always kept."""
+        return {**condition, **super()._drop_condition(condition, drop)}
+
+    def _predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        """The frozen base's output (B, C_out, h, w) with the ControlNet's block residuals."""
+        kwargs = dict(kwargs)
+        control = kwargs.pop("controlnet_cond").to(noisy.dtype)
+        transformer = self.pipeline.transformer
+        residuals = self.model(transformer, noisy, control, timestep=timesteps, **kwargs)
+        return transformer(noisy, timestep=timesteps, block_residuals=residuals, **kwargs).sample
+
+    def _validation_conditions(self) -> list:
+        """(prompt, control image) pairs: each validation prompt with its control image, or the first batch's."""
+        prompts, controls = self.config.validation_prompts, self.validation_controls
+        if not controls:
+            return []
+        return [(prompt, controls[i % len(controls)]) for i, prompt in enumerate(prompts)]
+
+    def _sample_validation(self, conditions: list) -> tuple[list[str], list]:
+        """(prompts, PIL images) generated with the ControlNet pipeline from the prompts and their control images."""
+        cfg = self.config
+        prompts = [prompt for prompt, _ in conditions]
+        images = self.pipeline(
+            prompt=prompts,
+            image=[control for _, control in conditions],
+            num_inference_steps=cfg.validation_inference_steps,
+            guidance_scale=cfg.validation_guidance_scale,
+            generator=torch.Generator(self.accelerator.device).manual_seed(cfg.seed),
+            use_resolution_binning=False,
+            max_sequence_length=cfg.max_sequence_length,
+        ).images
+        return prompts, images
+
+    def _save_result(self, folder: Path) -> None:
+        """Save the ControlNet (``PixArtControlNetModel.from_pretrained(folder)`` loads it)."""
+        self.pipeline.controlnet.save_pretrained(folder)
+
+    def push_to_hub(self) -> None:
+        """Upload the ControlNet with a model card filled from the run."""
+        from ..hub import push_to_hub
+
+        push_to_hub(
+            self.pipeline.controlnet,
+            self.config.hub_model_id,
+            samples=self.validation_images,
+            card_info={
+                "training": self.training_summary(),
+                "base_model": self.base_model_id(),
+                "description": CARD_DESCRIPTION,
+            },
+        )
+
+
+def load_controlnet_pipeline(config: ControlNetConfig) -> PixArtAlphaControlNetPipeline:
+    """The base pipeline of ``--pretrained_model_name_or_path`` (and ``--transformer``) with the ControlNet to train:
+    ``--controlnet``, or a new one copying the base's first ``--controlnet_layers`` blocks."""
+    base = load_pipeline(config)
+    if config.controlnet:
+        controlnet = PixArtControlNetModel.from_pretrained(config.controlnet)
+    else:
+        controlnet = PixArtControlNetModel.from_transformer(base.transformer, num_layers=config.controlnet_layers)
+    return PixArtAlphaControlNetPipeline(**base.components, controlnet=controlnet)
+
+
+def train_controlnet(config: ControlNetConfig) -> Path:
+    """Train a ControlNet; returns the saved ControlNet folder (``<output_dir>/controlnet``).
+
+    Raises:
+        ValueError, FileNotFoundError: bad options or data (before any step).
+    """
+    if config.train_data is None or config.features is not None:
+        raise ValueError("ControlNet training reads raw images (--train_data): control maps are made from them.")
+    edge_detector = None
+    if config.conditioning_image_column is None:
+        edge_detector = make_edge_detector(
+            config.edge_detector,
+            hed_weights=config.hed_weights,
+            low_threshold=config.canny_low_threshold,
+            high_threshold=config.canny_high_threshold,
+            device=PartialState().device,
+        )
+    controls = [load_control_image(path, config.resolution) for path in config.validation_control_images]
+    dataset = load_streaming_dataset(config.train_data)
+    detector_name = config.edge_detector if edge_detector is not None else f"column {config.conditioning_image_column}"
+    trainer = ControlNetTrainer(
+        config,
+        load_controlnet_pipeline(config),
+        validation_control_images=controls,
+        card_info={"stage": "ControlNet", "control": detector_name, "data": config.train_data},
+    )
+    acc = trainer.accelerator
+    loader = ControlImageTextLoader(
+        dataset,
+        edge_detector=edge_detector,
+        conditioning_image_column=config.conditioning_image_column,
+        resolution=config.resolution,
+        image_column=config.image_column,
+        caption_column=config.caption_column,
+        batch_size=config.train_batch_size,
+        shuffle_buffer_size=config.shuffle_buffer_size,
+        seed=config.seed,
+        rank=acc.process_index,
+        world_size=acc.num_processes,
+    )
+    return trainer.train(loader)
+
+
+def main_controlnet(argv: list[str] | None = None) -> int:
+    """Command-line entry: parse flags (and ``--config``), train; a bad input exits with status 2."""
+    try:
+        config = parse_config(ControlNetConfig, argv, description=__doc__.split("\n\n")[1])
+        train_controlnet(config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
