@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, ModelCard
 
 from diffusers_pixart import tiny
 from diffusers_pixart.data.buckets import resize_and_center_crop
@@ -102,6 +102,7 @@ def test_controlnet_trains_with_a_frozen_base_saves_pushes_and_resumes(assets, t
 
     files = set(HfApi().list_repo_files("alice/toy-controlnet"))
     assert {"README.md", "config.json", "diffusion_pytorch_model.safetensors", "images/sample_0.png"} <= files
+    assert "controlnet" in ModelCard.load("alice/toy-controlnet").data.tags
     pulled = PixArtControlNetModel.from_pretrained("alice/toy-controlnet")
     assert torch.equal(pulled.before_proj.weight, controlnet.before_proj.weight)
 

@@ -39,13 +39,6 @@ from .stages import Stage2Config, load_pipeline
 #: The batch key of the control images (B, 3, H, W) in [0, 1].
 CONTROL_KEY = "control_values"
 
-#: The description of a pushed ControlNet's model card.
-CARD_DESCRIPTION = (
-    "A PixArt-α ControlNet (`diffusers_pixart.PixArtControlNetModel`, ControlNet-Half of the paper's appendix A.9): "
-    "load it with `PixArtControlNetModel.from_pretrained` and use it in `PixArtAlphaControlNetPipeline` with the base "
-    "model it was trained on, passing an edge map as `image`."
-)
-
 
 @dataclass
 class ControlNetConfig(Stage2Config):
@@ -252,18 +245,14 @@ class ControlNetTrainer(Trainer):
         self.pipeline.controlnet.save_pretrained(folder)
 
     def push_to_hub(self) -> None:
-        """Upload the ControlNet with a model card filled from the run."""
+        """Upload the ControlNet with its model card (kind ``controlnet``) filled from the run."""
         from ..hub import push_to_hub
 
         push_to_hub(
             self.pipeline.controlnet,
             self.config.hub_model_id,
             samples=self.validation_images,
-            card_info={
-                "training": self.training_summary(),
-                "base_model": self.base_model_id(),
-                "description": CARD_DESCRIPTION,
-            },
+            card_info={"training": self.training_summary(), "base_model": self.base_model_id()},
         )
 
 

@@ -121,7 +121,8 @@ class Trainer:
         config: the options (:class:`~.config.TrainingConfig`).
         pipeline: a ``PixArtAlphaPipeline`` whose ``transformer`` is trained; its frozen VAE and T5 encode raw batches
             and the null caption (``""``, as the pipeline's unconditional branch encodes it), its scheduler samples
-            the validation images, and it is saved at the end.
+            the validation images, and it is saved at the end (only the LoRA weights when the transformer carries
+            a PEFT adapter, see the module docstring).
         card_info: extra entries for the model card's training table (stage, data, ...).
 
     ``trainer.accelerator`` exists from construction, so the data can be split by ``process_index``.
