@@ -130,6 +130,7 @@ def test_bad_input_is_refused_before_any_step(assets, tmp_path, capsys):
         "--edge_detector": (["--edge_detector", "hed"], "HED edge detector needs its weights"),
         "--controlnet_layers": (["--controlnet_layers", "3"], "num_layers=3 block copies do not fit a base of 3"),
         "--features": (["--features", str(tmp_path)], "reads raw images"),
+        "--validation_control_images": (["--validation_control_images", "absent.png"], "absent.png: no such file"),
     }
     for name, (extra, message) in cases.items():
         out = tmp_path / name.strip("-")
@@ -155,6 +156,18 @@ def test_bad_input_is_refused_before_any_step(assets, tmp_path, capsys):
     batch = {"pixel_values": torch.zeros(1, 3, 32, 32), "text": ["a"], "control_values": torch.zeros(1, 3, 16, 16)}
     with pytest.raises(ValueError, match=r"control_values \(1, 3, 16, 16\) does not fit the batch"):
         training.ControlNetTrainer(config, pipe, card_info={}).train([batch])
+    features = {"latents": torch.zeros(1, 4, 4, 4), "prompt_embeds": torch.zeros(1, 120, 32)}
+    features |= {"prompt_attention_mask": torch.ones(1, 120), "control_values": torch.zeros(1, 3, 16, 16)}
+    with pytest.raises(ValueError, match=r"\(1, 3, 32, 32\), expected"):  # latents 4x4 are 32x32 pixels
+        training.ControlNetTrainer(config, pipe).train([features])
+    PIL.Image.new("RGB", (40, 20), "white").save(tmp_path / "edges.png")
+    control = training.load_control_image(tmp_path / "edges.png", RESOLUTION)
+    assert control.shape == (3, RESOLUTION, RESOLUTION) and control.min() == control.max() == 1.0
+    config.validation_prompts = ["a", "b"]
+    with pytest.raises(ValueError, match="3 validation control images for 2 prompts"):
+        training.ControlNetTrainer(config, pipe, validation_control_images=[control] * 3)
+    with pytest.raises(ValueError, match=r"shapes \[\(3, 16, 16\)\]: \(3, 32, 32\) expected"):
+        training.ControlNetTrainer(config, pipe, validation_control_images=[torch.zeros(3, 16, 16)])
     assert not (tmp_path / "batch" / "checkpoints").exists()
 
 
