@@ -1,0 +1,455 @@
+"""The toy recipe's own components: a small VAE trained on the toy world, and the toy T5 tokenizer and encoder.
+
+The recipe (``examples/toy/run_recipe.py``) makes the toy data sets, trains the VAE here, builds the frozen text
+encoder, saves them with a fresh transformer as a base pipeline folder, and then runs the real stage scripts on it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DPMSolverMultistepScheduler
+from PIL import Image
+
+from ..data.shards import write_json_atomic
+from ..data.streaming import image_to_tensor
+from ..models.pixart_transformer import PixArtTransformer2DModel
+from ..pipelines.pixart_alpha import PixArtAlphaPipeline
+from ..tiny import make_text_encoder, make_tokenizer
+from ..training.engine import replace_dir
+from .world import class_names, make_dataset, vocabulary
+
+#: Initial log-variance of the toy VAE's posterior (std ~0.02).
+INITIAL_LOGVAR = -8.0
+
+
+def make_toy_vae(channels: tuple[int, ...] = (32, 64, 64), latent_channels: int = 4, seed: int = 0) -> AutoencoderKL:
+    """A fresh ``AutoencoderKL`` with ``len(channels)`` levels: it down-samples by ``2 ** (len(channels) - 1)``.
+
+    The default three levels turn a 64px toy image into a 16x16x4 latent.
+    """
+    if len(channels) < 2:
+        raise ValueError(f"`channels` needs at least two levels, got {channels}.")
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(channels),
+        up_block_types=("UpDecoderBlock2D",) * len(channels),
+        block_out_channels=tuple(channels),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=min(8, min(channels)),
+        sample_size=64,
+    )
+    # A fresh posterior has log-variance ~0: noise of std 1 would drown the latent means, and a tiny KL weight takes
+    # thousands of steps to shrink it. Start at std ~0.02 instead, so reconstruction learns from the first step.
+    with torch.no_grad():
+        vae.quant_conv.weight[latent_channels:] *= 0.1
+        vae.quant_conv.bias[latent_channels:] = INITIAL_LOGVAR
+    return vae
+
+
+def load_images(folder: str | os.PathLike, limit: int | None = None) -> torch.Tensor:
+    """The PNG images of an image folder (all of one size), as a tensor (N, 3, H, W) in [-1, 1]."""
+    files = sorted(Path(folder).glob("*.png"))[:limit]
+    if not files:
+        raise ValueError(f"{folder} holds no PNG images.")
+    images = [image_to_tensor(Image.open(path).convert("RGB")) for path in files]
+    sizes = {tuple(image.shape) for image in images}
+    if len(sizes) != 1:
+        raise ValueError(f"The images of {folder} have several sizes {sorted(sizes)}; train the VAE on one size.")
+    return torch.stack(images)
+
+
+def train_vae(
+    vae: AutoencoderKL,
+    images: torch.Tensor,
+    steps: int,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    kl_weight: float = 1e-6,
+    crop: int | None = 32,
+    foreground_weight: float = 10.0,
+    seed: int = 0,
+    log: Callable[[int, dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Train ``vae`` as an autoencoder (L1 + MSE reconstruction + ``kl_weight`` x KL), then set its scaling factor.
+
+    The reconstruction error of each pixel is weighted by ``1 + foreground_weight x chroma`` of the target pixel
+    (max - min of its RGB in [-1, 1]): the toy world's objects are saturated, its backgrounds grey.
+
+    Args:
+        vae: the ``AutoencoderKL`` to train (in place; it ends in eval mode).
+        images: (N, 3, H, W) in [-1, 1], e.g. from :func:`load_images`.
+        steps: optimizer steps (AdamW with a cosine decay of ``learning_rate``).
+        crop: train on random ``crop`` x ``crop`` crops (the VAE is convolutional; 4x cheaper than 64px images);
+            ``None`` trains on whole images.
+        log: called every 25 steps and at the end with the step and the mean losses since the last call.
+
+    Returns:
+        The logged records ``{"step", "loss", "recon", "kl"}``. The config's ``scaling_factor`` becomes ``1 / std``
+        of the latent means of (up to 512 of) ``images``, so that diffusion latents have unit variance, as
+        sd-vae-ft-ema's 0.18215 does for natural images.
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"`images` must have shape (N, 3, H, W), got {tuple(images.shape)}.")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"`steps` and `batch_size` must be at least 1, got {steps} and {batch_size}.")
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    vae.train()
+    history, running, count = [], {"loss": 0.0, "recon": 0.0, "kl": 0.0}, 0
+    for step in range(1, steps + 1):
+        batch = images[torch.randint(len(images), (batch_size,), generator=generator)]
+        if crop is not None and crop < min(images.shape[-2:]):
+            top, left = (int(torch.randint(size - crop + 1, (1,), generator=generator)) for size in images.shape[-2:])
+            batch = batch[..., top : top + crop, left : left + crop]
+        posterior = vae.encode(batch).latent_dist
+        reconstruction = vae.decode(posterior.sample(generator)).sample
+        # Objects are saturated and backgrounds grey: weighting pixels by their chroma keeps a small autoencoder from
+        # settling on the grey background (the plain L1 + MSE plateaus there for hundreds of steps).
+        chroma = batch.amax(dim=1, keepdim=True) - batch.amin(dim=1, keepdim=True)
+        weight = 1.0 + foreground_weight * chroma
+        error = reconstruction - batch
+        recon = ((error.abs() + error.pow(2)) * weight).mean() / weight.mean()
+        kl = posterior.kl().mean() / batch[0].numel()
+        loss = recon + kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        for name, value in (("loss", loss), ("recon", recon), ("kl", kl)):
+            running[name] += value.item()
+        count += 1
+        if step % 25 == 0 or step == steps:
+            record = {"step": step, **{name: value / count for name, value in running.items()}}
+            history.append(record)
+            if log is not None:
+                log(step, record)
+            running, count = dict.fromkeys(running, 0.0), 0
+    vae.eval()
+    with torch.no_grad():
+        means = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in images[:512].split(64)])
+    vae.register_to_config(scaling_factor=float(1.0 / means.std()))
+    return history
+
+
+def make_toy_text_encoder(d_model: int = 64, num_layers: int = 2, num_heads: int = 4, seed: int = 0):
+    """The toy world's T5: a word-level tokenizer of :func:`.world.vocabulary` and a small frozen random encoder.
+
+    Returns:
+        ``(tokenizer, text_encoder)``.
+    """
+    tokenizer = make_tokenizer(vocabulary())
+    encoder = make_text_encoder(len(tokenizer), d_model=d_model, num_layers=num_layers, num_heads=num_heads, seed=seed)
+    return tokenizer, encoder
+
+
+def make_toy_transformer(
+    latent_size: int = 16,
+    num_layers: int = 6,
+    hidden_size: int = 128,
+    num_heads: int = 4,
+    caption_channels: int = 64,
+    use_additional_conditions: bool = False,
+    seed: int = 0,
+) -> PixArtTransformer2DModel:
+    """A fresh PixArt transformer for the toy world (patch 2, learned variance), ``latent_size`` latent pixels wide."""
+    if hidden_size % num_heads:
+        raise ValueError(f"`hidden_size` {hidden_size} must be a multiple of `num_heads` {num_heads}.")
+    torch.manual_seed(seed)
+    return PixArtTransformer2DModel(
+        num_attention_heads=num_heads,
+        attention_head_dim=hidden_size // num_heads,
+        in_channels=4,
+        out_channels=8,
+        num_layers=num_layers,
+        cross_attention_dim=hidden_size,
+        sample_size=latent_size,
+        patch_size=2,
+        caption_channels=caption_channels,
+        use_additional_conditions=use_additional_conditions,
+    )
+
+
+def save_base_pipeline(
+    path: str | os.PathLike, vae: AutoencoderKL, tokenizer, text_encoder, transformer: PixArtTransformer2DModel
+) -> Path:
+    """Save the recipe's starting pipeline (the stage scripts' ``--pretrained_model_name_or_path``), atomically.
+
+    The scheduler is DPM-Solver on PixArt's 1000-step linear schedule (the training noise schedule).
+    """
+    pipeline = PixArtAlphaPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=DPMSolverMultistepScheduler(),
+    )
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    pipeline.save_pretrained(tmp)
+    replace_dir(tmp, path)
+    return path
+
+
+def reconstruction_error(vae: AutoencoderKL, images: torch.Tensor) -> float:
+    """Mean absolute error (in [0, 255] pixel units) of reconstructing ``images`` (N, 3, H, W) from latent means."""
+    with torch.no_grad():
+        out = torch.cat([vae.decode(vae.encode(c).latent_dist.mean).sample for c in images.split(64)])
+    return float((out.clamp(-1, 1) - images).abs().mean() * 127.5)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The recipe
+
+
+@dataclass
+class ToyRecipe:
+    """Sizes and budgets of the toy recipe; the defaults are the run that made the embedded model."""
+
+    seed: int = 0
+    stage1_images: int = 4000
+    stage2_images: int = 8000
+    stage3_images: int = 3000
+    vae_images: int = 600
+    vae_steps: int = 1000
+    vae_channels: tuple[int, ...] = (16, 32, 32)
+    vae_learning_rate: float = 1e-3
+    text_dim: int = 64
+    num_layers: int = 6
+    hidden_size: int = 144
+    num_heads: int = 4
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    ema_decay: float = 0.995
+    stage1_steps: int = 300
+    stage2_steps: int = 1200
+    stage3_steps: int = 300
+    stage3_aspect_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.33, 2.0)
+
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            if isinstance(value, int) and name != "seed" and value < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {value}.")
+
+
+#: The example scripts of the three stages, run as subprocesses by :func:`run_recipe`.
+STAGE_SCRIPTS = {
+    1: "train_stage1_pixel.py",
+    2: "train_stage2_alignment.py",
+    3: "train_stage3_aesthetic.py",
+}
+#: Resolution of the toy recipe's images (64px: a 16x16x4 latent with the 3-level VAE, 64 tokens with patch 2).
+RESOLUTION = 64
+
+
+def make_toy_datasets(data_dir: str | os.PathLike, recipe: ToyRecipe) -> dict[str, Path]:
+    """The recipe's image folders (each made once; an existing one is kept).
+
+    ``stage1``: one plain object per image (its class label is stage 1's condition); ``stage2``: one to three plain
+    objects with dense captions; ``stage3``: the aesthetic style in aspect-ratio buckets; ``vae_aesthetic``: square
+    aesthetic images, which the VAE trains on with the first stage-2 images.
+    """
+    data_dir = Path(data_dir)
+    plans = {
+        "stage1": dict(n=recipe.stage1_images, seed=recipe.seed + 1, min_objects=1, max_objects=1),
+        "stage2": dict(n=recipe.stage2_images, seed=recipe.seed + 2),
+        "stage3": dict(
+            n=recipe.stage3_images,
+            seed=recipe.seed + 3,
+            style="aesthetic",
+            aspect_ratios=list(recipe.stage3_aspect_ratios),
+        ),
+        "vae_aesthetic": dict(n=recipe.vae_images, seed=recipe.seed + 4, style="aesthetic"),
+    }
+    folders = {}
+    for name, plan in plans.items():
+        folder = data_dir / name
+        if not (folder / "metadata.jsonl").is_file():
+            make_dataset(folder, resolution=RESOLUTION, **plan)
+        folders[name] = folder
+    return folders
+
+
+def read_loss_curve(run_dir: str | os.PathLike, tag: str = "loss") -> list[tuple[int, float]]:
+    """The ``(step, value)`` pairs of a scalar the training engine logged to TensorBoard under ``run_dir/logs``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points: dict[int, float] = {}
+    for events in sorted(Path(run_dir, "logs").rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            points.update((event.step, event.value) for event in accumulator.Scalars(tag))
+    return sorted(points.items())
+
+
+def _stage_arguments(recipe: ToyRecipe, steps: int) -> list[str]:
+    """The flags every stage of the recipe shares (the engine's options)."""
+    values = {
+        "resolution": RESOLUTION,
+        "train_batch_size": recipe.batch_size,
+        "max_train_steps": steps,
+        "learning_rate": recipe.learning_rate,
+        "lr_warmup_steps": recipe.warmup_steps,
+        "max_grad_norm": 1.0,
+        "ema_decay": recipe.ema_decay,
+        "seed": recipe.seed,
+        "validation_steps": 0,
+        "checkpointing_steps": steps,
+        "checkpoints_total_limit": 1,
+        "report_to": "tensorboard",
+        "logging_steps": 10,
+        "shuffle_buffer_size": 1000,
+    }
+    return [item for name, value in values.items() for item in (f"--{name}", str(value))]
+
+
+def run_recipe(
+    out_dir: str | os.PathLike,
+    scripts_dir: str | os.PathLike,
+    recipe: ToyRecipe | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Make the toy data, train the VAE, build T5, run stage 1 -> re-parameterization -> stage 2 -> stage 3.
+
+    Every step's result is kept under ``out_dir/work`` and reused by a rerun (a finished stage is not run again).
+
+    Args:
+        out_dir: the run folder; the final pipeline goes to ``out_dir/pipeline`` and the per-stage losses to
+            ``out_dir/loss_curves.json`` (with the step times in ``out_dir/timings.json``).
+        scripts_dir: the folder of the stage scripts (:data:`STAGE_SCRIPTS`, the repository's ``examples/``).
+        recipe: sizes and budgets (default: :class:`ToyRecipe`).
+        log: where progress lines go.
+
+    Returns:
+        The final pipeline folder, loadable with ``PixArtAlphaPipeline.from_pretrained``.
+    """
+    recipe = recipe or ToyRecipe()
+    out_dir, scripts_dir = Path(out_dir), Path(scripts_dir)
+    scripts = {stage: scripts_dir / name for stage, name in STAGE_SCRIPTS.items()}
+    missing = [str(path) for path in scripts.values() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"The stage scripts {missing} do not exist: pass the repository's examples/ folder.")
+    work = out_dir / "work"
+    timings: dict[str, float] = {}
+
+    start = time.perf_counter()
+    data = make_toy_datasets(work / "data", recipe)
+    timings["data"] = time.perf_counter() - start
+    log(f"data: {', '.join(f'{name} {folder}' for name, folder in data.items())} ({timings['data']:.0f} s)")
+
+    start = time.perf_counter()
+    vae_dir = work / "vae"
+    if not (vae_dir / "config.json").is_file():
+        images = torch.cat([load_images(data["stage2"], limit=recipe.vae_images), load_images(data["vae_aesthetic"])])
+        vae = make_toy_vae(recipe.vae_channels, seed=recipe.seed)
+        history = train_vae(
+            vae,
+            images,
+            recipe.vae_steps,
+            learning_rate=recipe.vae_learning_rate,
+            seed=recipe.seed,
+            log=lambda step, record: log(f"vae step {step}: loss {record['loss']:.4f}"),
+        )
+        error = reconstruction_error(vae, images[:: max(1, len(images) // 256)])
+        log(f"vae: reconstruction error {error:.2f} / 255, scaling factor {vae.config.scaling_factor:.4f}")
+        write_json_atomic(work / "vae_history.json", {"history": history, "reconstruction_error": error})
+        vae.save_pretrained(vae_dir)
+    vae = AutoencoderKL.from_pretrained(vae_dir)
+    timings["vae"] = time.perf_counter() - start
+
+    base = work / "base"
+    if not (base / "model_index.json").is_file():
+        tokenizer, text_encoder = make_toy_text_encoder(d_model=recipe.text_dim, seed=recipe.seed)
+        transformer = make_toy_transformer(
+            RESOLUTION // 2 ** (len(recipe.vae_channels) - 1),
+            recipe.num_layers,
+            recipe.hidden_size,
+            recipe.num_heads,
+            recipe.text_dim,
+            seed=recipe.seed,
+        )
+        save_base_pipeline(base, vae, tokenizer, text_encoder, transformer)
+
+    runs = {stage: work / f"stage{stage}" for stage in STAGE_SCRIPTS}
+    stage_flags = {
+        1: [
+            "--pretrained_model_name_or_path", str(base), "--train_data", str(data["stage1"]),
+            "--num_classes", str(len(class_names())), "--label_column", "label",
+            "--dit_layers", str(recipe.num_layers), "--dit_hidden", str(recipe.hidden_size),
+            "--dit_heads", str(recipe.num_heads), "--patch_size", "2",
+        ],
+        2: [
+            "--pretrained_model_name_or_path", str(base), "--train_data", str(data["stage2"]),
+            "--transformer", str(runs[1] / "pixart_transformer"),
+        ],
+        3: ["--pretrained_model_name_or_path", str(runs[2] / "pipeline"), "--train_data", str(data["stage3"])],
+    }  # fmt: skip
+    steps = {1: recipe.stage1_steps, 2: recipe.stage2_steps, 3: recipe.stage3_steps}
+    for stage, script in scripts.items():
+        done = runs[stage] / "pipeline" / "model_index.json"
+        start = time.perf_counter()
+        if not done.is_file():
+            command = [sys.executable, str(script), "--output_dir", str(runs[stage]), *stage_flags[stage]]
+            command += _stage_arguments(recipe, steps[stage])
+            log(f"stage {stage}: {' '.join(command)}")
+            subprocess.run(command, check=True)
+        timings[f"stage{stage}"] = time.perf_counter() - start
+        log(f"stage {stage}: done ({timings[f'stage{stage}']:.0f} s)")
+
+    curves = {f"stage{stage}": read_loss_curve(run) for stage, run in runs.items()}
+    write_json_atomic(out_dir / "loss_curves.json", curves)
+    write_json_atomic(out_dir / "timings.json", timings)
+    final = out_dir / "pipeline"
+    tmp = final.with_name(f".tmp-{final.name}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(runs[3] / "pipeline", tmp)
+    replace_dir(tmp, final)
+    return final
+
+
+#: The most the embedded model may weigh, in bytes (it ships inside the package).
+MAX_EMBEDDED_BYTES = 15 * 1024 * 1024
+
+
+def install_toy_model(pipeline_dir: str | os.PathLike, target: str | os.PathLike | None = None) -> Path:
+    """Save a trained toy pipeline as the package's embedded default model (safetensors), atomically.
+
+    Args:
+        pipeline_dir: the recipe's final pipeline folder.
+        target: where to write it (default: :data:`diffusers_pixart.default_model.TOY_MODEL_PATH`).
+
+    Raises:
+        ValueError: the saved folder would exceed :data:`MAX_EMBEDDED_BYTES` (nothing is replaced then).
+    """
+    from ..default_model import TOY_MODEL_PATH
+
+    target = Path(target) if target is not None else TOY_MODEL_PATH
+    pipeline = PixArtAlphaPipeline.from_pretrained(pipeline_dir)
+    tmp = target.with_name(f".tmp-{target.name}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    pipeline.save_pretrained(tmp, safe_serialization=True)
+    size = sum(path.stat().st_size for path in tmp.rglob("*") if path.is_file())
+    if size > MAX_EMBEDDED_BYTES:
+        shutil.rmtree(tmp)
+        raise ValueError(f"The pipeline takes {size / 2**20:.1f} MiB; the embedded model may take at most 15 MiB.")
+    replace_dir(tmp, target)
+    return target

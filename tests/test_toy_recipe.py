@@ -1,0 +1,96 @@
+"""The toy recipe (plumbing on a tiny budget, with the real stage scripts) and the embedded default model."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusers_pixart.default_model import TOY_MODEL_PATH, load_pipeline
+from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
+from diffusers_pixart.toy.recipe import (
+    MAX_EMBEDDED_BYTES,
+    ToyRecipe,
+    install_toy_model,
+    make_toy_vae,
+    run_recipe,
+    train_vae,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_toy_vae_factor_and_scaling_factor():
+    vae = make_toy_vae((8, 8, 8))
+    images = torch.rand(6, 3, 32, 32) * 2 - 1
+    history = train_vae(vae, images, steps=3, batch_size=2, crop=16)
+    assert [record["step"] for record in history] == [3]
+    with torch.no_grad():
+        means = vae.encode(images).latent_dist.mean
+    assert means.shape == (6, 4, 8, 8)  # three levels: 4x down-sampling
+    assert vae.config.scaling_factor == pytest.approx(1.0 / means.std().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        train_vae(vae, images[0], steps=1)
+    with pytest.raises(ValueError, match="levels"):
+        make_toy_vae((8,))
+
+
+def test_recipe_plumbing_tiny_budget(tmp_path):
+    recipe = ToyRecipe(
+        stage1_images=8,
+        stage2_images=8,
+        stage3_images=8,
+        vae_images=4,
+        vae_steps=2,
+        vae_channels=(8, 8, 8),
+        text_dim=12,
+        num_layers=1,
+        hidden_size=24,
+        num_heads=2,
+        batch_size=4,
+        warmup_steps=1,
+        stage1_steps=2,
+        stage2_steps=2,
+        stage3_steps=2,
+        stage3_aspect_ratios=(0.5, 1.0),
+    )
+    logs = []
+    final = run_recipe(tmp_path / "run", EXAMPLES, recipe, log=logs.append)
+    pipe = PixArtAlphaPipeline.from_pretrained(final)
+    assert pipe.transformer.config.num_layers == 1
+    assert pipe.transformer.config.use_additional_conditions  # stage 3 added the micro-conditions
+    assert pipe.vae_scale_factor == 4 and pipe.transformer.config.sample_size == 16
+    curves = json.loads((tmp_path / "run" / "loss_curves.json").read_text())
+    assert sorted(curves) == ["stage1", "stage2", "stage3"]
+    timings = json.loads((tmp_path / "run" / "timings.json").read_text())
+    assert {"data", "vae", "stage1", "stage2", "stage3"} <= set(timings)
+    # A rerun reuses every finished step: no stage runs again.
+    logs.clear()
+    run_recipe(tmp_path / "run", EXAMPLES, recipe, log=logs.append)
+    assert not any("train_stage" in line for line in logs)
+    image = pipe("a red circle", num_inference_steps=2, output_type="np").images
+    assert image.shape == (1, 64, 64, 3)
+    installed = install_toy_model(final, tmp_path / "toy_model")
+    assert PixArtAlphaPipeline.from_pretrained(installed).transformer.config.num_layers == 1
+    assert not list(installed.rglob("*.bin"))
+
+
+def test_recipe_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="stage2_steps"):
+        ToyRecipe(stage2_steps=0)
+    with pytest.raises(FileNotFoundError, match="stage scripts"):
+        run_recipe(tmp_path / "run", tmp_path, ToyRecipe())
+
+
+@pytest.mark.skipif(not (TOY_MODEL_PATH / "model_index.json").is_file(), reason="the package ships no toy model")
+def test_embedded_model_loads_and_generates():
+    size = sum(path.stat().st_size for path in TOY_MODEL_PATH.rglob("*") if path.is_file())
+    assert size <= MAX_EMBEDDED_BYTES
+    assert not list(TOY_MODEL_PATH.rglob("*.bin"))
+    pipe, description = load_pipeline()
+    assert description == "embedded toy model"
+    assert pipe.transformer.config.sample_size * pipe.vae_scale_factor == 64
+    image = pipe("a red circle", num_inference_steps=4, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (64, 64)
+    direct = PixArtAlphaPipeline.from_pretrained(TOY_MODEL_PATH)
+    assert direct.transformer.config == pipe.transformer.config
