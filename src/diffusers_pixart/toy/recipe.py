@@ -223,10 +223,10 @@ class ToyRecipe:
 
     seed: int = 0
     stage1_images: int = 4000
-    stage2_images: int = 8000
+    stage2_images: int = 12000
     stage3_images: int = 3000
     vae_images: int = 600
-    vae_steps: int = 1000
+    vae_steps: int = 2000
     vae_channels: tuple[int, ...] = (16, 32, 32)
     vae_learning_rate: float = 1e-3
     text_dim: int = 64
@@ -236,10 +236,10 @@ class ToyRecipe:
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 100
-    ema_decay: float = 0.995
-    stage1_steps: int = 300
-    stage2_steps: int = 1200
-    stage3_steps: int = 300
+    ema_decay: float = 0.998
+    stage1_steps: int = 500
+    stage2_steps: int = 3000
+    stage3_steps: int = 600
     stage3_aspect_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.33, 2.0)
 
     def __post_init__(self):
@@ -332,7 +332,7 @@ def run_recipe(
 
     Args:
         out_dir: the run folder; the final pipeline goes to ``out_dir/pipeline`` and the per-stage losses to
-            ``out_dir/loss_curves.json`` (with the step times in ``out_dir/timings.json``).
+            ``out_dir/loss_curves.json`` and, as a table, ``loss_curves.md`` (the stage times in ``timings.json``).
         scripts_dir: the folder of the stage scripts (:data:`STAGE_SCRIPTS`, the repository's ``examples/``).
         recipe: sizes and budgets (default: :class:`ToyRecipe`).
         log: where progress lines go.
@@ -415,6 +415,9 @@ def run_recipe(
 
     curves = {f"stage{stage}": read_loss_curve(run) for stage, run in runs.items()}
     write_json_atomic(out_dir / "loss_curves.json", curves)
+    table = out_dir / ".loss_curves.md.tmp"
+    table.write_text(loss_table(curves) + "\n", encoding="utf-8")
+    os.replace(table, out_dir / "loss_curves.md")
     write_json_atomic(out_dir / "timings.json", timings)
     final = out_dir / "pipeline"
     tmp = final.with_name(f".tmp-{final.name}")
@@ -453,3 +456,24 @@ def install_toy_model(pipeline_dir: str | os.PathLike, target: str | os.PathLike
         raise ValueError(f"The pipeline takes {size / 2**20:.1f} MiB; the embedded model may take at most 15 MiB.")
     replace_dir(tmp, target)
     return target
+
+
+def loss_table(curves: dict[str, list[tuple[int, float]]], points: int = 5) -> str:
+    """A Markdown table of per-stage loss curves: the mean logged loss in ``points`` equal windows of each stage.
+
+    Args:
+        curves: ``{stage: [(step, loss), ...]}`` as :func:`run_recipe` writes to ``loss_curves.json``.
+        points: windows per stage (columns).
+    """
+    if points < 1:
+        raise ValueError(f"`points` must be at least 1, got {points}.")
+    header = "| stage | steps | " + " | ".join(f"window {i + 1}" for i in range(points)) + " |"
+    rows = [header, "|" + " --- |" * (points + 2)]
+    for stage, curve in curves.items():
+        if not curve:
+            continue
+        values = [value for _, value in curve]
+        windows = [values[len(values) * i // points : max(len(values) * (i + 1) // points, 1)] for i in range(points)]
+        cells = " | ".join(f"{sum(w) / len(w):.4f}" if w else "" for w in windows)
+        rows.append(f"| {stage} | {curve[-1][0]} | {cells} |")
+    return "\n".join(rows)
