@@ -12,6 +12,7 @@ from diffusers_pixart.toy.recipe import (
     MAX_EMBEDDED_BYTES,
     ToyRecipe,
     install_toy_model,
+    loss_table,
     make_toy_vae,
     run_recipe,
     train_vae,
@@ -62,6 +63,9 @@ def test_recipe_plumbing_tiny_budget(tmp_path):
     assert pipe.vae_scale_factor == 4 and pipe.transformer.config.sample_size == 16
     curves = json.loads((tmp_path / "run" / "loss_curves.json").read_text())
     assert sorted(curves) == ["stage1", "stage2", "stage3"]
+    assert all([step for step, _ in curve] == [2] for curve in curves.values())  # each stage logged its last step
+    table = (tmp_path / "run" / "loss_curves.md").read_text().splitlines()
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| stage1", "| stage2", "| stage3"]
     timings = json.loads((tmp_path / "run" / "timings.json").read_text())
     assert {"data", "vae", "stage1", "stage2", "stage3"} <= set(timings)
     # A rerun reuses every finished step: no stage runs again.
@@ -73,6 +77,14 @@ def test_recipe_plumbing_tiny_budget(tmp_path):
     installed = install_toy_model(final, tmp_path / "toy_model")
     assert PixArtAlphaPipeline.from_pretrained(installed).transformer.config.num_layers == 1
     assert not list(installed.rglob("*.bin"))
+
+
+def test_loss_table_window_means():
+    curve = [(10, 1.0), (20, 0.5), (30, 0.25), (40, 0.25)]
+    table = loss_table({"stage2": curve}, points=2).splitlines()
+    assert table[2] == "| stage2 | 40 | 0.7500 | 0.2500 |"
+    with pytest.raises(ValueError, match="points"):
+        loss_table({"stage2": curve}, points=0)
 
 
 def test_recipe_bad_input(tmp_path):

@@ -314,7 +314,7 @@ def _stage_arguments(recipe: ToyRecipe, steps: int) -> list[str]:
         "checkpointing_steps": steps,
         "checkpoints_total_limit": 1,
         "report_to": "tensorboard",
-        "logging_steps": 10,
+        "logging_steps": min(10, steps),
         "shuffle_buffer_size": 1000,
     }
     return [item for name, value in values.items() for item in (f"--{name}", str(value))]
