@@ -1,7 +1,9 @@
-"""The toy recipe's own components: a small VAE trained on the toy world, and the toy T5 tokenizer and encoder.
+"""The toy recipe: PixArt-alpha's three training stages on the toy world, on a 2-core CPU (``examples/toy``).
 
-The recipe (``examples/toy/run_recipe.py``) makes the toy data sets, trains the VAE here, builds the frozen text
-encoder, saves them with a fresh transformer as a base pipeline folder, and then runs the real stage scripts on it.
+:func:`run_recipe` makes the toy data sets, trains a small VAE (:func:`train_vae`), builds the frozen toy T5
+(:func:`make_toy_text_encoder`), saves them with a fresh transformer as a base pipeline folder, runs the real stage
+scripts on it (stage 1 -> re-parameterization -> stage 2 -> stage 3) and records the loss curves;
+:func:`install_toy_model` saves the result as the package's embedded default model.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from .world import class_names, make_dataset, vocabulary
 INITIAL_LOGVAR = -8.0
 
 
-def make_toy_vae(channels: tuple[int, ...] = (32, 64, 64), latent_channels: int = 4, seed: int = 0) -> AutoencoderKL:
+def make_toy_vae(channels: tuple[int, ...] = (16, 32, 32), latent_channels: int = 4, seed: int = 0) -> AutoencoderKL:
     """A fresh ``AutoencoderKL`` with ``len(channels)`` levels: it down-samples by ``2 ** (len(channels) - 1)``.
 
     The default three levels turn a 64px toy image into a 16x16x4 latent.
