@@ -112,6 +112,7 @@ def create_demo(model: str | None = None) -> gr.Blocks:
     """Build the demo around ``model`` (a Hub id or pipeline folder; the default model when None), queue included."""
     pipe, description, loras = load_model(model)
     default_size = pipe.transformer.config.sample_size * pipe.vae_scale_factor
+    min_size = min(MIN_IMAGE_SIZE, default_size)  # the toy model draws at 64px
 
     @gpu
     def generate(
@@ -184,8 +185,8 @@ def create_demo(model: str | None = None) -> gr.Blocks:
                 seed = gr.Slider(0, MAX_SEED, value=0, step=1, label="Seed")
                 randomize_seed = gr.Checkbox(value=True, label="Randomize seed")
             with gr.Row():
-                width = gr.Slider(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, value=default_size, step=SIZE_STEP, label="Width")
-                height = gr.Slider(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, value=default_size, step=SIZE_STEP, label="Height")
+                width = gr.Slider(min_size, MAX_IMAGE_SIZE, value=default_size, step=SIZE_STEP, label="Width")
+                height = gr.Slider(min_size, MAX_IMAGE_SIZE, value=default_size, step=SIZE_STEP, label="Height")
             use_resolution_binning = gr.Checkbox(value=True, label="Resolution binning (nearest trained size)")
             num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images per run")
             lora = gr.Dropdown([NO_LORA, *loras], value=NO_LORA, label="LoRA", visible=bool(loras))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from PIL import Image
 
 from diffusers_pixart.cli import main
-from diffusers_pixart.default_model import RANDOM_MODEL_LABEL
 from diffusers_pixart.tiny import make_pipeline
 
 
@@ -16,7 +15,7 @@ def test_generate_with_default_model(tmp_path, capsys):
     )
     image = Image.open(out)
     assert image.size == (192, 128) and image.mode == "RGB"
-    assert RANDOM_MODEL_LABEL in capsys.readouterr().out
+    assert "model: embedded toy model" in capsys.readouterr().out
 
 
 def test_generate_from_folder_several_images_and_samplers(tmp_path):

@@ -21,7 +21,7 @@ from huggingface_hub import SpaceCard
 from peft import LoraConfig
 from PIL import Image
 
-from diffusers_pixart.default_model import RANDOM_MODEL_LABEL, TOY_MODEL_PATH
+from diffusers_pixart.default_model import RANDOM_MODEL_LABEL, TOY_MODEL_PATH, load_pipeline
 from diffusers_pixart.hub import LORA_PREFIX, LORA_WEIGHT_NAME, save_lora_weights
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.schedulers import SCHEDULERS
@@ -248,7 +248,9 @@ def test_fresh_start_in_a_real_browser(tmp_path):
             screenshot = tmp_path / "space.png"
             page.screenshot(path=str(screenshot), full_page=True)
             browser.close()
-        assert natural == [256, 256]
+        default_pipe = load_pipeline()[0]
+        default_size = default_pipe.transformer.config.sample_size * default_pipe.vae_scale_factor
+        assert natural == [default_size, default_size]
         assert Image.open(screenshot).size[0] == 1200
     finally:
         process.terminate()

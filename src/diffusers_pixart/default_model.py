@@ -26,9 +26,9 @@ def load_pipeline(
     if model is not None:
         if Path(model).exists() and not (Path(model) / "model_index.json").is_file():
             raise ValueError(f"{model} is not a pipeline folder: it has no model_index.json.")
-        pipe, description = PixArtAlphaPipeline.from_pretrained(model, torch_dtype=dtype), model
+        pipe, description = PixArtAlphaPipeline.from_pretrained(model, dtype=dtype), model
     elif (TOY_MODEL_PATH / "model_index.json").is_file():
-        pipe, description = PixArtAlphaPipeline.from_pretrained(TOY_MODEL_PATH, torch_dtype=dtype), "embedded toy model"
+        pipe, description = PixArtAlphaPipeline.from_pretrained(TOY_MODEL_PATH, dtype=dtype), "embedded toy model"
     else:
         from .tiny import make_pipeline
 

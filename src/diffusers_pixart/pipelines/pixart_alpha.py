@@ -89,11 +89,11 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         """
         if "transformer" not in kwargs:
             model_kwargs = {key: kwargs[key] for key in _MODEL_LOADING_KWARGS if key in kwargs}
-            dtype = kwargs.get("torch_dtype")
+            dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
             if isinstance(dtype, dict):
                 dtype = dtype.get("transformer", dtype.get("default"))
             if dtype is not None:
-                model_kwargs["torch_dtype"] = dtype
+                model_kwargs["dtype"] = dtype
             kwargs["transformer"] = PixArtTransformer2DModel.from_pretrained(
                 pretrained_model_name_or_path, subfolder="transformer", **model_kwargs
             )
