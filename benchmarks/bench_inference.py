@@ -64,10 +64,20 @@ def xl_components(resolution: int) -> dict:
 
 
 def toy_components() -> dict | None:
-    """The embedded toy model's components, or None when the package does not ship it."""
+    """The embedded toy model's components, or None when the package does not ship it.
+
+    diffusers' pipeline passes micro-conditions only to ``sample_size == 128`` models and fails on the toy model's
+    (sample_size 16), so both pipelines get the toy transformer without its two micro-condition embedders (same
+    blocks and weights otherwise; they are two small MLPs run once per step).
+    """
     if not (TOY_MODEL_PATH / "model_index.json").is_file():
         return None
-    return PixArtAlphaPipeline.from_pretrained(TOY_MODEL_PATH).components
+    components = PixArtAlphaPipeline.from_pretrained(TOY_MODEL_PATH).components
+    toy = components["transformer"]
+    transformer = PixArtTransformer2DModel.from_config(toy.config, use_additional_conditions=False).eval()
+    kept = {k: v for k, v in toy.state_dict().items() if "resolution_embedder" not in k and "aspect_ratio" not in k}
+    transformer.load_state_dict(kept, strict=True)
+    return {**components, "transformer": transformer}
 
 
 CONFIGS = {
@@ -114,7 +124,13 @@ class TransformerTimer:
 def generate_png(pipe, steps: int, options: Callable[[], AbstractContextManager]) -> tuple[np.ndarray, list[bytes]]:
     """One generation, prompt to PNG bytes, within ``options()``; returns the images (B, H, W, 3) and PNG files."""
     with options():
-        images = pipe(PROMPT, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="np")
+        images = pipe(
+            PROMPT,
+            num_inference_steps=steps,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+            use_resolution_binning=False,  # diffusers bins only 256/512/1024 models; square default sizes: no-op
+        )
     files = []
     for image in pipe.numpy_to_pil(images.images):
         buffer = io.BytesIO()
