@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -140,3 +142,16 @@ def parse_config(config_cls: type[ConfigT], argv: list[str] | None = None, descr
     if not config.output_dir:
         raise ValueError("--output_dir is required (on the command line or in the config file).")
     return config
+
+
+def run_command(
+    config_cls: type[ConfigT], train: Callable[[ConfigT], Any], argv: list[str] | None, description: str
+) -> int:
+    """A training script's entry: parse flags (and ``--config``) into ``config_cls``, ``train`` it; returns the exit
+    status, 2 with the message on standard error for a bad input."""
+    try:
+        train(parse_config(config_cls, argv, description=description))
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

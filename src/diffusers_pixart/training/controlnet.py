@@ -15,7 +15,6 @@ the fly from each (resized, cropped) training image, or reads them from ``--cond
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from ..data.edges import EDGE_DETECTORS, EdgeDetector, make_edge_detector
 from ..data.streaming import ImageTextLoader, decode_image, load_streaming_dataset
 from ..models.controlnet import PixArtControlNetModel
 from ..pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline, control_image_to_tensor
-from .config import TrainingConfig, option, parse_config
+from .config import TrainingConfig, option, run_command
 from .engine import FEATURE_KEYS, RAW_KEYS, Trainer, vae_scale_factor
 from .stages import Stage2Config, load_pipeline
 
@@ -312,10 +311,4 @@ def train_controlnet(config: ControlNetConfig) -> Path:
 
 def main_controlnet(argv: list[str] | None = None) -> int:
     """Command-line entry: parse flags (and ``--config``), train; a bad input exits with status 2."""
-    try:
-        config = parse_config(ControlNetConfig, argv, description=__doc__.split("\n\n")[1])
-        train_controlnet(config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(ControlNetConfig, train_controlnet, argv, __doc__.split("\n\n")[1])

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from ..data.streaming import ImageTextLoader, StreamingBatchLoader, load_streami
 from ..models.conversion import REPARAM_TIMESTEP, load_dit
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..pipelines.pixart_alpha import PixArtAlphaPipeline
-from .config import TrainingConfig, option, parse_config
+from .config import TrainingConfig, option, run_command
 from .engine import ClassConditionalTrainer, Trainer, check_resolution, replace_dir, vae_scale_factor
 
 #: Folder of a stage-1 run holding the re-parameterized PixArt transformer (next to the DiT's ``pipeline``).
@@ -302,13 +301,7 @@ def train_stage1(config: Stage1Config) -> Path:
 
 def main_stage1(argv: list[str] | None = None) -> int:
     """Command-line entry of stage 1: parse flags (and ``--config``), train; a bad input exits with status 2."""
-    try:
-        config = parse_config(Stage1Config, argv, description=__doc__.split("\n\n")[1])
-        train_stage1(config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(Stage1Config, train_stage1, argv, __doc__.split("\n\n")[1])
 
 
 # ------------------------------------------------------------------------------------------------------ stage 2
@@ -335,13 +328,7 @@ def train_stage2(config: Stage2Config) -> Path:
 
 def main_stage2(argv: list[str] | None = None) -> int:
     """Command-line entry of stage 2: parse flags (and ``--config``), train; a bad input exits with status 2."""
-    try:
-        config = parse_config(Stage2Config, argv, description=__doc__.split("\n\n")[2])
-        train_stage2(config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(Stage2Config, train_stage2, argv, __doc__.split("\n\n")[2])
 
 
 # ------------------------------------------------------------------------------------------------------ stage 3
@@ -421,10 +408,4 @@ def train_stage3(config: Stage3Config) -> Path:
 
 def main_stage3(argv: list[str] | None = None) -> int:
     """Command-line entry of stage 3: parse flags (and ``--config``), train; a bad input exits with status 2."""
-    try:
-        config = parse_config(Stage3Config, argv, description=__doc__.split("\n\n")[3])
-        train_stage3(config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(Stage3Config, train_stage3, argv, __doc__.split("\n\n")[3])
