@@ -32,3 +32,15 @@ def hub() -> HubServer:
     if constants.ENDPOINT != _HUB.url:
         raise RuntimeError(f"huggingface_hub was imported before tests/conftest.py set HF_ENDPOINT={_HUB.url}")
     return _HUB
+
+
+@pytest.fixture(scope="session")
+def training_assets(tmp_path_factory):
+    """Read-only inputs of the stage tests: a tiny pipeline folder (``base``) and 16 toy images at 32px (``toy``)."""
+    from diffusers_pixart import tiny
+    from diffusers_pixart.toy.world import make_dataset
+
+    root = tmp_path_factory.mktemp("training-assets")
+    tiny.make_pipeline().save_pretrained(root / "base")
+    make_dataset(root / "toy", n=16, seed=0, resolution=32)
+    return root

@@ -6,9 +6,8 @@ import torch
 import yaml
 from diffusers import AutoencoderKL, DiTPipeline, DiTTransformer2DModel
 
-from diffusers_pixart import tiny
 from diffusers_pixart.models.pixart_transformer import PixArtTransformer2DModel
-from diffusers_pixart.toy.world import class_names, make_dataset
+from diffusers_pixart.toy.world import class_names
 from diffusers_pixart.training import engine
 from diffusers_pixart.training.config import build_parser, parse_config
 from diffusers_pixart.training.stages import PIXART_TRANSFORMER_DIR, Stage1Config, build_dit, main_stage1
@@ -16,18 +15,10 @@ from diffusers_pixart.training.stages import PIXART_TRANSFORMER_DIR, Stage1Confi
 NUM_CLASSES = len(class_names())  # 40
 
 
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stage1")
-    tiny.make_pipeline().save_pretrained(root / "base")
-    make_dataset(root / "toy", n=16, seed=0, resolution=32)
-    return root
-
-
-def write_config(path, assets, out, **overrides):
+def write_config(path, training_assets, out, **overrides):
     values = {
-        "pretrained_model_name_or_path": str(assets / "base"),
-        "train_data": str(assets / "toy"),
+        "pretrained_model_name_or_path": str(training_assets / "base"),
+        "train_data": str(training_assets / "toy"),
         "output_dir": str(out),
         "resolution": 32,
         "num_classes": NUM_CLASSES,
@@ -69,10 +60,10 @@ def record_labels(monkeypatch):
     return seen
 
 
-def test_stage1_trains_the_dit_and_saves_a_reparameterized_transformer(assets, tmp_path, monkeypatch):
+def test_stage1_trains_the_dit_and_saves_a_reparameterized_transformer(training_assets, tmp_path, monkeypatch):
     seen = record_labels(monkeypatch)
     out = tmp_path / "out"
-    config = write_config(tmp_path / "run.yaml", assets, out, caption_dropout=0.0, validation_steps=3)
+    config = write_config(tmp_path / "run.yaml", training_assets, out, caption_dropout=0.0, validation_steps=3)
     assert main_stage1(["--config", str(config), "--validation_inference_steps", "2"]) == 0
 
     assert len(seen["losses"]) == 3 and all(torch.isfinite(torch.tensor(seen["losses"])))
@@ -87,7 +78,7 @@ def test_stage1_trains_the_dit_and_saves_a_reparameterized_transformer(assets, t
     assert dit.config.num_embeds_ada_norm == NUM_CLASSES and dit.config.sample_size == 4
     trained = dit.state_dict()
     initial = build_dit(parse_config(Stage1Config, ["--config", str(config)]), AutoencoderKL.from_pretrained(
-        assets / "base", subfolder="vae")).state_dict()  # fmt: skip
+        training_assets / "base", subfolder="vae")).state_dict()  # fmt: skip
     changed = [k for k in initial if not torch.equal(initial[k], trained[k])]
     assert "proj_out_2.weight" in changed and "transformer_blocks.0.norm1.linear.weight" in changed
     assert not initial["proj_out_2.weight"].any()  # adaLN-Zero: the output layer starts at zero
@@ -108,9 +99,11 @@ def test_stage1_trains_the_dit_and_saves_a_reparameterized_transformer(assets, t
     assert sample.shape == (1, 8, 4, 4) and torch.isfinite(sample).all()
 
 
-def test_class_dropout_gives_the_null_class(assets, tmp_path, monkeypatch):
+def test_class_dropout_gives_the_null_class(training_assets, tmp_path, monkeypatch):
     seen = record_labels(monkeypatch)
-    config = write_config(tmp_path / "run.yaml", assets, tmp_path / "out", caption_dropout=1.0, max_train_steps=1)
+    config = write_config(
+        tmp_path / "run.yaml", training_assets, tmp_path / "out", caption_dropout=1.0, max_train_steps=1
+    )
     assert main_stage1(["--config", str(config), "--no-reparameterize"]) == 0
     (lookups,) = seen["lookups"]
     assert len(lookups) == 3 and all(torch.equal(lookup, torch.full_like(lookup, NUM_CLASSES)) for lookup in lookups)
@@ -126,7 +119,7 @@ def test_every_option_has_help_and_the_config_file_mirrors_the_flags(tmp_path, c
     assert "--num_classes" in capsys.readouterr().out
 
 
-def test_stage1_rejects_bad_input_before_training(assets, tmp_path, capsys):
+def test_stage1_rejects_bad_input_before_training(training_assets, tmp_path, capsys):
     parquet = tmp_path / "named.parquet"
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list("abcdef"))})
     datasets.Dataset.from_dict({"image": [], "label": []}, features=features).to_parquet(str(parquet))
@@ -150,7 +143,7 @@ def test_stage1_rejects_bad_input_before_training(assets, tmp_path, capsys):
         ({"features": str(tmp_path)}, "exactly one of --train_data"),
     ]
     for overrides, message in cases:
-        config = write_config(tmp_path / "bad.yaml", assets, tmp_path / "out", **overrides)
+        config = write_config(tmp_path / "bad.yaml", training_assets, tmp_path / "out", **overrides)
         assert main_stage1(["--config", str(config)]) == 2, overrides
         assert message in capsys.readouterr().err, overrides
         assert not (tmp_path / "out/checkpoints").exists()

@@ -9,13 +9,10 @@ import time
 from pathlib import Path
 
 import datasets
-import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
-from diffusers_pixart import tiny
-from diffusers_pixart.toy.world import make_dataset
 from diffusers_pixart.training.engine import list_checkpoints
 from diffusers_pixart.training.stages import main_stage2
 
@@ -48,18 +45,10 @@ sys.exit(code)
 """
 
 
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stage2")
-    tiny.make_pipeline().save_pretrained(root / "base")
-    make_dataset(root / "toy", n=16, seed=0, resolution=32)
-    return root
-
-
-def write_config(path, assets, out, **overrides):
+def write_config(path, training_assets, out, **overrides):
     values = {
-        "pretrained_model_name_or_path": str(assets / "base"),
-        "train_data": str(assets / "toy"),
+        "pretrained_model_name_or_path": str(training_assets / "base"),
+        "train_data": str(training_assets / "toy"),
         "output_dir": str(out),
         "resolution": 32,
         "train_batch_size": 2,
@@ -78,10 +67,12 @@ def env():
     return {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def test_two_processes_read_different_data_and_end_with_identical_weights(assets, tmp_path):
+def test_two_processes_read_different_data_and_end_with_identical_weights(training_assets, tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(DDP_PROBE)
-    config = write_config(tmp_path / "run.yaml", assets, tmp_path / "out", max_train_steps=3, checkpointing_steps=3)
+    config = write_config(
+        tmp_path / "run.yaml", training_assets, tmp_path / "out", max_train_steps=3, checkpointing_steps=3
+    )
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     command += [
         "--num_machines",
@@ -114,12 +105,12 @@ def test_two_processes_read_different_data_and_end_with_identical_weights(assets
     assert (tmp_path / "out/pipeline/model_index.json").is_file()
 
 
-def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(assets, tmp_path):
+def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(training_assets, tmp_path):
     steps = 30
     common = dict(max_train_steps=steps, checkpointing_steps=2, use_ema=True, ema_decay=0.9)
-    full = write_config(tmp_path / "full.yaml", assets, tmp_path / "full", **common)
+    full = write_config(tmp_path / "full.yaml", training_assets, tmp_path / "full", **common)
     killed_out = tmp_path / "killed"
-    killed = write_config(tmp_path / "killed.yaml", assets, killed_out, **common)
+    killed = write_config(tmp_path / "killed.yaml", training_assets, killed_out, **common)
 
     process = subprocess.Popen([sys.executable, str(SCRIPT), "--config", str(killed)], env=env(), cwd=ROOT)
     deadline = time.time() + 120
@@ -145,18 +136,18 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(ass
     assert max((ema_a[k] - ema_b[k]).abs().max().item() for k in ema_a) <= 1e-6
 
 
-def test_stage2_rejects_bad_input_before_training(assets, tmp_path, capsys):
+def test_stage2_rejects_bad_input_before_training(training_assets, tmp_path, capsys):
     empty = tmp_path / "empty.parquet"
     datasets.Dataset.from_dict({"image": [], "text": []}).to_parquet(str(empty))
     cases = [
         ({"train_data": str(empty)}, "no record"),
         ({"caption_column": "caption"}, "Column 'caption' is not in the dataset"),
         ({"resolution": 40}, "multiple of the patch size"),
-        ({"features": str(assets / "toy")}, "exactly one of --train_data"),
+        ({"features": str(training_assets / "toy")}, "exactly one of --train_data"),
         ({"resume_from_checkpoint": str(tmp_path / "missing")}, "no such checkpoint folder"),
     ]
     for overrides, message in cases:
-        config = write_config(tmp_path / "bad.yaml", assets, tmp_path / "out", max_train_steps=1, **overrides)
+        config = write_config(tmp_path / "bad.yaml", training_assets, tmp_path / "out", max_train_steps=1, **overrides)
         assert main_stage2(["--config", str(config)]) == 2, overrides
         assert message in capsys.readouterr().err
         assert not (tmp_path / "out/checkpoints").exists()

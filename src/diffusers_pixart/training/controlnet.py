@@ -226,18 +226,8 @@ class ControlNetTrainer(Trainer):
 
     def _sample_validation(self, conditions: list) -> tuple[list[str], list]:
         """(prompts, PIL images) generated with the ControlNet pipeline from the prompts and their control images."""
-        cfg = self.config
         prompts = [prompt for prompt, _ in conditions]
-        images = self.pipeline(
-            prompt=prompts,
-            image=[control for _, control in conditions],
-            num_inference_steps=cfg.validation_inference_steps,
-            guidance_scale=cfg.validation_guidance_scale,
-            generator=torch.Generator(self.accelerator.device).manual_seed(cfg.seed),
-            use_resolution_binning=False,
-            max_sequence_length=cfg.max_sequence_length,
-        ).images
-        return prompts, images
+        return prompts, self._generate(prompts, image=[control for _, control in conditions])
 
     def _save_result(self, folder: Path) -> None:
         """Save the ControlNet (``PixArtControlNetModel.from_pretrained(folder)`` loads it)."""

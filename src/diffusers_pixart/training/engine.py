@@ -571,18 +571,20 @@ class Trainer:
 
     def _sample_validation(self, prompts: list[str]) -> tuple[list[str], list]:
         """(titles, PIL images) of the validation prompts, sampled with the pipeline at ``--resolution``."""
+        return prompts, self._generate(prompts, height=self.config.resolution, width=self.config.resolution)
+
+    def _generate(self, prompts: list[str], **pipeline_kwargs: Any) -> list:
+        """PIL images of ``prompts`` from the pipeline with the validation settings (steps, guidance, seed)."""
         cfg = self.config
-        images = self.pipeline(
+        return self.pipeline(
             prompt=prompts,
             num_inference_steps=cfg.validation_inference_steps,
             guidance_scale=cfg.validation_guidance_scale,
-            height=cfg.resolution,
-            width=cfg.resolution,
             generator=torch.Generator(self.accelerator.device).manual_seed(cfg.seed),
             use_resolution_binning=False,
             max_sequence_length=cfg.max_sequence_length,
+            **pipeline_kwargs,
         ).images
-        return prompts, images
 
     @property
     def result_name(self) -> str:
