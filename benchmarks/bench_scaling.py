@@ -4,7 +4,8 @@ For each resolution, one transformer forward (batch 1, 120 caption tokens, rando
 meta device (no memory, any size), split into the attention products (``4 N (N + L) D`` per block, quadratic in the
 tokens ``N``; computed, since on the meta device SDPA is counted through its matmuls) and the rest (linear in
 ``N``); and, up to ``--max-timed`` px, the median wall time of ours and diffusers'
-model. Writes ``scaling.json`` and the plot ``scaling.png`` (time and GFLOP against image tokens) next to this file.
+model. Writes ``scaling.json`` and the plot ``scaling.png`` (time and GFLOP against image tokens) next to this file,
+or as ``--name``.json/.png in ``--out-dir``.
 
 Run: ``python benchmarks/bench_scaling.py --resolutions 256 512 1024 2048 --max-timed 512 --threads 1``.
 """
@@ -71,8 +72,8 @@ def timed(resolution: int, device: torch.device, repeats: int) -> dict:
     return result
 
 
-def plot(rows: list[dict], title: str) -> None:
-    """Time and GFLOP against tokens, log-log, into ``scaling.png``."""
+def plot(rows: list[dict], title: str, path: Path) -> None:
+    """Time and GFLOP against tokens, log-log, into the PNG file ``path``."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     tokens = [r["tokens"] for r in rows]
     for label, marker in (("ours", "o"), ("diffusers", "x")):
@@ -93,7 +94,7 @@ def plot(rows: list[dict], title: str) -> None:
             axis.annotate(f"{row['resolution']}px", (row["tokens"], axis.get_ylim()[0]), fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(HERE / "scaling.png", dpi=110)
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -104,6 +105,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="Timed forwards per model (after one warm-up).")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+    parser.add_argument("--out-dir", type=Path, default=HERE, help="Folder of the JSON and PNG (default: here).")
+    parser.add_argument("--name", default="scaling", help="Base name of the JSON and PNG files.")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,8 +123,9 @@ def main() -> None:
         row["load"] = load_average()
         rows.append(row)
         print(json.dumps(row))
-    (HERE / "scaling.json").write_text(json.dumps({"machine": title, "rows": rows}, indent=1) + "\n")
-    plot(rows, title)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{args.name}.json").write_text(json.dumps({"machine": title, "rows": rows}, indent=1) + "\n")
+    plot(rows, title, args.out_dir / f"{args.name}.png")
 
 
 if __name__ == "__main__":

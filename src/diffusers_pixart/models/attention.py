@@ -6,8 +6,8 @@ cross-attention, and the attention bias. This is bit-exact. Opt-in (``caption_ca
 also drops the caption columns that are padding in every row of the batch and runs the cross-attention without a
 mask when no padding is left: mathematically exact (diffusers' ``-10000`` bias gives them a softmax weight of
 ``exp(-10000)``, 0 in float32 and bfloat16) but the shorter softmax sums in another order, so results move by float
-rounding (about 4e-7 relative). Outside the context (training, ``torch.compile``) nothing is cached and the model
-computes exactly what diffusers' model computes.
+rounding (about 4e-7 relative). Outside the context, and in a model compiled with ``torch.compile``, nothing is cached
+and the model computes exactly what diffusers' model computes.
 
 Shapes: ``B`` batch, ``N`` image tokens, ``L`` caption tokens, ``h`` heads, ``d`` head size.
 """
@@ -82,7 +82,10 @@ def caption_cache(drop_padding: bool | None = None) -> Iterator[CaptionCache]:
 
 
 def active_caption_cache() -> CaptionCache | None:
-    """The cache of the innermost :func:`caption_cache` context, or None outside any."""
+    """The cache of the innermost :func:`caption_cache` context; None outside any and while ``torch.compile`` traces
+    (its lookups by tensor identity would break the graph: a compiled model computes everything at every call)."""
+    if torch.compiler.is_compiling():
+        return None
     return _ActiveCache.cache
 
 
