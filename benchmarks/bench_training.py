@@ -4,8 +4,8 @@ One step is the forward pass on noisy latents, the epsilon-MSE loss on the first
 the backward pass and an AdamW update. Reported per configuration: the median step time over ``--steps`` steps
 (after one warm-up step), the ratio ours / diffusers', the max abs difference of the losses of every step and of the
 weights after the last step, the peak memory, the FLOPs of one step (forward + backward, counted) and the achieved
-FLOP/s as a fraction of the machine's peak (see ``common.py``). The two models run one after the other, so only one
-set of weights and optimizer state is in memory at a time.
+FLOP/s as a fraction of the machine's peak (see ``common.py``). The two models run one after the other (ours first
+unless ``--diffusers-first``), so only one set of weights and optimizer state is on the device at a time.
 
 Configurations: ``toy`` (the tiny test transformer of :mod:`diffusers_pixart.tiny` at 256px, batch 8) and ``xl256``
 (PixArt-XL/2 at 256px, batch 2, 120 caption tokens of width 4096; about 10 GB in float32 with AdamW).
@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="Timed steps (after one warm-up step).")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+    parser.add_argument("--diffusers-first", action="store_true", help="Time diffusers' model first (order check).")
     parser.add_argument("--cpu-flops-per-cycle", type=int, default=32, help="FP32 FLOP/cycle/core for the peak.")
     args = parser.parse_args()
     if args.threads:
@@ -109,13 +110,15 @@ def main() -> None:
         torch.manual_seed(0)
         ours = factory()
         state = {k: v.clone() for k, v in ours.state_dict().items()}
-        config = dict(ours.config)
         batches = make_batches(ours, batch, tokens, args.steps + 1, device)
-        ours_result = run_model(ours, batches, device, peak)
-        del ours
-        theirs = diffusers.PixArtTransformer2DModel.from_config(config)
+        theirs = diffusers.PixArtTransformer2DModel.from_config(dict(ours.config))
         theirs.load_state_dict(state, strict=True)
-        theirs_result = run_model(theirs, batches, device, peak)
+        models = {"ours": ours, "diffusers": theirs}
+        del ours, theirs
+        results = {}
+        for label in ("diffusers", "ours") if args.diffusers_first else ("ours", "diffusers"):
+            results[label] = run_model(models.pop(label), batches, device, peak)  # then freed
+        ours_result, theirs_result = results["ours"], results["diffusers"]
         loss_diff = max(abs(a - b) for a, b in zip(ours_result["losses"], theirs_result["losses"]))
         weight_diff = max((ours_result["weights"][k] - theirs_result["weights"][k]).abs().max().item() for k in state)
         print(
