@@ -228,7 +228,7 @@ class ToyRecipe:
     stage2_images: int = 12000
     stage3_images: int = 3000
     vae_images: int = 600
-    vae_steps: int = 2000
+    vae_steps: int = 2500
     vae_channels: tuple[int, ...] = (16, 32, 32)
     vae_learning_rate: float = 1e-3
     text_dim: int = 64
@@ -239,9 +239,9 @@ class ToyRecipe:
     learning_rate: float = 1e-3
     warmup_steps: int = 100
     ema_decay: float = 0.998
-    stage1_steps: int = 500
-    stage2_steps: int = 3000
-    stage3_steps: int = 600
+    stage1_steps: int = 600
+    stage2_steps: int = 5500
+    stage3_steps: int = 800
     stage3_aspect_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.33, 2.0)
 
     def __post_init__(self):
