@@ -65,13 +65,19 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
     return loss.item()
 
 
-def run_model(model: torch.nn.Module, batches: list[dict], device: torch.device, peak: float) -> dict:
-    """Time ``len(batches) - 1`` steps after a warm-up step."""
+def run_model(
+    model: torch.nn.Module, batches: list[dict], device: torch.device, peak: float, compile_mode: str | None = None
+) -> dict:
+    """Time ``len(batches) - 1`` steps after a warm-up step; ``compile_mode``: compile the forward (after counting)."""
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.03, eps=1e-10)
     inputs = {k: v for k, v in batches[0].items() if k != "noise"}
     flops = count_flops(lambda: model(**inputs).sample.sum().backward())
     optimizer.zero_grad(set_to_none=True)
+    if compile_mode:
+        model.forward = torch.compile(model.forward, fullgraph=True, mode=compile_mode)
+        model(**inputs).sample.sum().backward()  # compiles forward and backward, outside the timing
+        optimizer.zero_grad(set_to_none=True)
     steps = iter(batches)
     losses = []
     with PeakMemory(device) as memory:
@@ -95,6 +101,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="Timed steps (after one warm-up step).")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+    parser.add_argument(
+        "--compile", default=None, choices=["default", "max-autotune-no-cudagraphs"], help="Ours compiled (fullgraph)."
+    )
     parser.add_argument("--diffusers-first", action="store_true", help="Time diffusers' model first (order check).")
     parser.add_argument("--cpu-flops-per-cycle", type=int, default=32, help="FP32 FLOP/cycle/core for the peak.")
     args = parser.parse_args()
@@ -117,7 +126,8 @@ def main() -> None:
         del ours, theirs
         results = {}
         for label in ("diffusers", "ours") if args.diffusers_first else ("ours", "diffusers"):
-            results[label] = run_model(models.pop(label), batches, device, peak)  # then freed
+            compile_mode = args.compile if label == "ours" else None
+            results[label] = run_model(models.pop(label), batches, device, peak, compile_mode)  # then freed
         ours_result, theirs_result = results["ours"], results["diffusers"]
         loss_diff = max(abs(a - b) for a, b in zip(ours_result["losses"], theirs_result["losses"]))
         weight_diff = max((ours_result["weights"][k] - theirs_result["weights"][k]).abs().max().item() for k in state)
