@@ -22,7 +22,7 @@ Per prompt and image, with each prompted object matched to the largest region of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +102,7 @@ def detect_objects(
     max_hue_distance: float = 20.0,
     min_area: float = 0.006,
     min_fit: float = 0.6,
+    palette: Mapping[str, tuple[int, int, int]] | None = None,
 ) -> list[Detection]:
     """Every object of the palette in ``image``, largest first.
 
@@ -113,16 +114,20 @@ def detect_objects(
             objects (the smallest object of the toy world, a small star, covers 1.5%).
         min_fit: regions whose best shape overlaps them less (intersection over union) are blotches, not objects;
             this keeps the colourful noise of an untrained model from passing for objects.
+        palette: colour names -> RGB whose hues the pixels are read against (default :data:`.world.COLORS`); a wider
+            one also finds colours outside the toy world's (see :mod:`.customization`).
     """
     array = _as_array(image)
     height, width = array.shape[:2]
+    palette = COLORS if palette is None else palette
+    hues = _PALETTE_HUES if palette is COLORS else _hue(np.array(list(palette.values()), np.float64).reshape(-1, 3))
     chroma = array.max(axis=2) - array.min(axis=2)
-    distance = np.abs(_hue(array)[..., None] - _PALETTE_HUES)
+    distance = np.abs(_hue(array)[..., None] - hues)
     distance = np.minimum(distance, 360.0 - distance)
     nearest = np.where(distance.min(axis=2) <= max_hue_distance, distance.argmin(axis=2), -1)
     min_pixels = max(4, min_area * min(height, width) ** 2)
     detections = []
-    for index, color in enumerate(COLORS):
+    for index, color in enumerate(palette):
         labels, count = ndimage.label((chroma >= chroma_threshold) & (nearest == index))
         for component, region in enumerate(ndimage.find_objects(labels), start=1):
             mask = labels[region] == component

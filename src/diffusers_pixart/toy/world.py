@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -410,11 +410,20 @@ def _background(height: int, width: int, style: str) -> np.ndarray:
     return np.broadcast_to(top + t * (bottom - top), (height, width, 3)).copy()
 
 
-def render(scene: Scene | Meaning, height: int = 64, width: int | None = None, style: str = "plain") -> Image.Image:
+def render(
+    scene: Scene | Meaning,
+    height: int = 64,
+    width: int | None = None,
+    style: str = "plain",
+    palette: Mapping[str, tuple[int, int, int]] | None = None,
+) -> Image.Image:
     """Draw a scene (or a fully specified meaning, objects centred in their cells) as an RGB image.
 
     ``style="aesthetic"`` (stage 3) uses larger objects, a gradient background, shading and soft shadows.
+    ``palette`` maps the objects' colour names to RGB (default :data:`COLORS`): a wider one draws colours the toy
+    world never shows (e.g. a DreamBooth concept, :mod:`.customization`).
     """
+    palette = COLORS if palette is None else palette
     width = height if width is None else width
     if style not in STYLES:
         raise ValueError(f"Unknown style {style!r}; expected one of {list(STYLES)}.")
@@ -426,7 +435,7 @@ def render(scene: Scene | Meaning, height: int = 64, width: int | None = None, s
     for obj, offset in zip(scene.meaning.objects, scene.offsets):
         box = object_box(obj, offset, height, width, style)
         alpha = shape_coverage(obj.shape, box, height, width)[..., None]
-        color = np.array(COLORS[obj.color], np.float32)
+        color = np.array(palette[obj.color], np.float32)
         if style == "aesthetic":
             side = box[2] - box[0]
             shadow = Image.fromarray(np.uint8(alpha[..., 0] * 255)).filter(ImageFilter.GaussianBlur(side * 0.08))
