@@ -7,6 +7,7 @@ a prompt becomes exactly the same tokens here as in diffusers' pipeline.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -87,3 +88,65 @@ class TextEncodingCache:
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
         return torch.stack([embeds for embeds, _ in found]), torch.stack([mask for _, mask in found])
+
+
+#: What :func:`add_tokens` accepts as a new word: lower case letters and digits (what survives caption cleaning).
+NEW_TOKEN_PATTERN = re.compile(r"[a-z0-9]+")
+
+
+def add_tokens(tokenizer, text_encoder, words: Sequence[str], seed: int = 0) -> list[int]:
+    """Add each of ``words`` to ``tokenizer`` as one new token, with a new row in ``text_encoder``'s embeddings.
+
+    The DreamBooth identifier of a word-level tokenizer (the toy world's, :func:`.tiny.make_tokenizer`), which maps
+    any unknown word to ``<unk>``: ``"a sks circle"`` becomes ``[▁a, sks, ▁circle]`` and the frozen T5 gives ``sks``
+    an embedding of its own. The tokens match whole words only. The existing ids and embedding rows are unchanged;
+    each new row is drawn (seeded) from a normal with the per-channel mean and standard deviation of the existing
+    rows. Both save and load with ``save_pretrained``/``from_pretrained`` as usual.
+
+    Args:
+        tokenizer: a ``transformers`` tokenizer (changed in place).
+        text_encoder: its text encoder (T5; its input embeddings are resized in place).
+        words: the new words, lower case letters and digits (the pipeline lower-cases prompts).
+        seed: seed of the new embedding rows.
+
+    Returns:
+        The ids of the new tokens, in the order of ``words``.
+
+    Raises:
+        ValueError: no words, a word repeated, not of lower case letters and digits, or already one token of the
+            vocabulary; or a text encoder whose embeddings do not match the tokenizer.
+    """
+    from transformers import AddedToken
+
+    words = list(words)
+    if not words:
+        raise ValueError("No words to add.")
+    if len(set(words)) != len(words):
+        raise ValueError(f"{words} repeats a word.")
+    vocab = tokenizer.get_vocab()
+    for word in words:
+        if not isinstance(word, str) or not NEW_TOKEN_PATTERN.fullmatch(word):
+            raise ValueError(
+                f"New token {word!r}: use lower case letters and digits only (prompts are lower-cased and cleaned)."
+            )
+        if word in vocab or f"\u2581{word}" in vocab:
+            raise ValueError(f"{word!r} is already a token of the vocabulary: pick a word the tokenizer lacks.")
+    embeddings = text_encoder.get_input_embeddings()
+    if embeddings.num_embeddings < len(tokenizer):
+        raise ValueError(
+            f"The text encoder has {embeddings.num_embeddings} embedding rows for a tokenizer of {len(tokenizer)} "
+            "tokens: they do not belong together."
+        )
+    old_rows = embeddings.weight.detach().clone()
+    tokenizer.add_tokens([AddedToken(word, single_word=True, normalized=True) for word in words])
+    ids = tokenizer.convert_tokens_to_ids(words)
+    if max(ids) >= embeddings.num_embeddings:  # else the encoder already had spare rows (T5 pads to 32128)
+        text_encoder.resize_token_embeddings(max(ids) + 1, mean_resizing=False)
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = old_rows[: len(vocab)].float().mean(0), old_rows[: len(vocab)].float().std(0)
+    rows = mean + std * torch.randn((len(ids), old_rows.shape[1]), generator=generator)
+    with torch.no_grad():
+        weight = text_encoder.get_input_embeddings().weight
+        weight[: old_rows.shape[0]] = old_rows
+        weight[ids] = rows.to(weight.dtype)
+    return ids
