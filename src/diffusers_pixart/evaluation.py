@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,54 @@ from PIL import Image
 
 #: A feature network: images (B, 3, H, W) float in [0, 1] -> features (B, D).
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def sample_images(
+    pipe: Any,
+    prompts: Sequence[str],
+    *,
+    seed: int = 0,
+    steps: int = 20,
+    guidance: float = 4.5,
+    resolution: int | None = None,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    per_prompt: Mapping[str, Sequence[Any]] | None = None,
+    **pipeline_kwargs: Any,
+) -> list[Image.Image]:
+    """Images of ``prompts`` from a PixArt pipeline, ``batch_size`` at a time; image ``i`` uses the seed ``seed + i``.
+
+    Args:
+        resolution: the square side in pixels (default: the transformer's ``sample_size`` x the VAE factor).
+        per_prompt: pipeline arguments with one entry per prompt (e.g. a ControlNet's ``image``), batched like the
+            prompts.
+        pipeline_kwargs: further pipeline arguments, the same for every batch (``controlnet_conditioning_scale``).
+    """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
+    per_prompt = dict(per_prompt or {})
+    for name, values in per_prompt.items():
+        if len(values) != len(prompts):
+            raise ValueError(f"`per_prompt[{name!r}]` has {len(values)} entries for {len(prompts)} prompts.")
+    resolution = resolution or pipe.transformer.config.sample_size * pipe.vae_scale_factor
+    images = []
+    for start in range(0, len(prompts), batch_size):
+        batch = list(prompts[start : start + batch_size])
+        generators = [torch.Generator(device).manual_seed(seed + start + i) for i in range(len(batch))]
+        extra = {name: list(values[start : start + batch_size]) for name, values in per_prompt.items()}
+        images += pipe(
+            batch,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=resolution,
+            width=resolution,
+            generator=generators,
+            use_resolution_binning=False,
+            **extra,
+            **pipeline_kwargs,
+        ).images
+    return images
 
 
 def check_images(images: Sequence[Image.Image], name: str = "images") -> None:

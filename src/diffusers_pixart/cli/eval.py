@@ -79,6 +79,7 @@ def read_images(folder: str | os.PathLike) -> list[Image.Image]:
 def generate_images(args: argparse.Namespace, prompts: Sequence[str]) -> tuple[list[Image.Image], dict]:
     """Images of ``prompts`` from the model of ``args``, one seed per image; also the settings used."""
     from ..default_model import load_pipeline
+    from ..evaluation import sample_images
 
     sampler = scheduler_name(args.scheduler)
     if args.batch_size < 1:
@@ -97,19 +98,16 @@ def generate_images(args: argparse.Namespace, prompts: Sequence[str]) -> tuple[l
         "resolution": args.resolution or pipe.transformer.config.sample_size * pipe.vae_scale_factor,
         "seed": args.seed,
     }
-    images = []
-    for start in range(0, len(prompts), args.batch_size):
-        batch = list(prompts[start : start + args.batch_size])
-        generators = [torch.Generator(args.device).manual_seed(args.seed + start + i) for i in range(len(batch))]
-        images += pipe(
-            batch,
-            num_inference_steps=settings["steps"],
-            guidance_scale=settings["guidance"],
-            height=settings["resolution"],
-            width=settings["resolution"],
-            generator=generators,
-            use_resolution_binning=False,
-        ).images
+    images = sample_images(
+        pipe,
+        prompts,
+        seed=args.seed,
+        steps=settings["steps"],
+        guidance=settings["guidance"],
+        resolution=settings["resolution"],
+        batch_size=args.batch_size,
+        device=args.device,
+    )
     return images, settings
 
 
