@@ -218,7 +218,7 @@ class Trainer:
         with safe_open(str(weights), framework="pt") as f:
             saved = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
         module = self._trained_module()
-        expected = {key: tuple(v.shape) for key, v in module.state_dict().items()}
+        expected = {key: tuple(v.shape) for key, v in self._checkpointed(module, module.state_dict()).items()}
         problems = [
             f"{k}: checkpoint {saved[k]} vs model {expected[k]}"
             for k in sorted(saved.keys() & expected.keys())
@@ -232,6 +232,19 @@ class Trainer:
                 f"{'transformer' if module is self.pipeline.transformer else type(module).__name__} "
                 f"({len(problems)} tensors differ): " + "; ".join(problems[:8])
             )
+
+    def _checkpointed(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The part of ``model``'s ``state`` that checkpoints hold: all of it, or with a LoRA adapter only the trainable
+        (adapter) weights, since the frozen base is the pretrained model the run starts from."""
+        if self.lora_adapter is None:
+            return state
+        trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+        return {key: value for key, value in state.items() if key in trainable}
+
+    def _keep_checkpointed_weights(self, models: list, weights: list, output_dir: str) -> None:
+        """``save_state`` hook: each model's file keeps :meth:`_checkpointed` of its state."""
+        for i, model in enumerate(models):
+            weights[i] = self._checkpointed(model, weights[i])
 
     def _check_batch(self, batch: Mapping[str, Any]) -> None:
         """Raise a ``ValueError`` naming what the first batch lacks or gets wrong."""
@@ -400,10 +413,11 @@ class Trainer:
             acc.register_for_checkpointing(self.ema)
         acc.register_for_checkpointing(self.progress)
         self.model, self.optimizer, self.lr_scheduler = acc.prepare(module, optimizer, lr_scheduler)
+        acc.register_save_state_pre_hook(self._keep_checkpointed_weights)
 
         if self.resume_path is not None:
-            self._check_checkpoint_shapes(self.resume_path)
-            acc.load_state(str(self.resume_path))
+            self._check_checkpoint_shapes(self.resume_path)  # the keys match exactly: non-strict only skips the base
+            acc.load_state(str(self.resume_path), strict=self.lora_adapter is None)
             if hasattr(self.data, "load_state_dict"):
                 state_file = self.resume_path / f"data_state_{acc.process_index}.json"
                 self.data.load_state_dict(json.loads(state_file.read_text(encoding="utf-8")))
@@ -504,6 +518,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------- saving, validation
     def save_checkpoint(self) -> Path:
         """Save the full training state to ``checkpoints/checkpoint-<step>``, atomically; prune old checkpoints.
+
+        With a LoRA adapter the model file holds the adapter's weights only (the base is the pretrained model).
 
         Every process writes into a dot-prefixed folder, which the main process renames when all are done: a run
         killed while saving leaves the previous checkpoints as they were.
