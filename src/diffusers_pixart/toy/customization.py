@@ -41,7 +41,7 @@ from ..pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline
 from ..text import add_tokens
 from ..training.controlnet import ControlNetConfig, train_controlnet
 from ..training.dreambooth import DreamBoothConfig, load_dreambooth_lora, train_dreambooth
-from .compbench import _hue, detect_objects, mean_scores, score_image
+from .compbench import _PALETTE_HUES, _hue, detect_objects, mean_scores, score_image
 from .recipe import read_loss_curve
 from .world import (
     COLORS,
@@ -90,10 +90,9 @@ def concept_palette(name: str, color: Sequence[int], min_hue_gap: float = MIN_HU
     if max(rgb) - min(rgb) < MIN_CHROMA:
         raise ValueError(f"The new colour {rgb} is too grey (chroma {max(rgb) - min(rgb)} < {MIN_CHROMA}).")
     hue = float(_hue(np.array(rgb, np.float64)))
-    for other, other_rgb in COLORS.items():
+    for (other, other_rgb), other_hue in zip(COLORS.items(), _PALETTE_HUES.tolist()):
         if tuple(other_rgb) == rgb:
             raise ValueError(f"The new colour {rgb} is the palette colour {other!r}.")
-        other_hue = float(_hue(np.array(other_rgb, np.float64)))
         gap = min(abs(hue - other_hue), 360.0 - abs(hue - other_hue))
         if gap < min_hue_gap:
             raise ValueError(
@@ -389,7 +388,7 @@ def _pad(images: Sequence[Image.Image], columns: int) -> list[Image.Image]:
 
 
 def _save(out_dir: Path, sheet: Image.Image, results: Mapping[str, Any]) -> None:
-
+    """Write the example's contact sheet and its measures into ``out_dir``."""
     save_png(sheet, out_dir / "contact_sheet.png")
     write_json_atomic(out_dir / "scores.json", results)
 
@@ -482,7 +481,6 @@ def run_controlnet(
         The measures (also in ``scores.json``): settings, wall times, the scores of the ground-truth renders, of the
         base and of the controlled pipeline (scale ``settings.control_scale`` and 0).
     """
-
     settings = settings or CustomizationSettings()
     out_dir = Path(out_dir)
     times: dict[str, float] = {}
