@@ -122,7 +122,12 @@ def concept_fraction(images: Sequence[Image.Image], name: str, palette: Mapping[
         raise ValueError("No images to measure.")
     if name not in palette:
         raise ValueError(f"{name!r} is not a colour of the palette {list(palette)}.")
-    return float(np.mean([color == name for color in object_colors(images, palette)]))
+    return _share(object_colors(images, palette), name)
+
+
+def _share(colors: Sequence[str | None], name: str) -> float:
+    """The fraction of ``colors`` equal to ``name``."""
+    return float(np.mean([color == name for color in colors]))
 
 
 def make_instance_images(
@@ -282,7 +287,7 @@ def evaluate_dreambooth(
         measures[probe] = {
             "prompt": prompt,
             "images": len(colors),
-            "concept_fraction": float(np.mean([c == name for c in colors])),
+            "concept_fraction": _share(colors, name),
             "colors": {c or "none": colors.count(c) for c in dict.fromkeys(colors)},
         }
         if probe == "palette":
