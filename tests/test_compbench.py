@@ -53,6 +53,15 @@ def test_blur_and_noise_keep_scores_high():
     assert result["overall"] >= 0.95, result
 
 
+def test_soft_edges_are_read_at_half_coverage():
+    # A blur of 1.2 px fills a small ring's hole at the fixed chroma threshold (50 of the ring's ~180): the outline
+    # at half the object's chroma, the one the shape templates are drawn with, keeps the hole open.
+    meaning = Meaning((ToyObject("ring", "red", "small", "center"), ToyObject("square", "blue", "small", "top left")))
+    image = render(meaning, 64).filter(ImageFilter.GaussianBlur(1.2))
+    assert sorted(d.shape for d in detect_objects(image)) == ["ring", "square"]
+    assert score_image(image, meaning)["shape"] == 1.0
+
+
 def test_each_category_catches_its_own_mistake():
     prompt = (
         "two objects. a large red circle on the left and a large blue square on the right. "

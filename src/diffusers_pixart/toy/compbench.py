@@ -7,7 +7,8 @@ detectors. In the toy world these are read off the pixels with no learned weight
    nearest hue, if that hue is near enough (the neutral backgrounds have almost no chroma; shading and anti-aliasing
    keep the hue);
 2. **objects**: the connected regions of each colour, dropping specks;
-3. **shape**: each region is compared with every shape drawn into its bounding box; the best intersection over union
+3. **shape**: each region's outline at half its own chroma (its 50%-coverage outline, which a fixed threshold blurs
+   outward at soft edges) is compared with every shape drawn into its bounding box; the best intersection over union
    wins, and a region that no shape fits well is a blotch, not an object;
 4. **positions**: region centroids, for the 3x3 regions and the relations of the prompt.
 
@@ -96,6 +97,29 @@ def _classify_shape(mask: np.ndarray) -> tuple[str, float]:
     return best, best_iou
 
 
+def _outline(
+    component: np.ndarray, chroma: np.ndarray, chroma_threshold: float, min_pixels: float, min_fit: float
+) -> tuple[np.ndarray, tuple[int, int], str, float]:
+    """The outline of a colour region (bool (h, w)) cropped to its bounding box, with its offset (row, column) in the
+    region, the shape that fits it best and their intersection over union.
+
+    The outline is the region's pixels at least half as chromatic as the region's own colour (its 90th percentile
+    of chroma): over the neutral background a pixel's chroma is proportional to how much of it the object covers,
+    so this is the object's 50%-coverage outline, the one the shape templates are drawn with. The fixed
+    ``chroma_threshold`` alone draws it further out where an edge is soft, filling a blurred ring's hole or a star's
+    notches. Where that outline breaks up (lines thinner than two pixels) or no shape fits it, the region as
+    segmented is used.
+    """
+    level = max(chroma_threshold, 0.5 * float(np.percentile(chroma[component], 90)))
+    for mask in (component & (chroma >= level), component):
+        rows, cols = ndimage.find_objects(mask.astype(np.int8))[0]
+        mask = mask[rows, cols]
+        shape, fit = _classify_shape(mask)
+        if fit >= min_fit and mask.sum() >= min_pixels:
+            break
+    return mask, (rows.start, cols.start), shape, fit
+
+
 def detect_objects(
     image: Image.Image | np.ndarray,
     chroma_threshold: float = 50.0,
@@ -133,18 +157,18 @@ def detect_objects(
             mask = labels[region] == component
             if mask.sum() < min_pixels:
                 continue
-            shape, fit = _classify_shape(mask)
+            mask, (top, left), shape, fit = _outline(mask, chroma[region], chroma_threshold, min_pixels, min_fit)
             if fit < min_fit:
                 continue
             ys, xs = np.nonzero(mask)
-            y0, x0 = region[0].start, region[1].start
+            y0, x0 = region[0].start + top, region[1].start + left
             detections.append(
                 Detection(
                     color=color,
                     shape=shape,
                     centroid=((xs.mean() + x0 + 0.5) / width, (ys.mean() + y0 + 0.5) / height),
                     area=float(mask.sum()) / (height * width),
-                    box=(x0, y0, region[1].stop - 1, region[0].stop - 1),
+                    box=(x0, y0, x0 + mask.shape[1] - 1, y0 + mask.shape[0] - 1),
                     fit=fit,
                 )
             )
