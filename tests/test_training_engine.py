@@ -199,3 +199,14 @@ def test_config_file_flags_and_help(tmp_path):
     help_text = build_parser(TrainingConfig, "t").format_help()
     for name in TrainingConfig.__dataclass_fields__:
         assert f"--{name}" in help_text
+
+
+def test_the_saved_pipeline_samples_with_the_trained_prediction_type(tmp_path):
+    from diffusers_pixart import PixArtAlphaPipeline
+
+    pipe = tiny.make_pipeline()
+    assert pipe.scheduler.config.prediction_type == "epsilon"
+    config = make_config(tmp_path, prediction_type="v_prediction", max_train_steps=1)
+    saved = PixArtAlphaPipeline.from_pretrained(Trainer(config, pipe).train(raw_batches(n=1)))
+    assert type(saved.scheduler) is type(pipe.scheduler)
+    assert saved.scheduler.config.prediction_type == "v_prediction"

@@ -165,6 +165,11 @@ class Trainer:
             learn_sigma=pipeline.transformer.out_channels == 2 * pipeline.transformer.config.in_channels,
             snr_gamma=config.snr_gamma,
         )
+        if pipeline.scheduler.config.get("prediction_type") != config.prediction_type:
+            # The validation images and the saved pipeline sample with what the model is trained to predict.
+            pipeline.scheduler = type(pipeline.scheduler).from_config(
+                pipeline.scheduler.config, prediction_type=config.prediction_type
+            )
         self.resume_path = self._find_checkpoint()
         self.null_caption: tuple[torch.Tensor, torch.Tensor] | None = None
         self.progress = TrainingProgress()
