@@ -21,7 +21,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/toy", help="Run folder.")
     parser.add_argument("--install", action="store_true", help="Copy the final pipeline into the package.")
-    scalars = {"int": int, "float": float}  # the budget options; the tuples keep their defaults
+    scalars = {"int": int, "float": float, "str": str}  # the budget options; the tuples keep their defaults
     fields = [field for field in dataclasses.fields(ToyRecipe) if field.type in scalars]
     for field in fields:
         parser.add_argument(f"--{field.name}", type=scalars[field.type], default=field.default, help="(ToyRecipe)")
