@@ -7,8 +7,12 @@ weights after the last step, the peak memory, the FLOPs of one step (forward + b
 FLOP/s as a fraction of the machine's peak (see ``common.py``). The two models run one after the other (ours first
 unless ``--diffusers-first``), so only one set of weights and optimizer state is on the device at a time.
 
-Configurations: ``toy`` (the tiny test transformer of :mod:`diffusers_pixart.tiny` at 256px, batch 8) and ``xl256``
-(PixArt-XL/2 at 256px, batch 2, 120 caption tokens of width 4096; about 10 GB in float32 with AdamW).
+Configurations: ``toy`` (the tiny test transformer of :mod:`diffusers_pixart.tiny` at 256px, batch 8),
+``toy-recipe`` (the toy recipe's stage-2 transformer, batch 32, the toy world's captions padded to 120 tokens as the
+paper pads them) and ``xl256`` (PixArt-XL/2 at 256px, batch 2, 120 caption tokens of width 4096; about 10 GB in
+float32 with AdamW). Ours runs as the training engine runs it: inside ``caption_cache(drop_padding=True)``, so its
+cross-attention skips the caption columns that are padding in every row of the batch (``--keep-padding`` turns that
+off); the FLOPs of a step are counted without it, so the MFU columns compare the same work.
 
 Run: ``python benchmarks/bench_training.py --configs toy --steps 5 --threads 1``.
 """
@@ -16,6 +20,8 @@ Run: ``python benchmarks/bench_training.py --configs toy --steps 5 --threads 1``
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from contextlib import nullcontext
 from functools import partial
 
 import diffusers
@@ -24,24 +30,50 @@ import torch.nn.functional as F
 from common import PeakMemory, count_flops, load_average, machine, median_time, peak_flops, pick_device
 
 from diffusers_pixart import PixArtTransformer2DModel
-from diffusers_pixart.tiny import make_transformer
+from diffusers_pixart.models.attention import caption_cache
+from diffusers_pixart.tiny import make_tokenizer, make_transformer
+from diffusers_pixart.toy.recipe import make_toy_transformer
+from diffusers_pixart.toy.world import sample_prompts, vocabulary
 
-#: name -> (model factory, batch, caption tokens)
+
+def toy_caption_lengths(count: int) -> list[int]:
+    """T5 token counts (with EOS) of ``count`` toy-world captions, as the toy recipe's tokenizer reads them."""
+    tokenizer = make_tokenizer(vocabulary())
+    return [len(ids) for ids in tokenizer([prompt.text for prompt in sample_prompts(count)]).input_ids]
+
+
+#: name -> (model factory, batch, caption tokens, valid caption tokens per row or None for a synthetic mask)
 CONFIGS = {
-    "toy": (make_transformer, 8, 16),
-    "xl256": (partial(PixArtTransformer2DModel, sample_size=32, caption_channels=4096), 2, 120),
+    "toy": (make_transformer, 8, 16, None),
+    "toy-recipe": (make_toy_transformer, 32, 120, toy_caption_lengths),
+    "xl256": (partial(PixArtTransformer2DModel, sample_size=32, caption_channels=4096), 2, 120, None),
 }
 
 
-def make_batches(model: torch.nn.Module, batch: int, tokens: int, count: int, device: torch.device) -> list[dict]:
-    """``count`` batches of noisy latents, timesteps, captions and masks, the same for both models."""
+def make_batches(
+    model: torch.nn.Module,
+    batch: int,
+    tokens: int,
+    count: int,
+    device: torch.device,
+    lengths: Callable[[int], list[int]] | None = None,
+) -> list[dict]:
+    """``count`` batches of noisy latents, timesteps, captions and masks, the same for both models.
+
+    The masks keep the first ``lengths(batch * count)`` tokens of each row; without ``lengths``, the first half of
+    every row and the second half of about half the rows.
+    """
     g = torch.Generator().manual_seed(0)
     config = model.config
     side = config.sample_size
+    valid = iter(lengths(batch * count)) if lengths is not None else None
     batches = []
     for _ in range(count):
         mask = torch.ones(batch, tokens, dtype=torch.long)
-        mask[:, tokens // 2 :] = (torch.rand(batch, 1, generator=g) > 0.5).long()
+        if valid is not None:
+            mask = (torch.arange(tokens)[None] < torch.tensor([next(valid) for _ in range(batch)])[:, None]).long()
+        else:
+            mask[:, tokens // 2 :] = (torch.rand(batch, 1, generator=g) > 0.5).long()
         batches.append(
             dict(
                 hidden_states=torch.randn(batch, config.in_channels, side, side, generator=g).to(device),
@@ -66,9 +98,15 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
 
 
 def run_model(
-    model: torch.nn.Module, batches: list[dict], device: torch.device, peak: float, compile_mode: str | None = None
+    model: torch.nn.Module,
+    batches: list[dict],
+    device: torch.device,
+    peak: float,
+    compile_mode: str | None = None,
+    drop_padding: bool = False,
 ) -> dict:
-    """Time ``len(batches) - 1`` steps after a warm-up step; ``compile_mode``: compile the forward (after counting)."""
+    """Time ``len(batches) - 1`` steps after a warm-up step; ``compile_mode``: compile the forward (after counting);
+    ``drop_padding``: run the steps inside ``caption_cache(drop_padding=True)`` (our model only)."""
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.03, eps=1e-10)
     inputs = {k: v for k, v in batches[0].items() if k != "noise"}
@@ -80,7 +118,7 @@ def run_model(
         optimizer.zero_grad(set_to_none=True)
     steps = iter(batches)
     losses = []
-    with PeakMemory(device) as memory:
+    with PeakMemory(device) as memory, caption_cache(drop_padding=True) if drop_padding else nullcontext():
         seconds, _ = median_time(
             lambda: losses.append(train_step(model, optimizer, next(steps))), device, len(batches) - 1
         )
@@ -105,6 +143,9 @@ def main() -> None:
         "--compile", default=None, choices=["default", "max-autotune-no-cudagraphs"], help="Ours compiled (fullgraph)."
     )
     parser.add_argument("--diffusers-first", action="store_true", help="Time diffusers' model first (order check).")
+    parser.add_argument(
+        "--keep-padding", action="store_true", help="Ours cross-attends to padded caption tokens too (as diffusers')."
+    )
     parser.add_argument("--cpu-flops-per-cycle", type=int, default=32, help="FP32 FLOP/cycle/core for the peak.")
     args = parser.parse_args()
     if args.threads:
@@ -115,19 +156,19 @@ def main() -> None:
     print(f"peak {peak / 1e9:.0f} GFLOP/s ({peak_source})")
     print("config   ours(s)  diffusers(s) ratio  loss|diff|  weight|diff|  GFLOP/step  ours-MFU  theirs-MFU  mem(MB)")
     for name in args.configs:
-        factory, batch, tokens = CONFIGS[name]
+        factory, batch, tokens, lengths = CONFIGS[name]
         torch.manual_seed(0)
         ours = factory()
         state = {k: v.clone() for k, v in ours.state_dict().items()}
-        batches = make_batches(ours, batch, tokens, args.steps + 1, device)
+        batches = make_batches(ours, batch, tokens, args.steps + 1, device, lengths)
         theirs = diffusers.PixArtTransformer2DModel.from_config(dict(ours.config))
         theirs.load_state_dict(state, strict=True)
         models = {"ours": ours, "diffusers": theirs}
         del ours, theirs
         results = {}
         for label in ("diffusers", "ours") if args.diffusers_first else ("ours", "diffusers"):
-            compile_mode = args.compile if label == "ours" else None
-            results[label] = run_model(models.pop(label), batches, device, peak, compile_mode)  # then freed
+            ours_only = dict(compile_mode=args.compile, drop_padding=not args.keep_padding) if label == "ours" else {}
+            results[label] = run_model(models.pop(label), batches, device, peak, **ours_only)  # then freed
         ours_result, theirs_result = results["ours"], results["diffusers"]
         loss_diff = max(abs(a - b) for a, b in zip(ours_result["losses"], theirs_result["losses"]))
         weight_diff = max((ours_result["weights"][k] - theirs_result["weights"][k]).abs().max().item() for k in state)

@@ -1,12 +1,14 @@
 """The training engine on a tiny pipeline: null caption, resume, checkpoints, validation, config, bad input."""
 
 import json
+from contextlib import nullcontext
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from diffusers_pixart import tiny
+from diffusers_pixart.models.attention import caption_cache
 from diffusers_pixart.training.config import TrainingConfig, build_parser, parse_config
 from diffusers_pixart.training.engine import Trainer, list_checkpoints
 
@@ -210,3 +212,35 @@ def test_the_saved_pipeline_samples_with_the_trained_prediction_type(tmp_path):
     saved = PixArtAlphaPipeline.from_pretrained(Trainer(config, pipe).train(raw_batches(n=1)))
     assert type(saved.scheduler) is type(pipe.scheduler)
     assert saved.scheduler.config.prediction_type == "v_prediction"
+
+
+def test_dropping_caption_padding_trains_the_same_weights_on_fewer_tokens(tmp_path):
+    weights, tokens = {}, {}
+    for drop in (True, False):
+        pipe = tiny.make_pipeline()
+        seen = []
+        pipe.transformer.transformer_blocks[0].attn2.register_forward_hook(
+            lambda module, args, kwargs, out, seen=seen: seen.append(kwargs["encoder_hidden_states"].shape[1]),
+            with_kwargs=True,
+        )
+        config = make_config(tmp_path / str(drop), drop_caption_padding=drop, checkpointing_steps=2)
+        Trainer(config, pipe).train(raw_batches(n=2))
+        weights[drop] = checkpoint_weights(tmp_path / str(drop) / "checkpoints/checkpoint-2")
+        tokens[drop] = set(seen)
+    assert tokens[False] == {120} and max(tokens[True]) < 10  # "a blue square on the left" and EOS
+    # Adam's first steps move every weight by about the learning rate (1e-3), whatever the gradient's size.
+    assert_same_weights(weights[True], weights[False], atol=2e-5)
+    # The gradients themselves are the same up to float summation order.
+    pipe = tiny.make_pipeline()
+    with torch.no_grad():
+        embeds, mask = pipe.encode_prompt("a red circle", do_classifier_free_guidance=False)[::2]
+    inputs = dict(encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=torch.tensor([500]))
+    latents = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for context in (nullcontext(), caption_cache(drop_padding=True)):
+        pipe.transformer.zero_grad()
+        with context:
+            pipe.transformer(latents, **inputs).sample.square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in pipe.transformer.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert max((grads[0][n] - grads[1][n]).abs().max().item() for n in grads[0]) < 1e-6

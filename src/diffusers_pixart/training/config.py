@@ -59,6 +59,11 @@ class TrainingConfig:
         "epsilon", "Model target: 'epsilon' (the paper) or 'v_prediction'.", choices=["epsilon", "v_prediction"]
     )
     snr_gamma: float | None = option(None, "Min-SNR weighting gamma of the MSE term (e.g. 5.0); off by default.")
+    drop_caption_padding: bool = option(
+        True,
+        "Cross-attend to the caption tokens that are valid in some row of the batch only (the padding had zero "
+        "weight: exact up to float summation order); faster for captions shorter than --max_sequence_length.",
+    )
     use_ema: bool = option(True, "Keep an exponential moving average of the weights (saved in checkpoints).")
     ema_decay: float = option(0.9999, "EMA decay (diffusers' EMAModel: warmed up as (1+n)/(10+n), capped here).")
     mixed_precision: str = option(

@@ -31,6 +31,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from ..data.features import encode_images, encode_prompts, sample_latents
+from ..models.attention import caption_cache
 from .config import TrainingConfig
 from .diffusion import IDDPMDiffusion
 
@@ -367,7 +369,8 @@ class Trainer:
         timesteps = self.diffusion.sample_timesteps(batch_size, device, generator)
         noise = torch.randn(latents.shape, device=device, generator=generator)
         noisy = self.diffusion.add_noise(latents, noise, timesteps)
-        output = self._predict(noisy, timesteps, self._model_kwargs(condition, batch))
+        with caption_cache(drop_padding=True) if self.config.drop_caption_padding else nullcontext():
+            output = self._predict(noisy, timesteps, self._model_kwargs(condition, batch))
         losses = self.diffusion.training_losses(output, latents, noisy, noise, timesteps)
         return {name: value.mean() for name, value in losses.items()}
 
