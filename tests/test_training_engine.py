@@ -212,6 +212,9 @@ def test_the_saved_pipeline_samples_with_the_trained_prediction_type(tmp_path):
     saved = PixArtAlphaPipeline.from_pretrained(Trainer(config, pipe).train(raw_batches(n=1)))
     assert type(saved.scheduler) is type(pipe.scheduler)
     assert saved.scheduler.config.prediction_type == "v_prediction"
+    # A fine-tune of that pipeline keeps its target unless told otherwise.
+    assert Trainer(make_config(tmp_path / "tune"), saved).diffusion.prediction_type == "v_prediction"
+    assert Trainer(make_config(tmp_path / "plain"), tiny.make_pipeline()).diffusion.prediction_type == "epsilon"
 
 
 def test_dropping_caption_padding_trains_the_same_weights_on_fewer_tokens(tmp_path):

@@ -55,8 +55,11 @@ class TrainingConfig:
     max_grad_norm: float = option(0.01, "Gradient clipping norm (the paper: 0.01); 0 disables clipping.")
     caption_dropout: float = option(0.1, "Probability of replacing a caption with the null caption (for CFG).")
     max_sequence_length: int = option(120, "T5 tokens per caption (the paper: 120).")
-    prediction_type: str = option(
-        "epsilon", "Model target: 'epsilon' (the paper) or 'v_prediction'.", choices=["epsilon", "v_prediction"]
+    prediction_type: str | None = option(
+        None,
+        "Model target: 'epsilon' (the paper) or 'v_prediction'; by default the loaded pipeline scheduler's "
+        "(epsilon for the official checkpoints), so a fine-tune keeps what its base model predicts.",
+        choices=["epsilon", "v_prediction"],
     )
     snr_gamma: float | None = option(None, "Min-SNR weighting gamma of the MSE term (e.g. 5.0); off by default.")
     drop_caption_padding: bool = option(

@@ -162,15 +162,16 @@ class Trainer:
             ),
         )
         self._check_config()
+        prediction_type = config.prediction_type or pipeline.scheduler.config.get("prediction_type", "epsilon")
         self.diffusion = IDDPMDiffusion(
-            prediction_type=config.prediction_type,
+            prediction_type=prediction_type,
             learn_sigma=pipeline.transformer.out_channels == 2 * pipeline.transformer.config.in_channels,
             snr_gamma=config.snr_gamma,
         )
-        if pipeline.scheduler.config.get("prediction_type") != config.prediction_type:
+        if pipeline.scheduler.config.get("prediction_type") != prediction_type:
             # The validation images and the saved pipeline sample with what the model is trained to predict.
             pipeline.scheduler = type(pipeline.scheduler).from_config(
-                pipeline.scheduler.config, prediction_type=config.prediction_type
+                pipeline.scheduler.config, prediction_type=prediction_type
             )
         self.resume_path = self._find_checkpoint()
         self.null_caption: tuple[torch.Tensor, torch.Tensor] | None = None
