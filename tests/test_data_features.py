@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from diffusers import PixArtAlphaPipeline
@@ -122,6 +123,27 @@ def test_extract_resume_and_load(folder, components, tmp_path):
     again, epoch_two = latents(max_epochs=1), latents(max_epochs=2)
     assert all(torch.equal(again[t], records[t]["latents"]) for t in records)
     assert all(not torch.equal(epoch_two[t], records[t]["latents"]) for t in records)
+
+    # Records are read in arrow batches that cross shards (3 rows each) and buckets: the same rows, in the same
+    # order, as datasets' own row-by-row reading; shuffled, every record once per epoch whatever the read size.
+    bulk = FeatureLoader(out, batch_size=1, shuffle_buffer_size=0)
+    bulk.read_batch_size = 4
+    rows = list(bulk.records())
+    expected = list(load_streaming_dataset(str(out)).with_format("numpy"))
+    assert len(rows) == len(expected) == len(SIZES)
+    for row, want in zip(rows, expected):
+        assert row.keys() == want.keys()
+        for name, value in want.items():
+            assert np.array_equal(np.asarray(row[name]), value), name
+
+    def shuffled_texts(read_batch_size):
+        loader = FeatureLoader(out, batch_size=1, shuffle_buffer_size=4, seed=3)
+        loader.read_batch_size = read_batch_size
+        return [row["text"] for row in loader.records()]
+
+    assert shuffled_texts(4) == shuffled_texts(256)
+    assert sorted(shuffled_texts(4)) == sorted(row["text"] for row in rows)
+    assert shuffled_texts(4) != [row["text"] for row in rows]
 
 
 def test_feature_loader_errors(tmp_path):

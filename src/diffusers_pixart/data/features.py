@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 
 from ..text import encode_prompts
@@ -200,9 +201,28 @@ class FeatureLoader(StreamingBatchLoader):
         **kwargs: the arguments of :class:`StreamingBatchLoader` (batch_size, shuffle_buffer_size, seed, rank, ...).
     """
 
+    #: Records read from the parquet shards per arrow batch (one conversion per column, not per row and column).
+    read_batch_size = 256
+
     def __init__(self, path: str | os.PathLike, **kwargs: Any):
         self.info = read_features_info(path)
-        super().__init__(load_streaming_dataset(str(path)).with_format("numpy"), **kwargs)
+        super().__init__(load_streaming_dataset(str(path)).with_format("arrow"), **kwargs)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The records in the dataset's order, read as arrow batches: list columns become numpy rows (views of one
+        array per column and batch), the others Python values."""
+        for table in self.dataset.iter(batch_size=self.read_batch_size):
+            columns = {}
+            for name in table.column_names:
+                array = table.column(name).combine_chunks()
+                if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+                    offsets = array.offsets.to_numpy()
+                    values = np.array(array.values.to_numpy(zero_copy_only=False))
+                    columns[name] = [values[start:end] for start, end in zip(offsets[:-1], offsets[1:])]
+                else:
+                    columns[name] = array.to_pylist()
+            for row in range(table.num_rows):
+                yield {name: column[row] for name, column in columns.items()}
 
     def prepare(self, record: dict[str, Any], index: int) -> tuple[Hashable, dict[str, Any]]:
         shape = tuple(int(n) for n in record["latent_shape"])

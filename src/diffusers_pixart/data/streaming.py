@@ -169,6 +169,10 @@ class StreamingBatchLoader(abc.ABC):
     def collate(self, items: list[Any]) -> dict[str, Any]:
         """Turn the items of one bucket into a batch."""
 
+    def records(self) -> Iterator[dict[str, Any]]:
+        """This epoch's records of this process, in order (a subclass may read them in bulk, in the same order)."""
+        return iter(self.dataset)
+
     def state_dict(self) -> dict[str, Any]:
         """Where the loader stands: epoch, records read this epoch, records waiting in a bucket, skip counts."""
         pending = self._pending if self._batcher is None else sorted(i for i, _ in self._batcher.pending())
@@ -214,7 +218,7 @@ class StreamingBatchLoader(abc.ABC):
             resume_position, replay = self._position, set(self._pending)
             self._batcher = BucketBatcher(self.batch_size)
             index = -1
-            for index, record in enumerate(self.dataset):
+            for index, record in enumerate(self.records()):
                 if index < resume_position and index not in replay:
                     continue  # delivered before the resume
                 self._position = max(resume_position, index + 1)
