@@ -172,6 +172,9 @@ def test_errors(folder, tmp_path):
         loader(source).load_state_dict(loader(source, world_size=2).state_dict())
     with pytest.raises(ValueError, match="datasets.IterableDataset"):
         loader([1, 2, 3])
+    # Four images per bucket: with batches of 5 and drop_last an epoch gives nothing (it used to loop forever).
+    with pytest.raises(ValueError, match="no batch of 5 on rank 0: no bucket filled one .20 usable records"):
+        next(iter(loader(source, batch_size=5, drop_last=True, max_epochs=None)))
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ValueError, match="supported single files"):
         load_streaming_dataset(str(tmp_path / "notes.txt"))

@@ -217,7 +217,7 @@ class StreamingBatchLoader(abc.ABC):
             self.dataset.set_epoch(self.epoch)
             resume_position, replay = self._position, set(self._pending)
             self._batcher = BucketBatcher(self.batch_size)
-            index = -1
+            index, batches = -1, 0
             for index, record in enumerate(self.records()):
                 if index < resume_position and index not in replay:
                     continue  # delivered before the resume
@@ -229,12 +229,20 @@ class StreamingBatchLoader(abc.ABC):
                     continue
                 batch = self._batcher.add(key, (index, item))
                 if batch is not None:
+                    batches += 1
                     yield self.collate([item for _, item in batch])
             if not self.drop_last:
                 for batch in self._batcher.flush():
+                    batches += 1
                     yield self.collate([item for _, item in batch])
             if index < 0:
                 raise ValueError(f"The dataset has no record for rank {self.rank} of {self.world_size}.")
+            if batches == 0 and resume_position == 0:  # would loop over the data forever without a batch
+                raise ValueError(
+                    f"A whole epoch gave no batch of {self.batch_size} on rank {self.rank}: no bucket filled one "
+                    f"({len(self._batcher.pending())} usable records, skipped: {dict(self.skipped)}). Use a smaller "
+                    "batch size or more data."
+                )
             self.epoch += 1
             self._position, self._pending, self._batcher = 0, [], None
 
