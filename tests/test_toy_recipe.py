@@ -90,6 +90,8 @@ def test_loss_table_window_means():
 def test_recipe_bad_input(tmp_path):
     with pytest.raises(ValueError, match="stage2_steps"):
         ToyRecipe(stage2_steps=0)
+    with pytest.raises(ValueError, match="lr_scheduler"):
+        ToyRecipe(lr_scheduler="step")
     with pytest.raises(FileNotFoundError, match="stage scripts"):
         run_recipe(tmp_path / "run", tmp_path, ToyRecipe())
 

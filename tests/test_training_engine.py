@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from diffusers_pixart import tiny
 from diffusers_pixart.models.attention import caption_cache
+from diffusers_pixart.toy.recipe import read_loss_curve
 from diffusers_pixart.training.config import TrainingConfig, build_parser, parse_config
 from diffusers_pixart.training.engine import Trainer, list_checkpoints
 
@@ -90,6 +91,20 @@ def test_resume_matches_an_uninterrupted_run_and_restores_ema(tmp_path):
     for name, ema_param in zip(names, resumed.ema.shadow_params):
         torch.testing.assert_close(saved[name], ema_param, rtol=0, atol=0)
     assert not torch.equal(saved[names[0]], checkpoint_weights(part / "checkpoints/checkpoint-4")[names[0]])
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [("constant_with_warmup", [1e-3, 1e-3, 1e-3]), ("linear", [1e-3, 5e-4, 0.0]), ("cosine", [1e-3, 5e-4, 0.0])],
+)
+def test_lr_schedule_warms_up_then_follows_the_named_schedule(tmp_path, schedule, expected):
+    config = make_config(
+        tmp_path, max_train_steps=3, lr_warmup_steps=1, lr_scheduler=schedule, report_to="tensorboard", logging_steps=1
+    )
+    Trainer(config, tiny.make_pipeline()).train(raw_batches(n=3))
+    logged = read_loss_curve(tmp_path, "lr")  # the lr after each step
+    assert [step for step, _ in logged] == [1, 2, 3]
+    assert [lr for _, lr in logged] == pytest.approx(expected, abs=1e-9)
 
 
 def test_checkpoint_limit_accumulation_and_unfinished_checkpoints(tmp_path):

@@ -28,6 +28,7 @@ from ..data.streaming import image_to_tensor
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..pipelines.pixart_alpha import PixArtAlphaPipeline
 from ..tiny import make_text_encoder, make_tokenizer
+from ..training.config import LR_SCHEDULERS
 from ..training.diffusion import PREDICTION_TYPES
 from ..training.engine import replace_dir
 from .world import class_names, make_dataset, vocabulary
@@ -229,7 +230,8 @@ class ToyRecipe:
     budget: with the noise as the target, the high-noise steps that decide an image's layout, colours and shapes
     weigh almost nothing in the loss (their noise is nearly the input itself), and a tiny model trained for minutes
     never learns them; the velocity target (``prediction_type``) gives them weight, and min-SNR (``snr_gamma``)
-    takes some from the low-noise steps. Toy captions are at most 60 tokens (``max_sequence_length``).
+    takes some from the low-noise steps. Toy captions are at most 60 tokens (``max_sequence_length``). Each stage's
+    learning rate decays to 0 over its steps (``lr_scheduler``; the paper keeps it constant).
     """
 
     seed: int = 0
@@ -237,7 +239,7 @@ class ToyRecipe:
     stage2_images: int = 12000
     stage3_images: int = 3000
     vae_images: int = 600
-    vae_steps: int = 4000
+    vae_steps: int = 3500
     vae_channels: tuple[int, ...] = (16, 32, 32)
     vae_learning_rate: float = 1e-3
     text_dim: int = 64
@@ -246,20 +248,23 @@ class ToyRecipe:
     num_heads: int = 4
     batch_size: int = 32
     learning_rate: float = 1e-3
+    lr_scheduler: str = "cosine"
     warmup_steps: int = 100
     ema_decay: float = 0.998
     prediction_type: str = "v_prediction"
     snr_gamma: float = 5.0
     max_sequence_length: int = 64
     stage1_steps: int = 1000
-    stage2_steps: int = 8500
-    stage3_steps: int = 1000
+    stage2_steps: int = 7800
+    stage3_steps: int = 700
     stage3_aspect_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.33, 2.0)
 
     def __post_init__(self):
         for name, value in vars(self).items():
             if isinstance(value, int) and name != "seed" and value < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {value}.")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ValueError(f"`lr_scheduler` must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}.")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"`prediction_type` must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}.")
         if self.snr_gamma < 0:
@@ -326,6 +331,7 @@ def _stage_arguments(recipe: ToyRecipe, steps: int) -> list[str]:
         "train_batch_size": recipe.batch_size,
         "max_train_steps": steps,
         "learning_rate": recipe.learning_rate,
+        "lr_scheduler": recipe.lr_scheduler,
         "lr_warmup_steps": recipe.warmup_steps,
         "max_grad_norm": 1.0,
         "ema_decay": recipe.ema_decay,

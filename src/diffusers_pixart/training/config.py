@@ -29,6 +29,10 @@ DEFAULT_VALIDATION_PROMPTS = (
 )
 
 
+#: The learning-rate schedules of ``--lr_scheduler`` (names of diffusers' ``get_scheduler``).
+LR_SCHEDULERS = ("constant_with_warmup", "cosine", "linear")
+
+
 def option(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse's name
     """A dataclass field with its ``--help`` text."""
     if isinstance(default, (list, dict)):
@@ -51,7 +55,13 @@ class TrainingConfig:
     adam_beta2: float = option(0.999, "AdamW beta2.")
     adam_weight_decay: float = option(0.03, "AdamW weight decay (the paper: 0.03).")
     adam_epsilon: float = option(1e-10, "AdamW epsilon (the paper: 1e-10).")
-    lr_warmup_steps: int = option(1000, "Linear warm-up steps of the otherwise constant learning rate.")
+    lr_scheduler: str = option(
+        "constant_with_warmup",
+        "Learning-rate schedule after the warm-up (diffusers' get_scheduler): constant (the paper), or a decay to 0 "
+        "at max_train_steps.",
+        choices=list(LR_SCHEDULERS),
+    )
+    lr_warmup_steps: int = option(1000, "Linear warm-up steps of the learning rate.")
     max_grad_norm: float = option(0.01, "Gradient clipping norm (the paper: 0.01); 0 disables clipping.")
     caption_dropout: float = option(0.1, "Probability of replacing a caption with the null caption (for CFG).")
     max_sequence_length: int = option(120, "T5 tokens per caption (the paper: 120).")

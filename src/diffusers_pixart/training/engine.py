@@ -411,9 +411,12 @@ class Trainer:
             weight_decay=cfg.adam_weight_decay,
             eps=cfg.adam_epsilon,
         )
-        # accelerate steps a prepared scheduler once per process: the warm-up is counted in those steps.
+        # accelerate steps a prepared scheduler once per process: the warm-up and decay are counted in those steps.
         lr_scheduler = get_scheduler(
-            "constant_with_warmup", optimizer, num_warmup_steps=cfg.lr_warmup_steps * acc.num_processes
+            cfg.lr_scheduler,
+            optimizer,
+            num_warmup_steps=cfg.lr_warmup_steps * acc.num_processes,
+            num_training_steps=cfg.max_train_steps * acc.num_processes,
         )
         self.ema = None
         if cfg.use_ema:
