@@ -255,8 +255,8 @@ class ToyRecipe:
     snr_gamma: float = 5.0
     max_sequence_length: int = 64
     stage1_steps: int = 1000
-    stage2_steps: int = 8500
-    stage3_steps: int = 1000
+    stage2_steps: int = 7800
+    stage3_steps: int = 700
     stage3_aspect_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.33, 2.0)
 
     def __post_init__(self):
