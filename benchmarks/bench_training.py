@@ -14,6 +14,10 @@ float32 with AdamW). Ours runs as the training engine runs it: inside ``caption_
 cross-attention skips the caption columns that are padding in every row of the batch (``--keep-padding`` turns that
 off); the FLOPs of a step are counted without it, so the MFU columns compare the same work.
 
+``--mixed-precision bf16`` runs both forwards under ``torch.autocast`` (the loop accelerate's ``--mixed_precision
+bf16`` runs; weights and AdamW stay float32); its fraction of peak is of the bf16 peak (twice the FP32 rate on CPU:
+AVX512-BF16 dot products do two FLOP per FP32 lane and cycle).
+
 Run: ``python benchmarks/bench_training.py --configs toy --steps 5 --threads 1``.
 """
 
@@ -41,6 +45,9 @@ def toy_caption_lengths(count: int) -> list[int]:
     tokenizer = make_tokenizer(vocabulary())
     return [len(ids) for ids in tokenizer([prompt.text for prompt in sample_prompts(count)]).input_ids]
 
+
+#: --mixed-precision -> the autocast dtype of the forward (None: float32 throughout)
+AUTOCAST = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: name -> (model factory, batch, caption tokens, valid caption tokens per row or None for a synthetic mask)
 CONFIGS = {
@@ -86,11 +93,15 @@ def make_batches(
     return batches
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict) -> float:
-    """Forward, epsilon-MSE, backward, AdamW; returns the loss."""
+def train_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict, autocast: torch.dtype | None = None
+) -> float:
+    """Forward (under ``torch.autocast`` to ``autocast`` when given), epsilon-MSE, backward, AdamW; returns the loss."""
     inputs = {k: v for k, v in batch.items() if k != "noise"}
-    prediction = model(**inputs).sample[:, : model.config.in_channels]
-    loss = F.mse_loss(prediction, batch["noise"])
+    device = batch["noise"].device.type
+    with torch.autocast(device, dtype=autocast) if autocast else nullcontext():
+        prediction = model(**inputs).sample[:, : model.config.in_channels]
+    loss = F.mse_loss(prediction.float(), batch["noise"])
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -104,9 +115,11 @@ def run_model(
     peak: float,
     compile_mode: str | None = None,
     drop_padding: bool = False,
+    autocast: torch.dtype | None = None,
 ) -> dict:
     """Time ``len(batches) - 1`` steps after a warm-up step; ``compile_mode``: compile the forward (after counting);
-    ``drop_padding``: run the steps inside ``caption_cache(drop_padding=True)`` (our model only)."""
+    ``drop_padding``: run the steps inside ``caption_cache(drop_padding=True)`` (our model only); ``autocast``: the
+    forward's mixed-precision dtype."""
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.03, eps=1e-10)
     inputs = {k: v for k, v in batches[0].items() if k != "noise"}
@@ -120,7 +133,7 @@ def run_model(
     losses = []
     with PeakMemory(device) as memory, caption_cache(drop_padding=True) if drop_padding else nullcontext():
         seconds, _ = median_time(
-            lambda: losses.append(train_step(model, optimizer, next(steps))), device, len(batches) - 1
+            lambda: losses.append(train_step(model, optimizer, next(steps), autocast)), device, len(batches) - 1
         )
     return {
         "seconds": seconds,
@@ -146,13 +159,20 @@ def main() -> None:
     parser.add_argument(
         "--keep-padding", action="store_true", help="Ours cross-attends to padded caption tokens too (as diffusers')."
     )
+    parser.add_argument(
+        "--mixed-precision", default="no", choices=list(AUTOCAST), help="Both forwards under torch.autocast."
+    )
     parser.add_argument("--cpu-flops-per-cycle", type=int, default=32, help="FP32 FLOP/cycle/core for the peak.")
     args = parser.parse_args()
+    autocast = AUTOCAST[args.mixed_precision]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    peak, peak_source = peak_flops(device, torch.float32, args.cpu_flops_per_cycle)
-    print(f"{machine(device)}; diffusers {diffusers.__version__}; float32; {load_average()}")
+    peak_dtype = autocast or torch.float32
+    flops_per_cycle = args.cpu_flops_per_cycle * (2 if autocast is not None else 1)
+    peak, peak_source = peak_flops(device, peak_dtype, flops_per_cycle)
+    precision = f"autocast {args.mixed_precision}" if autocast else "float32"
+    print(f"{machine(device)}; diffusers {diffusers.__version__}; {precision}; {load_average()}")
     print(f"peak {peak / 1e9:.0f} GFLOP/s ({peak_source})")
     print("config   ours(s)  diffusers(s) ratio  loss|diff|  weight|diff|  GFLOP/step  ours-MFU  theirs-MFU  mem(MB)")
     for name in args.configs:
@@ -168,7 +188,9 @@ def main() -> None:
         results = {}
         for label in ("diffusers", "ours") if args.diffusers_first else ("ours", "diffusers"):
             ours_only = dict(compile_mode=args.compile, drop_padding=not args.keep_padding) if label == "ours" else {}
-            results[label] = run_model(models.pop(label), batches, device, peak, **ours_only)  # then freed
+            results[label] = run_model(
+                models.pop(label), batches, device, peak, autocast=autocast, **ours_only
+            )  # then freed
         ours_result, theirs_result = results["ours"], results["diffusers"]
         loss_diff = max(abs(a - b) for a, b in zip(ours_result["losses"], theirs_result["losses"]))
         weight_diff = max((ours_result["weights"][k] - theirs_result["weights"][k]).abs().max().item() for k in state)

@@ -90,7 +90,7 @@ def peak_flops(device: torch.device, dtype: torch.dtype, flops_per_cycle: int) -
             if fragment in name and dtype in table:
                 return table[dtype] * 1e12, f"{fragment} datasheet dense {dtype}"
         return measured_matmul_peak(device, dtype), "measured matmul (card not in the datasheet table)"
-    return nominal_cpu_peak(flops_per_cycle), f"nominal: threads x cpu MHz x {flops_per_cycle} FP32 FLOP/cycle"
+    return nominal_cpu_peak(flops_per_cycle), f"nominal: threads x cpu MHz x {flops_per_cycle} FLOP/cycle ({dtype})"
 
 
 def count_flops(fn: Callable[[], Any]) -> int:

@@ -10,6 +10,7 @@ import diffusers
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from peft import LoraConfig
 
 from diffusers_pixart import PixArtAlphaPipeline
@@ -18,6 +19,7 @@ from diffusers_pixart.models.attention import (
     active_caption_cache,
     caption_cache,
     drop_padding,
+    scaled_dot_product_attention,
 )
 from diffusers_pixart.tiny import make_components, make_transformer
 
@@ -198,3 +200,39 @@ def test_residual_stream_is_contiguous_in_half_precision():
     model = make_transformer(num_layers=1).to(torch.bfloat16)
     tokens = model.pos_embed(torch.randn(2, 4, 16, 16, dtype=torch.bfloat16))
     assert tokens.is_contiguous() and tokens.dtype == torch.bfloat16
+
+
+def test_attention_runs_in_float32_under_cpu_autocast():
+    """Mixed-precision training on CPU: the attention product runs in float32 (the bf16 CPU kernels' backward is
+    about 2x slower), exactly as float32 attention; outside autocast it keeps the inputs' dtype."""
+    g = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(2, 2, 16, 8, generator=g).to(torch.bfloat16) for _ in range(3))
+    mask = torch.zeros(2, 1, 1, 16, dtype=torch.bfloat16)
+    mask[0, ..., 10:] = -10000.0
+    reference = F.scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask=mask.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = scaled_dot_product_attention(query, key, value, mask)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, reference)
+    assert scaled_dot_product_attention(query, key, value, mask).dtype == torch.bfloat16
+
+
+def test_mixed_precision_training_step_matches_float32():
+    """A forward and backward under CPU bf16 autocast (accelerate's --mixed_precision bf16) give the float32 output
+    and gradients within bf16 rounding, through the masked cross-attention and the float32 attention product."""
+    model = make_transformer()
+    inputs = model_inputs()
+
+    def output_and_grads(autocast: bool):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(**inputs).sample
+        out.float().square().mean().backward()
+        return out.float().detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    out32, grads32 = output_and_grads(False)
+    out16, grads16 = output_and_grads(True)
+    assert (out16 - out32).abs().max() < 0.05 * out32.abs().max()
+    for name, grad in grads32.items():
+        assert torch.isfinite(grads16[name]).all(), name
+        assert (grads16[name] - grad).norm() <= 0.05 * grad.norm() + 1e-6, name
