@@ -92,6 +92,8 @@ def test_recipe_bad_input(tmp_path):
         ToyRecipe(stage2_steps=0)
     with pytest.raises(ValueError, match="lr_scheduler"):
         ToyRecipe(lr_scheduler="step")
+    with pytest.raises(ValueError, match="mixed_precision"):
+        ToyRecipe(mixed_precision="fp8")
     with pytest.raises(FileNotFoundError, match="stage scripts"):
         run_recipe(tmp_path / "run", tmp_path, ToyRecipe())
 

@@ -28,7 +28,7 @@ from ..data.streaming import image_to_tensor
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..pipelines.pixart_alpha import PixArtAlphaPipeline
 from ..tiny import make_text_encoder, make_tokenizer
-from ..training.config import LR_SCHEDULERS
+from ..training.config import LR_SCHEDULERS, MIXED_PRECISIONS
 from ..training.diffusion import PREDICTION_TYPES
 from ..training.engine import replace_dir
 from .world import class_names, make_dataset, vocabulary
@@ -232,6 +232,8 @@ class ToyRecipe:
     never learns them; the velocity target (``prediction_type``) gives them weight, and min-SNR (``snr_gamma``)
     takes some from the low-noise steps. Toy captions are at most 60 tokens (``max_sequence_length``). The learning
     rate stays constant after the warm-up, as in the paper (``lr_scheduler``: a cosine decay scored lower here).
+    The stages train in bf16 mixed precision (``mixed_precision``), as the paper trains on GPUs: CPUs with
+    AVX512-BF16 run the matmuls about 2.5x faster than in float32, and the step is about 1.2x faster.
     """
 
     seed: int = 0
@@ -254,8 +256,9 @@ class ToyRecipe:
     prediction_type: str = "v_prediction"
     snr_gamma: float = 5.0
     max_sequence_length: int = 64
+    mixed_precision: str = "bf16"
     stage1_steps: int = 1000
-    stage2_steps: int = 7800
+    stage2_steps: int = 9000
     stage3_steps: int = 700
     stage3_aspect_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.33, 2.0)
 
@@ -267,6 +270,8 @@ class ToyRecipe:
             raise ValueError(f"`lr_scheduler` must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}.")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"`prediction_type` must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}.")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}.")
         if self.snr_gamma < 0:
             raise ValueError(f"`snr_gamma` must be 0 (off) or positive, got {self.snr_gamma}.")
 
@@ -344,6 +349,7 @@ def _stage_arguments(recipe: ToyRecipe, steps: int) -> list[str]:
         "shuffle_buffer_size": 1000,
         "max_sequence_length": recipe.max_sequence_length,
         "prediction_type": recipe.prediction_type,
+        "mixed_precision": recipe.mixed_precision,
     }
     if recipe.snr_gamma > 0:
         values["snr_gamma"] = recipe.snr_gamma

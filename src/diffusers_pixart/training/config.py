@@ -29,6 +29,8 @@ DEFAULT_VALIDATION_PROMPTS = (
 )
 
 
+#: accelerate's ``--mixed_precision`` values.
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
 #: The learning-rate schedules of ``--lr_scheduler`` (names of diffusers' ``get_scheduler``).
 LR_SCHEDULERS = ("constant_with_warmup", "cosine", "linear")
 
@@ -80,7 +82,7 @@ class TrainingConfig:
     use_ema: bool = option(True, "Keep an exponential moving average of the weights (saved in checkpoints).")
     ema_decay: float = option(0.9999, "EMA decay (diffusers' EMAModel: warmed up as (1+n)/(10+n), capped here).")
     mixed_precision: str = option(
-        "no", "Mixed precision; fp16 keeps the T5 encoder in float32.", choices=["no", "bf16", "fp16"]
+        "no", "Mixed precision; fp16 keeps the T5 encoder in float32.", choices=list(MIXED_PRECISIONS)
     )
     gradient_checkpointing: bool = option(False, "Recompute the transformer blocks in the backward pass.")
     dataloader_num_workers: int = option(0, "Worker processes of the data loader.")
