@@ -262,3 +262,26 @@ def test_dropping_caption_padding_trains_the_same_weights_on_fewer_tokens(tmp_pa
         grads.append({n: p.grad.clone() for n, p in pipe.transformer.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
     assert max((grads[0][n] - grads[1][n]).abs().max().item() for n in grads[0]) < 1e-6
+
+
+def test_mixed_precision_saves_the_frozen_components_unrounded(tmp_path):
+    """bf16 training casts the frozen VAE and T5 to bf16; the saved pipeline still has their exact weights (a cast
+    back to float32 would round them), and the trained transformer is saved in float32."""
+    from accelerate.state import AcceleratorState
+
+    from diffusers_pixart import PixArtAlphaPipeline
+
+    pipe = tiny.make_pipeline()
+    originals = {
+        name: {k: v.clone() for k, v in getattr(pipe, name).state_dict().items()} for name in ("vae", "text_encoder")
+    }
+    # accelerate keeps one mixed-precision setting per process (as accelerate's own tests, reset it around the run).
+    AcceleratorState._reset_state()
+    try:
+        trainer = Trainer(make_config(tmp_path, mixed_precision="bf16", max_train_steps=1), pipe)
+        saved = PixArtAlphaPipeline.from_pretrained(trainer.train(raw_batches(n=1)))
+    finally:
+        AcceleratorState._reset_state()
+    for name, state in originals.items():
+        assert_same_weights(getattr(saved, name).state_dict(), state)
+    assert saved.transformer.dtype == torch.float32

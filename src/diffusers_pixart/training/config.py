@@ -82,7 +82,10 @@ class TrainingConfig:
     use_ema: bool = option(True, "Keep an exponential moving average of the weights (saved in checkpoints).")
     ema_decay: float = option(0.9999, "EMA decay (diffusers' EMAModel: warmed up as (1+n)/(10+n), capped here).")
     mixed_precision: str = option(
-        "no", "Mixed precision; fp16 keeps the T5 encoder in float32.", choices=list(MIXED_PRECISIONS)
+        "no",
+        "Mixed precision: the forward under autocast, the frozen VAE and T5 in that dtype (fp16 keeps T5 in float32); "
+        "their original weights stay in CPU memory for the saved pipeline.",
+        choices=list(MIXED_PRECISIONS),
     )
     gradient_checkpointing: bool = option(False, "Recompute the transformer blocks in the backward pass.")
     dataloader_num_workers: int = option(0, "Worker processes of the data loader.")

@@ -385,7 +385,7 @@ class Trainer:
         set_seed(cfg.seed)
         module = self._trained_module()
         weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(acc.mixed_precision, torch.float32)
-        self._frozen_dtypes = {}
+        self._frozen_dtypes, self._frozen_states = {}, {}
         for name in self.frozen_components:
             frozen = getattr(self.pipeline, name, None)
             if frozen is None:
@@ -393,6 +393,8 @@ class Trainer:
             self._frozen_dtypes[name] = frozen.dtype
             # T5 overflows in float16: it stays in float32 then.
             dtype = torch.float32 if name == "text_encoder" and weight_dtype == torch.float16 else weight_dtype
+            if frozen.dtype != dtype:  # a lossy cast: the saved pipeline gets the original weights back
+                self._frozen_states[name] = {k: v.detach().to("cpu", copy=True) for k, v in frozen.state_dict().items()}
             frozen.requires_grad_(False).eval().to(acc.device)
             if frozen.dtype != dtype:
                 frozen.to(dtype)
@@ -639,6 +641,8 @@ class Trainer:
                 module = getattr(self.pipeline, name)
                 if module.dtype != dtype:
                     module.to(dtype)
+                if name in self._frozen_states:  # not the round trip through the mixed-precision dtype
+                    module.load_state_dict(self._frozen_states[name])
             tmp = self.output_dir / f".tmp-{self.result_name}"
             if tmp.exists():
                 shutil.rmtree(tmp)
