@@ -169,7 +169,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     peak_dtype = autocast or torch.float32
-    flops_per_cycle = args.cpu_flops_per_cycle * (2 if autocast is not None else 1)
+    flops_per_cycle = args.cpu_flops_per_cycle * (2 if autocast is torch.bfloat16 else 1)  # AVX512-BF16 only
     peak, peak_source = peak_flops(device, peak_dtype, flops_per_cycle)
     precision = f"autocast {args.mixed_precision}" if autocast else "float32"
     print(f"{machine(device)}; diffusers {diffusers.__version__}; {precision}; {load_average()}")

@@ -385,19 +385,19 @@ class Trainer:
         set_seed(cfg.seed)
         module = self._trained_module()
         weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(acc.mixed_precision, torch.float32)
-        self._frozen_dtypes, self._frozen_states = {}, {}
+        # The frozen components cast to the mixed-precision dtype: their original dtype and weights, which the saved
+        # pipeline gets back (a cast back would round them).
+        self._frozen_originals: dict[str, tuple[torch.dtype, dict[str, torch.Tensor]]] = {}
         for name in self.frozen_components:
             frozen = getattr(self.pipeline, name, None)
             if frozen is None:
                 continue
-            self._frozen_dtypes[name] = frozen.dtype
             # T5 overflows in float16: it stays in float32 then.
             dtype = torch.float32 if name == "text_encoder" and weight_dtype == torch.float16 else weight_dtype
-            if frozen.dtype != dtype:  # a lossy cast: the saved pipeline gets the original weights back
-                self._frozen_states[name] = {k: v.detach().to("cpu", copy=True) for k, v in frozen.state_dict().items()}
-            frozen.requires_grad_(False).eval().to(acc.device)
             if frozen.dtype != dtype:
-                frozen.to(dtype)
+                state = {k: v.detach().to("cpu", copy=True) for k, v in frozen.state_dict().items()}
+                self._frozen_originals[name] = (frozen.dtype, state)
+            frozen.requires_grad_(False).eval().to(acc.device, dtype)
         self._prepare_conditioning()
         module.train()
         if self.lora_adapter is None:  # with an adapter, peft has marked only its parameters trainable
@@ -637,12 +637,8 @@ class Trainer:
         acc.wait_for_everyone()
         final = self.output_dir / self.result_name
         if acc.is_main_process:
-            for name, dtype in self._frozen_dtypes.items():
-                module = getattr(self.pipeline, name)
-                if module.dtype != dtype:
-                    module.to(dtype)
-                if name in self._frozen_states:  # not the round trip through the mixed-precision dtype
-                    module.load_state_dict(self._frozen_states[name])
+            for name, (dtype, state) in self._frozen_originals.items():
+                getattr(self.pipeline, name).to(dtype).load_state_dict(state)
             tmp = self.output_dir / f".tmp-{self.result_name}"
             if tmp.exists():
                 shutil.rmtree(tmp)
