@@ -8,11 +8,13 @@ import torch
 
 from diffusers_pixart.default_model import TOY_MODEL_PATH, load_pipeline
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
+from diffusers_pixart.toy.language import ATTRIBUTES
 from diffusers_pixart.toy.recipe import (
     MAX_EMBEDDED_BYTES,
     ToyRecipe,
     install_toy_model,
     loss_table,
+    make_toy_text_encoder,
     make_toy_vae,
     run_recipe,
     train_vae,
@@ -45,6 +47,7 @@ def test_recipe_plumbing_tiny_budget(tmp_path):
         vae_steps=2,
         vae_channels=(8, 8, 8),
         text_dim=12,
+        text_pretrain_steps=3,
         num_layers=1,
         hidden_size=24,
         num_heads=2,
@@ -67,7 +70,12 @@ def test_recipe_plumbing_tiny_budget(tmp_path):
     table = (tmp_path / "run" / "loss_curves.md").read_text().splitlines()
     assert [row.split(" | ")[0] for row in table[2:]] == ["| stage1", "| stage2", "| stage3"]
     timings = json.loads((tmp_path / "run" / "timings.json").read_text())
-    assert {"data", "vae", "stage1", "stage2", "stage3"} <= set(timings)
+    assert {"data", "vae", "text_encoder", "stage1", "stage2", "stage3"} <= set(timings)
+    accuracy = json.loads((tmp_path / "run" / "work" / "text_encoder_accuracy.json").read_text())
+    assert sorted(accuracy) == sorted(ATTRIBUTES) and all(0 <= value <= 1 for value in accuracy.values())
+    _, random_encoder = make_toy_text_encoder(d_model=12)  # the recipe's T5 before its language pretraining
+    pretrained = dict(pipe.text_encoder.named_parameters())
+    assert any(not torch.equal(p, pretrained[name]) for name, p in random_encoder.named_parameters())
     # A rerun reuses every finished step: no stage runs again.
     logs.clear()
     run_recipe(tmp_path / "run", EXAMPLES, recipe, log=logs.append)
@@ -94,6 +102,9 @@ def test_recipe_bad_input(tmp_path):
         ToyRecipe(lr_scheduler="step")
     with pytest.raises(ValueError, match="mixed_precision"):
         ToyRecipe(mixed_precision="fp8")
+    with pytest.raises(ValueError, match="text_pretrain_steps"):
+        ToyRecipe(text_pretrain_steps=-1)
+    assert ToyRecipe(text_pretrain_steps=0).text_pretrain_steps == 0  # 0: the T5 stays random
     with pytest.raises(FileNotFoundError, match="stage scripts"):
         run_recipe(tmp_path / "run", tmp_path, ToyRecipe())
 
