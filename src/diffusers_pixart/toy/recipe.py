@@ -154,7 +154,8 @@ def train_vae(
 
 
 def make_toy_text_encoder(d_model: int = 64, num_layers: int = 2, num_heads: int = 4, seed: int = 0):
-    """The toy world's T5: a word-level tokenizer of :func:`.world.vocabulary` and a small frozen random encoder.
+    """The toy world's T5: a word-level tokenizer of :func:`.world.vocabulary` and a small random encoder (the recipe
+    pretrains it with :func:`.language.pretrain_text_encoder`, then keeps it frozen).
 
     Returns:
         ``(tokenizer, text_encoder)``.
