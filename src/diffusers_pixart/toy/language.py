@@ -87,8 +87,9 @@ def token_targets(
 
 
 def _attribute_heads(d_model: int, seed: int) -> torch.nn.ModuleDict:
-    torch.manual_seed(seed)
-    return torch.nn.ModuleDict({name: torch.nn.Linear(d_model, len(classes)) for name, classes in ATTRIBUTES.items()})
+    with torch.random.fork_rng():  # seeded heads, the caller's random state untouched
+        torch.manual_seed(seed)
+        return torch.nn.ModuleDict({name: torch.nn.Linear(d_model, len(c)) for name, c in ATTRIBUTES.items()})
 
 
 def _losses_and_accuracy(

@@ -435,7 +435,8 @@ def run_recipe(
     if not (base / "model_index.json").is_file():
         tokenizer, text_encoder = make_toy_text_encoder(d_model=recipe.text_dim, seed=recipe.seed)
         if recipe.text_pretrain_steps:
-            captions = [json.loads(line)["text"] for line in open(data["stage2"] / "metadata.jsonl", encoding="utf-8")]
+            metadata = (data["stage2"] / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
+            captions = [json.loads(line)["text"] for line in metadata]
             held_out = [prompt.text for prompt in sample_prompts(500, seed=recipe.seed + 5)]
             accuracy = pretrain_text_encoder(
                 tokenizer, text_encoder, captions, recipe.text_pretrain_steps, held_out=held_out, seed=recipe.seed
