@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..text import preprocess_captions
-from .world import COLORS, NUMBER_WORDS, REGIONS, SHAPES, SIZES, Meaning, _object_phrase, parse_prompt
+from .world import COLORS, NUMBER_WORDS, REGIONS, SHAPES, SIZES, Meaning, _object_mention, _object_phrase, parse_prompt
 
 #: The attributes each token is taught to read, with their classes (size and region add "not stated").
 ATTRIBUTES: dict[str, tuple[str | None, ...]] = {
@@ -44,7 +44,7 @@ def _object_spans(text: str, meaning: Meaning) -> list[tuple[int, int, int]]:
         if start < 0:
             raise ValueError(f"{text!r} does not contain the object phrase {phrase!r}.")
         spans.append((start, start + len(phrase), index))
-        for mention in re.finditer(rf"\bthe {obj.color} {obj.shape}\b", text):
+        for mention in re.finditer(rf"\b{_object_mention(obj)}\b", text):
             spans.append((mention.start(), mention.end(), index))
     return spans
 

@@ -183,6 +183,11 @@ def _object_phrase(obj: ToyObject) -> str:
     return f"{phrase} {POSITION_PHRASES[obj.region]}" if obj.region else phrase
 
 
+def _object_mention(obj: ToyObject) -> str:
+    """How a caption refers back to an object after listing it: ``"the red circle"``."""
+    return f"the {obj.color} {obj.shape}"
+
+
 def dense_caption(meaning: Meaning) -> str:
     """The dense caption of a meaning: a count sentence, the objects, then one sentence per relation.
 
@@ -196,7 +201,7 @@ def dense_caption(meaning: Meaning) -> str:
     sentences = [count, listing]
     for rel in meaning.relations:
         subject, other = objects[rel.subject], objects[rel.object]
-        sentences.append(f"the {subject.color} {subject.shape} is {rel.relation} the {other.color} {other.shape}")
+        sentences.append(f"{_object_mention(subject)} is {rel.relation} {_object_mention(other)}")
     return ". ".join(sentences) + "."
 
 
