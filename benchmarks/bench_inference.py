@@ -13,7 +13,9 @@ machine's peak (see ``common.py`` for how the peak is derived). Configurations:
   (so the time is the transformer's and the VAE's). ``xl1024`` is meant for a GPU.
 
 Options of ours (off unless given): ``--fuse`` (fused QKV/KV projections), ``--drop-padding`` (cross-attention over
-valid caption tokens only), ``--compile MODE`` (``torch.compile(fullgraph=True)`` of our transformer).
+valid caption tokens only), ``--compile MODE`` (``torch.compile(fullgraph=True)`` of our transformer's forward, or
+with ``--compile-scope blocks`` of its blocks only: diffusers' regional ``compile_repeated_blocks``, which leaves the
+caption cache working).
 On CUDA the pipelines run in ``--dtype`` (bf16 by default there).
 
 Run: ``python benchmarks/bench_inference.py --configs tiny xl256 --steps 20 --repeats 3 --threads 1``.
@@ -171,7 +173,9 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype:
     row = {"config": name, "resolution": resolution, "steps": args.steps, "load_before": load_average()}
     flops = transformer_flops(ours, resolution, device, dtype)
     # after counting (the FLOP counter's mode does not trace); the forward only, so the timer hooks stay eager
-    if args.compile:
+    if args.compile and args.compile_scope == "blocks":
+        ours.transformer.compile_repeated_blocks(fullgraph=True, mode=args.compile)
+    elif args.compile:
         ours.transformer.forward = torch.compile(ours.transformer.forward, fullgraph=True, mode=args.compile)
     with torch.no_grad():
         for label, pipe in (("ours", ours), ("diffusers", theirs)):
@@ -216,6 +220,12 @@ def main() -> None:
         choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
         help="Ours with torch.compile(fullgraph=True) of the transformer in this mode (compiled in the warm-up run).",
     )
+    parser.add_argument(
+        "--compile-scope",
+        default="model",
+        choices=["model", "blocks"],
+        help="What --compile compiles: the transformer's forward, or each block (regional compilation).",
+    )
     parser.add_argument("--cpu-flops-per-cycle", type=int, default=32, help="FP32 FLOP/cycle/core for the peak.")
     parser.add_argument("--json", type=Path, default=None, help="Append the results to this JSON-lines file.")
     args = parser.parse_args()
@@ -227,7 +237,7 @@ def main() -> None:
     print(f"{machine(device)}; diffusers {diffusers.__version__}; {dtype}; {load_average()}")
     print(
         f"peak {peak / 1e9:.0f} GFLOP/s ({peak_source}); options: fuse={args.fuse} drop_padding={args.drop_padding} "
-        f"compile={args.compile}"
+        f"compile={args.compile} ({args.compile_scope})"
     )
     header = "config   ours(s)  diffusers(s) ratio  max|diff|  GFLOP/fwd  ours-MFU  theirs-MFU  mem ours/theirs(MB)"
     print(header)
@@ -236,7 +246,7 @@ def main() -> None:
         if "skipped" in row:
             continue
         row.update(machine=machine(device), dtype=str(dtype), peak_flop_per_s=peak, peak_source=peak_source)
-        row.update(fuse=args.fuse, drop_padding=args.drop_padding, compile=args.compile)
+        row.update(fuse=args.fuse, drop_padding=args.drop_padding, compile=args.compile, compile_scope=args.compile_scope)
         ours, theirs = row["ours"], row["diffusers"]
         print(
             f"{name:8} {ours['seconds']:7.3f} {theirs['seconds']:12.3f} {row['ratio']:6.3f} {row['max_abs_diff']:9.2e} "

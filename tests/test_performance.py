@@ -194,6 +194,23 @@ def test_compile_fullgraph_through_the_pipeline_matches_eager():
     assert np.abs(images - expected).max() <= 1e-4
 
 
+def test_regional_compile_keeps_the_caption_cache():
+    """diffusers' ``compile_repeated_blocks(fullgraph=True)`` compiles our blocks only: the images are the eager
+    ones (padding dropped on both sides), and the caption projection, which stays eager, still runs once per
+    generation instead of once per step."""
+    pipe = PixArtAlphaPipeline(**make_components())
+    pipe.set_progress_bar_config(disable=True)
+    call = dict(num_inference_steps=3, height=256, width=256, output_type="np")
+    with caption_cache(drop_padding=True):
+        expected = pipe(PROMPTS[0], generator=torch.Generator().manual_seed(0), **call).images
+    pipe.transformer.compile_repeated_blocks(fullgraph=True)
+    projections = CallCounter(pipe.transformer.caption_projection)
+    with caption_cache(drop_padding=True):
+        images = pipe(PROMPTS[0], generator=torch.Generator().manual_seed(0), **call).images
+    assert projections.calls == 1
+    assert np.abs(images - expected).max() <= 1e-4
+
+
 def test_residual_stream_is_contiguous_in_half_precision():
     """The patch embedding returns contiguous tokens: a transposed layout there would run through every block
     (elementwise ops keep it) and make each LayerNorm and Linear copy its input (30% slower on an H100)."""

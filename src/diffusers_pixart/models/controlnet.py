@@ -52,6 +52,7 @@ class PixArtControlNetModel(ModelMixin, ConfigMixin):
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["PixArtBlock"]
+    _repeated_blocks = ["PixArtBlock"]
 
     @register_to_config
     def __init__(

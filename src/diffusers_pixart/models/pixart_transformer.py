@@ -226,10 +226,15 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
 
     With ``out_channels = 2 * in_channels`` the model predicts the noise and, in the second half, the interpolation
     coefficient of the learned variance (IDDPM).
+
+    ``compile_repeated_blocks(fullgraph=True)`` (diffusers' regional compilation) compiles the blocks only: one graph
+    serves every block, and the caption-only work around them stays eager, so the per-generation caption cache and
+    padding drop of :func:`~diffusers_pixart.models.attention.caption_cache` keep working.
     """
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["PixArtBlock", "PatchEmbed"]
+    _repeated_blocks = ["PixArtBlock"]
     _skip_layerwise_casting_patterns = ["pos_embed", "norm", "adaln_single"]
 
     @register_to_config
