@@ -18,6 +18,11 @@ with ``--compile-scope blocks`` of its blocks only: diffusers' regional ``compil
 caption cache working).
 On CUDA the pipelines run in ``--dtype`` (bf16 by default there).
 
+``--kernels`` profiles one more generation per pipeline (``torch.profiler``) and reports the time inside the matmul,
+attention and convolution kernels (self time of those aten ops; device time on CUDA). Ours' kernel time over
+diffusers' total time is the lowest ratio ours could reach by cutting everything else (Python, elementwise ops,
+scheduler) to nothing while running the same kernels.
+
 Run: ``python benchmarks/bench_inference.py --configs tiny xl256 --steps 20 --repeats 3 --threads 1``.
 """
 
@@ -31,12 +36,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import diffusers
 import numpy as np
 import torch
 from common import PeakMemory, count_flops, load_average, machine, median_time, peak_flops, pick_device, synchronize
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler
+from torch.profiler import ProfilerActivity, profile
 
 from diffusers_pixart import PixArtAlphaPipeline, PixArtTransformer2DModel
 from diffusers_pixart.default_model import TOY_MODEL_PATH
@@ -142,6 +149,28 @@ def generate_png(pipe, steps: int, options: Callable[[], AbstractContextManager]
     return images.images, files
 
 
+KERNELS = {
+    "matmul": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "mkl::", "mkldnn::_linear"),
+    "attention": ("aten::_scaled_dot_product_", "aten::_flash_attention", "aten::_efficient_attention"),
+    "convolution": ("aten::mkldnn_convolution", "aten::_slow_conv2d", "aten::cudnn_convolution"),
+}
+
+
+def kernel_seconds(run: Callable[[], Any], device: torch.device) -> dict[str, float]:
+    """Seconds of one ``run()`` spent inside each kind of :data:`KERNELS` (self time of the matching ops)."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        run()
+        synchronize(device)
+    seconds = dict.fromkeys(KERNELS, 0.0)
+    for event in prof.key_averages():
+        for kind, prefixes in KERNELS.items():
+            if event.key.startswith(prefixes):
+                self_us = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+                seconds[kind] += self_us / 1e6
+    return seconds
+
+
 def transformer_flops(pipe, resolution: int, device: torch.device, dtype: torch.dtype) -> int:
     """FLOPs of one guided transformer forward (batch 2, 120 caption tokens) at ``resolution`` px."""
     transformer = pipe.transformer
@@ -196,6 +225,8 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype:
             }
             row[label]["fraction_of_peak"] = row[label]["transformer_flop_per_s"] / peak
             row[label]["images"] = images
+            if args.kernels:
+                row[label]["kernel_seconds"] = kernel_seconds(run, device)
     row["ratio"] = row["ours"]["seconds"] / row["diffusers"]["seconds"]
     row["max_abs_diff"] = float(np.abs(row["ours"].pop("images") - row["diffusers"].pop("images")).max())
     row["transformer_gflop_per_forward"] = flops / 1e9
@@ -226,6 +257,7 @@ def main() -> None:
         choices=["model", "blocks"],
         help="What --compile compiles: the transformer's forward, or each block (regional compilation).",
     )
+    parser.add_argument("--kernels", action="store_true", help="Also profile the matmul/attention/conv kernel time.")
     parser.add_argument("--cpu-flops-per-cycle", type=int, default=32, help="FP32 FLOP/cycle/core for the peak.")
     parser.add_argument("--json", type=Path, default=None, help="Append the results to this JSON-lines file.")
     args = parser.parse_args()
@@ -246,7 +278,8 @@ def main() -> None:
         if "skipped" in row:
             continue
         row.update(machine=machine(device), dtype=str(dtype), peak_flop_per_s=peak, peak_source=peak_source)
-        row.update(fuse=args.fuse, drop_padding=args.drop_padding, compile=args.compile, compile_scope=args.compile_scope)
+        row.update(fuse=args.fuse, drop_padding=args.drop_padding, compile=args.compile)
+        row.update(compile_scope=args.compile_scope)
         ours, theirs = row["ours"], row["diffusers"]
         print(
             f"{name:8} {ours['seconds']:7.3f} {theirs['seconds']:12.3f} {row['ratio']:6.3f} {row['max_abs_diff']:9.2e} "
@@ -254,6 +287,13 @@ def main() -> None:
             f"{theirs['fraction_of_peak']:10.1%}  {ours['peak_memory_mb']:.0f}/{theirs['peak_memory_mb']:.0f}"
             f"  ({row['load_after']})"
         )
+        if args.kernels:
+            for label in ("ours", "diffusers"):
+                kernels = row[label]["kernel_seconds"]
+                parts = " + ".join(f"{kind} {seconds:.3f}" for kind, seconds in kernels.items())
+                print(f"  {label} kernels: {parts} = {sum(kernels.values()):.3f} s")
+            floor = sum(row["ours"]["kernel_seconds"].values()) / theirs["seconds"]
+            print(f"  ours' kernels / diffusers' total: {floor:.3f} (the ratio left if all else cost nothing)")
         if args.json:
             with args.json.open("a") as f:
                 f.write(json.dumps(row) + "\n")
