@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check of the performance issue, one prepared script (about 5 minutes on one H100):
 #   1. inference, ours vs diffusers' pipeline, XL/2 at 1024 px (and 512 px with --full), 20 steps, CFG, bf16;
-#   2. the same at 1024 px with ours fused (QKV/KV) and compiled (torch.compile, fullgraph);
+#   2. the same at 1024 px with ours fused (QKV/KV), padding dropped and its blocks compiled (regional compilation,
+#      fullgraph; the caption cache keeps working), with the kernel-time profile (--kernels);
 #   3. one XL/2 256px training step (fp32), ours vs diffusers', in both orders;
 #   4. with --full, the scaling sweep (forward time against tokens, 256..2048 px).
 # Results go to $OUT (default: benchmarks/gpu_results): *.log, gpu.jsonl, scaling_gpu.{json,png}.
@@ -23,7 +24,7 @@ configs=(xl1024)
 [[ ${1:-} == --full ]] && configs=(xl512 xl1024)
 step inference_plain 120 python3 bench_inference.py --configs "${configs[@]}" --steps 20 --repeats 3 --json "$OUT/gpu.jsonl"
 step inference_fast 180 python3 bench_inference.py --configs xl1024 --steps 20 --repeats 3 --fuse --drop-padding \
-    --compile default --json "$OUT/gpu.jsonl"
+    --compile default --compile-scope blocks --kernels --json "$OUT/gpu.jsonl"
 step training 60 python3 bench_training.py --configs xl256 --steps 5
 step training_swapped 60 python3 bench_training.py --configs xl256 --steps 5 --diffusers-first
 if [[ ${1:-} == --full ]]; then
