@@ -7,7 +7,9 @@ also drops the caption columns that are padding in every row of the batch and ru
 mask when no padding is left: mathematically exact (diffusers' ``-10000`` bias gives them a softmax weight of
 ``exp(-10000)``, 0 in float32 and bfloat16) but the shorter softmax sums in another order, so results move by float
 rounding (about 4e-7 relative). Outside the context, and in a model compiled with ``torch.compile``, nothing is cached
-and the model computes exactly what diffusers' model computes.
+and the model computes exactly what diffusers' model computes. With regional compilation (``compile_repeated_blocks``)
+the caption projection and padding drop, outside the compiled blocks, are cached; the keys and values, inside them,
+are not.
 
 Shapes: ``B`` batch, ``N`` image tokens, ``L`` caption tokens, ``h`` heads, ``d`` head size.
 """

@@ -228,8 +228,9 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
     coefficient of the learned variance (IDDPM).
 
     ``compile_repeated_blocks(fullgraph=True)`` (diffusers' regional compilation) compiles the blocks only: one graph
-    serves every block, and the caption-only work around them stays eager, so the per-generation caption cache and
-    padding drop of :func:`~diffusers_pixart.models.attention.caption_cache` keep working.
+    serves every block, and the caption projection and padding drop around them stay eager and cached by
+    :func:`~diffusers_pixart.models.attention.caption_cache` (the compiled blocks recompute their caption keys and
+    values, on the trimmed caption).
     """
 
     _supports_gradient_checkpointing = True
