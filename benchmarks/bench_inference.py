@@ -1,7 +1,9 @@
 """Inference benchmark: our PixArtAlphaPipeline against diffusers' on the same weights and inputs, in one process.
 
 For each configuration: the median wall time of one generation, prompt to PNG bytes, with the model already loaded
-(``--repeats`` runs after one warm-up), for ours and diffusers', the ratio ours / diffusers', the max abs difference
+(``--repeats`` rounds after one warm-up, each round one run of ours and one of diffusers' in alternating order, so
+that load changes on a shared host hit both), for ours and diffusers', the ratio ours / diffusers' (the median of the
+rounds' ratios), the max abs difference
 of the images (0..1 scale), the peak memory of a run, the FLOPs of one transformer forward (counted by
 ``torch.utils.flop_counter``), the transformer's share of the time and its achieved FLOP/s as a fraction of the
 machine's peak (see ``common.py`` for how the peak is derived). Configurations:
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import statistics
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -41,7 +44,7 @@ from typing import Any
 import diffusers
 import numpy as np
 import torch
-from common import PeakMemory, count_flops, load_average, machine, median_time, peak_flops, pick_device, synchronize
+from common import PeakMemory, count_flops, load_average, machine, paired_times, peak_flops, pick_device, synchronize
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler
 from torch.profiler import ProfilerActivity, profile
 
@@ -206,29 +209,32 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype:
         ours.transformer.compile_repeated_blocks(fullgraph=True, mode=args.compile)
     elif args.compile:
         ours.transformer.forward = torch.compile(ours.transformer.forward, fullgraph=True, mode=args.compile)
+    pipes = {"ours": ours, "diffusers": theirs}
+    dropping = partial(caption_cache, drop_padding=True) if args.drop_padding else nullcontext
+    runs = {
+        "ours": partial(generate_png, ours, args.steps, dropping),
+        "diffusers": partial(generate_png, theirs, args.steps, nullcontext),
+    }
     with torch.no_grad():
-        for label, pipe in (("ours", ours), ("diffusers", theirs)):
-            dropping = label == "ours" and args.drop_padding
-            options = partial(caption_cache, drop_padding=True) if dropping else nullcontext
-            run = partial(generate_png, pipe, args.steps, options)
-            if args.compile and label == "ours":
-                run()  # compiles: kept out of the timer and the peak memory
-            timer = TransformerTimer(pipe.transformer, device)
+        if args.compile:
+            runs["ours"]()  # compiles: kept out of the timer and the peak memory
+        timers = {label: TransformerTimer(pipe.transformer, device) for label, pipe in pipes.items()}
+        images = {}
+        for label, run in runs.items():
             with PeakMemory(device) as memory:
-                seconds, (images, _) = median_time(run, device, args.repeats)
+                images[label], _ = run()  # warm-up
+            row[label] = {"peak_memory_mb": memory.peak / 2**20}
+        times = paired_times(runs, device, args.repeats)
+        for label, timer in timers.items():
             per_run = timer.seconds / (args.repeats + 1)
-            row[label] = {
-                "seconds": seconds,
-                "transformer_seconds": per_run,
-                "peak_memory_mb": memory.peak / 2**20,
-                "transformer_flop_per_s": flops * timer.calls / (args.repeats + 1) / per_run,
-            }
+            row[label]["seconds"] = statistics.median(times[label])
+            row[label]["transformer_seconds"] = per_run
+            row[label]["transformer_flop_per_s"] = flops * timer.calls / (args.repeats + 1) / per_run
             row[label]["fraction_of_peak"] = row[label]["transformer_flop_per_s"] / peak
-            row[label]["images"] = images
             if args.kernels:
-                row[label]["kernel_seconds"] = kernel_seconds(run, device)
-    row["ratio"] = row["ours"]["seconds"] / row["diffusers"]["seconds"]
-    row["max_abs_diff"] = float(np.abs(row["ours"].pop("images") - row["diffusers"].pop("images")).max())
+                row[label]["kernel_seconds"] = kernel_seconds(runs[label], device)
+    row["ratio"] = statistics.median(o / t for o, t in zip(times["ours"], times["diffusers"]))
+    row["max_abs_diff"] = float(np.abs(images["ours"] - images["diffusers"]).max())
     row["transformer_gflop_per_forward"] = flops / 1e9
     row["load_after"] = load_average()
     return row

@@ -143,3 +143,21 @@ def median_time(fn: Callable[[], Any], device: torch.device, repeats: int, warmu
         if run >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def paired_times(runs: dict[str, Callable[[], Any]], device: torch.device, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each of ``runs``, ``repeats`` rounds of one call each, the order reversed every other round.
+
+    Interleaving puts both sides under the same load on a shared host; the alternating order cancels what the first
+    or second run of a round pays (caches, clocks).
+    """
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    labels = list(runs)
+    for round_index in range(repeats):
+        for label in labels if round_index % 2 == 0 else labels[::-1]:
+            synchronize(device)
+            start = time.perf_counter()
+            runs[label]()
+            synchronize(device)
+            times[label].append(time.perf_counter() - start)
+    return times
