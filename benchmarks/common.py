@@ -132,16 +132,22 @@ class PeakMemory:
             self._thread.join()
 
 
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """Seconds of one ``fn()`` (synchronized on CUDA before and after), and its result."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
 def median_time(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> tuple[float, Any]:
     """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs, and the last result."""
     result, times = None, []
     for run in range(warmup + repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        result = fn()
-        synchronize(device)
+        seconds, result = timed(fn, device)
         if run >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(seconds)
     return statistics.median(times), result
 
 
@@ -155,9 +161,5 @@ def paired_times(runs: dict[str, Callable[[], Any]], device: torch.device, repea
     labels = list(runs)
     for round_index in range(repeats):
         for label in labels if round_index % 2 == 0 else labels[::-1]:
-            synchronize(device)
-            start = time.perf_counter()
-            runs[label]()
-            synchronize(device)
-            times[label].append(time.perf_counter() - start)
+            times[label].append(timed(runs[label], device)[0])
     return times
