@@ -10,6 +10,7 @@ import json
 import pickle
 import uuid
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DiTTransformer2DModel
@@ -228,7 +229,9 @@ def test_parameter_counts_of_xl2():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def make_diffusers_pixart(seed: int, micro: bool, sample_size: int = 16) -> DiffusersPixArt:
+def make_diffusers_pixart(
+    seed: int, micro: bool, sample_size: int = 16, interpolation_scale: float | None = None
+) -> DiffusersPixArt:
     model = DiffusersPixArt(
         num_attention_heads=HEADS,
         attention_head_dim=DIM // HEADS,
@@ -239,6 +242,7 @@ def make_diffusers_pixart(seed: int, micro: bool, sample_size: int = 16) -> Diff
         caption_channels=CAPTION,
         sample_size=sample_size,
         use_additional_conditions=micro,
+        interpolation_scale=interpolation_scale,
     )
     return randomize(model, seed)
 
@@ -322,6 +326,50 @@ def test_from_original_file_ema_null_caption_and_sample_size_from_name(tmp_path)
     assert torch.equal(loaded.proj_out.weight, raw.proj_out.weight)
     with pytest.raises(ValueError, match="EMA weights were asked for"):
         PixArtTransformer2DModel.from_original(tmp_path / "PixArt-XL-2-128x128.safetensors", ema=True)
+
+
+def original_position_table(dim: int, grid: int, lewei_scale: float, base_size: int) -> torch.Tensor:
+    """The official code's ``get_2d_sincos_pos_embed`` (PixArt.py), in numpy float64 as it computes it: (1, N, D)."""
+
+    def one_axis(positions: np.ndarray) -> np.ndarray:
+        omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4.0))
+        out = np.einsum("m,d->md", positions.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    coords = np.arange(grid, dtype=np.float32) / (grid / base_size) / lewei_scale
+    grid_w, grid_h = np.meshgrid(coords, coords)  # w first, as the original
+    table = np.concatenate([one_axis(grid_w), one_axis(grid_h)], axis=1)
+    return torch.from_numpy(table).float().unsqueeze(0)
+
+
+@pytest.mark.parametrize("lewei_scale", [2, 1.5])
+def test_from_original_reads_the_interpolation_scale_of_the_saved_position_table(lewei_scale):
+    # A checkpoint trained with lewei_scale 2 at a 16-latent sample size (8x8 grid): diffusers' default would be 1.
+    reference = make_diffusers_pixart(seed=12, micro=False, interpolation_scale=lewei_scale)
+    original = original_of(reference)
+    original["pos_embed"] = original_position_table(DIM, 8, lewei_scale, base_size=8)
+    model = PixArtTransformer2DModel.from_original(original, num_attention_heads=HEADS)
+    assert model.config.interpolation_scale == lewei_scale
+    torch.manual_seed(13)
+    latents, caption, t = torch.randn(2, 4, 16, 16), torch.randn(2, 5, CAPTION), torch.tensor([3, 700])
+    expected = pixart_output(reference, latents, caption, t)
+    assert (pixart_output(model, latents, caption, t) - expected).abs().max() <= 1e-5  # float32 summation order
+
+    with pytest.raises(ValueError, match=rf"interpolation_scale=1 \(the checkpoint has {lewei_scale}\)"):
+        PixArtTransformer2DModel.from_original(original, num_attention_heads=HEADS, interpolation_scale=1)
+    # Without a table the scale is diffusers' default for the sample size.
+    del original["pos_embed"]
+    assert (
+        PixArtTransformer2DModel.from_original(original, 16, num_attention_heads=HEADS).pos_embed.interpolation_scale
+        == 1
+    )
+
+
+def test_from_original_rejects_a_position_table_that_is_not_sin_cos():
+    original = original_of(make_diffusers_pixart(seed=14, micro=False))
+    original["pos_embed"] = original["pos_embed"] + 0.01 * torch.randn_like(original["pos_embed"])
+    with pytest.raises(ValueError, match="not the sin-cos table of its 8x8 grid"):
+        PixArtTransformer2DModel.from_original(original, num_attention_heads=HEADS)
 
 
 class Payload:

@@ -22,6 +22,7 @@ checkpoint, a truncated file or a state dict of another architecture raises ``Va
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import re
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from diffusers import DiTTransformer2DModel
+from diffusers.models.embeddings import get_2d_sincos_pos_embed
 from diffusers.utils import logging
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -51,6 +53,9 @@ NULL_CAPTION_ATTRIBUTE = "null_caption"
 NULL_CAPTION_FILE = "null_caption.safetensors"
 #: Latent pixels per image pixel of the VAE every official checkpoint was trained with.
 _VAE_SCALE = 8
+#: Largest difference between a saved sin-cos position table and the one recomputed at the derived scale: the original
+#: computes it in float64 and stores float32, diffusers computes it in float32 (sin of positions up to ~64: ~1e-5).
+_POSITION_TABLE_ATOL = 1e-4
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -164,6 +169,38 @@ def _grid_sample_size(pos_embed: torch.Tensor | None, patch_size: int) -> int | 
     if side * side != pos_embed.shape[1]:
         raise ValueError(f"The saved pos_embed has {pos_embed.shape[1]} positions, not a square grid.")
     return side * patch_size
+
+
+def _interpolation_scale(pos_embed: torch.Tensor, sample_size: int, patch_size: int, what: str) -> float | None:
+    """The ``interpolation_scale`` (the original's ``lewei_scale``) of a saved (1, N, D) sin-cos position table.
+
+    Along the width the table holds ``sin(x)`` in channel 0 and ``cos(x)`` in channel ``D / 4`` (frequency 1), and
+    the position of the second column is ``x = 1 / ((grid / base_size) * scale)`` with ``base_size = sample_size //
+    patch_size``; the table recomputed at that scale must then equal the saved one. ``None`` for a 1x1 grid (one
+    position, 0 at any scale). Raises ``ValueError`` when the table is not a sin-cos table of its grid.
+    """
+    grid, dim = round(pos_embed.shape[1] ** 0.5), pos_embed.shape[2]
+    if grid < 2:
+        return None
+    table = pos_embed[0].double()
+    step = torch.atan2(table[1, 0], table[1, dim // 4]).item()
+    if step <= 0:
+        raise ValueError(
+            f"{what}: the saved pos_embed is not a sin-cos position table (its positions do not increase)."
+        )
+    base_size = sample_size // patch_size
+    scale = base_size / (grid * step)
+    # The stored table is float32: prefer the round value it was most likely made with (1.5, not 1.4999999).
+    error = math.inf
+    for candidate in dict.fromkeys((max(1, round(scale)), float(f"{scale:.6g}"), scale)):
+        table_at = get_2d_sincos_pos_embed(dim, grid, base_size=base_size, interpolation_scale=candidate)
+        error = (table_at.double() - table).abs().max().item()
+        if error <= _POSITION_TABLE_ATOL:
+            return candidate
+    raise ValueError(
+        f"{what}: the saved pos_embed is not the sin-cos table of its {grid}x{grid} grid at any interpolation "
+        f"scale (at the closest, {scale:g}, it differs by {error:.3g})."
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -298,7 +335,10 @@ def from_original(
         **overrides: config arguments, e.g. ``num_attention_heads`` for a hidden size that is not a named size.
 
     The layer count, hidden size, caption channels, patch size, channels and micro-conditions (``csize_embedder`` /
-    ``ar_embedder``) come from the keys; the ``pos_embed`` buffer is dropped (the model recomputes it). The fixed
+    ``ar_embedder``) come from the keys; the ``interpolation_scale`` (the original's ``lewei_scale``) from the values
+    of the saved ``pos_embed`` table, which is then dropped (the model recomputes it; without a table the scale is
+    diffusers' default, ``max(sample_size // 64, 1)``; an ``interpolation_scale`` override that contradicts the table
+    raises ``ValueError`` naming both). The fixed
     null caption ``y_embedder.y_embedding`` (L, caption_channels), when present, is kept on the returned model as
     the attribute ``null_caption`` (see :func:`save_null_caption`).
     """
@@ -335,7 +375,12 @@ def from_original(
             )
         sample_size = found.pop()
     heads = _heads(dim, overrides, name)
-    fixed = dict(
+    fixed: dict[str, Any] = {}
+    if "pos_embed" in state_dict:
+        scale = _interpolation_scale(state_dict["pos_embed"], sample_size, patch_size, name)
+        if scale is not None:
+            fixed["interpolation_scale"] = scale
+    fixed.update(
         num_attention_heads=heads,
         attention_head_dim=dim // heads,
         in_channels=in_channels,
