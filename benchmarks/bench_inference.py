@@ -44,7 +44,17 @@ from typing import Any
 import diffusers
 import numpy as np
 import torch
-from common import PeakMemory, count_flops, load_average, machine, paired_times, peak_flops, pick_device, synchronize
+from common import (
+    PeakMemory,
+    count_flops,
+    fraction_of_peak,
+    load_average,
+    machine,
+    paired_times,
+    peak_flops,
+    pick_device,
+    synchronize,
+)
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler
 from torch.profiler import ProfilerActivity, profile
 
@@ -230,7 +240,7 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype:
             row[label]["seconds"] = statistics.median(times[label])
             row[label]["transformer_seconds"] = per_run
             row[label]["transformer_flop_per_s"] = flops * timer.calls / (args.repeats + 1) / per_run
-            row[label]["fraction_of_peak"] = row[label]["transformer_flop_per_s"] / peak
+            row[label]["fraction_of_peak"] = fraction_of_peak(row[label]["transformer_flop_per_s"], peak)
             if args.kernels:
                 row[label]["kernel_seconds"] = kernel_seconds(runs[label], device)
     row["ratio"] = statistics.median(o / t for o, t in zip(times["ours"], times["diffusers"]))
@@ -264,7 +274,9 @@ def main() -> None:
         help="What --compile compiles: the transformer's forward, or each block (regional compilation).",
     )
     parser.add_argument("--kernels", action="store_true", help="Also profile the matmul/attention/conv kernel time.")
-    parser.add_argument("--cpu-flops-per-cycle", type=int, default=32, help="FP32 FLOP/cycle/core for the peak.")
+    parser.add_argument(
+        "--cpu-flops-per-cycle", type=int, default=None, help="FLOP/cycle/core for the peak (default: from the flags)."
+    )
     parser.add_argument("--json", type=Path, default=None, help="Append the results to this JSON-lines file.")
     args = parser.parse_args()
     if args.threads:

@@ -15,8 +15,8 @@ cross-attention skips the caption columns that are padding in every row of the b
 off); the FLOPs of a step are counted without it, so the MFU columns compare the same work.
 
 ``--mixed-precision bf16`` runs both forwards under ``torch.autocast`` (the loop accelerate's ``--mixed_precision
-bf16`` runs; weights and AdamW stay float32); its fraction of peak is of the bf16 peak (twice the FP32 rate on CPU:
-AVX512-BF16 dot products do two FLOP per FP32 lane and cycle).
+bf16`` runs; weights and AdamW stay float32); its fraction of peak is of the bf16 peak (on CPU derived from the
+CPU's flags, AMX or AVX512-BF16, see ``common.cpu_flops_per_cycle``).
 
 Run: ``python benchmarks/bench_training.py --configs toy --steps 5 --threads 1``.
 """
@@ -31,7 +31,16 @@ from functools import partial
 import diffusers
 import torch
 import torch.nn.functional as F
-from common import PeakMemory, count_flops, load_average, machine, median_time, peak_flops, pick_device
+from common import (
+    PeakMemory,
+    count_flops,
+    fraction_of_peak,
+    load_average,
+    machine,
+    median_time,
+    peak_flops,
+    pick_device,
+)
 
 from diffusers_pixart import PixArtTransformer2DModel
 from diffusers_pixart.models.attention import caption_cache
@@ -140,7 +149,7 @@ def run_model(
         "losses": losses,
         "peak_memory_mb": memory.peak / 2**20,
         "gflop_per_step": flops / 1e9,
-        "fraction_of_peak": flops / seconds / peak,
+        "fraction_of_peak": fraction_of_peak(flops / seconds, peak),
         "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
 
@@ -162,15 +171,16 @@ def main() -> None:
     parser.add_argument(
         "--mixed-precision", default="no", choices=list(AUTOCAST), help="Both forwards under torch.autocast."
     )
-    parser.add_argument("--cpu-flops-per-cycle", type=int, default=32, help="FP32 FLOP/cycle/core for the peak.")
+    parser.add_argument(
+        "--cpu-flops-per-cycle", type=int, default=None, help="FLOP/cycle/core for the peak (default: from the flags)."
+    )
     args = parser.parse_args()
     autocast = AUTOCAST[args.mixed_precision]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     peak_dtype = autocast or torch.float32
-    flops_per_cycle = args.cpu_flops_per_cycle * (2 if autocast is torch.bfloat16 else 1)  # AVX512-BF16 only
-    peak, peak_source = peak_flops(device, peak_dtype, flops_per_cycle)
+    peak, peak_source = peak_flops(device, peak_dtype, args.cpu_flops_per_cycle)
     precision = f"autocast {args.mixed_precision}" if autocast else "float32"
     print(f"{machine(device)}; diffusers {diffusers.__version__}; {precision}; {load_average()}")
     print(f"peak {peak / 1e9:.0f} GFLOP/s ({peak_source})")
