@@ -18,7 +18,7 @@ from diffusers import AutoencoderKL
 from transformers import AutoTokenizer, T5EncoderModel
 
 from diffusers_pixart.data.features import extract_features
-from diffusers_pixart.data.streaming import ImageTextLoader, load_streaming_dataset
+from diffusers_pixart.data.streaming import DEFAULT_MIN_IMAGE_SIDE, ImageTextLoader, load_streaming_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,7 +34,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--multi_scale", action="store_true", help="Aspect-ratio buckets instead of square crops.")
-    parser.add_argument("--min_size", type=int, default=0, help="Skip images whose shorter side is smaller.")
+    parser.add_argument(
+        "--min_size",
+        type=int,
+        default=DEFAULT_MIN_IMAGE_SIDE,
+        help=f"Skip images whose shorter side is smaller (default {DEFAULT_MIN_IMAGE_SIDE}; 0 keeps every image).",
+    )
+    parser.add_argument(
+        "--num_workers", type=int, default=0, help="Processes decoding and resizing the images (0: this one)."
+    )
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--max_length", type=int, default=120)
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="Storage dtype.")
@@ -80,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         world_size=accelerator.num_processes,
         drop_last=False,
         max_epochs=1,
+        num_workers=args.num_workers,
     )
     rows = extract_features(
         loader,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import PixArtAlphaPipeline
-from test_data_streaming import write_imagefolder
+from test_data_streaming import assert_same_batches, write_imagefolder
 
 from diffusers_pixart.data.buckets import nearest_bucket
 from diffusers_pixart.data.features import (
@@ -123,6 +123,9 @@ def test_extract_resume_and_load(folder, components, tmp_path):
     again, epoch_two = latents(max_epochs=1), latents(max_epochs=2)
     assert all(torch.equal(again[t], records[t]["latents"]) for t in records)
     assert all(not torch.equal(epoch_two[t], records[t]["latents"]) for t in records)
+    # Worker processes draw the same noise (per record and epoch) as this process.
+    options = dict(batch_size=2, shuffle_buffer_size=4, max_epochs=2)
+    assert_same_batches(list(FeatureLoader(out, num_workers=2, **options)), list(FeatureLoader(out, **options)))
 
     # Records are read in arrow batches that cross shards (3 rows each) and buckets: the same rows, in the same
     # order, as datasets' own row-by-row reading; shuffled, every record once per epoch whatever the read size.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import datasets
@@ -178,3 +179,63 @@ def test_errors(folder, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ValueError, match="supported single files"):
         load_streaming_dataset(str(tmp_path / "notes.txt"))
+
+
+def assert_same_batches(got: list[dict], expected: list[dict]) -> None:
+    """The same batches, bit for bit (both sides run the same code on the same records)."""
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            assert torch.equal(value, b[key]) if isinstance(value, torch.Tensor) else value == b[key], key
+
+
+def test_summary_counts_records_seen_used_skipped_and_dropped(folder):
+    stream = loader(load_streaming_dataset(str(folder)), drop_last=False, shuffle_buffer_size=8)
+    list(stream)
+    skipped = {"undecodable image": 2, "image too small": 1, "empty caption": 1}
+    assert stream.summary() == {"seen": 24, "used": 20, "skipped": skipped, "dropped": 0, "waiting": 0}
+    # In batches of 3 with drop_last, what does not fill a batch of its bucket is dropped at the end of each epoch.
+    per_bucket = Counter(nearest_bucket(height, width, 256) for height, width in SIZES)
+    used = 2 * sum(n - n % 3 for n in per_bucket.values())
+    dropping = loader(load_streaming_dataset(str(folder)), batch_size=3, max_epochs=2, drop_last=True)
+    assert sum(len(batch["text"]) for batch in dropping) == used
+    doubled = {kind: 2 * n for kind, n in skipped.items()}
+    assert dropping.summary() == {"seen": 48, "used": used, "skipped": doubled, "dropped": 40 - used, "waiting": 0}
+
+
+def test_every_skip_is_logged_on_its_own_line_up_to_a_limit(tmp_path, caplog, monkeypatch):
+    import diffusers_pixart.data.streaming as streaming
+
+    monkeypatch.setattr(streaming, "SKIPS_LOGGED", 3)
+    write_imagefolder(tmp_path, sizes=[(2, 2)] * 5 + [(32, 32)] * 2, bad=False)
+    stream = loader(load_streaming_dataset(str(tmp_path)), shuffle_buffer_size=0, min_size=16)
+    with caplog.at_level("WARNING", logger="diffusers_pixart.data.streaming"):
+        assert texts(stream) == ["image 5", "image 6"]
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "rank 0, epoch 0: skipped record 0: image too small (2x2 < 16) (1 so far)",
+        "rank 0, epoch 0: skipped record 1: image too small (2x2 < 16) (2 so far)",
+        "rank 0, epoch 0: skipped record 2: image too small (2x2 < 16) (3 so far; further 'image too small' skips "
+        "are counted, not logged)",
+    ]
+    assert stream.skipped == {"image too small": 5}
+
+
+@pytest.mark.parametrize("stop_after", [3, 12])
+def test_worker_processes_give_the_in_process_batches_and_resume_exactly(folder, stop_after):
+    source = load_streaming_dataset(str(folder))
+    options = dict(shuffle_buffer_size=6, batch_size=2, max_epochs=2, drop_last=True)
+    expected = list(loader(source, **options))
+    workers = loader(source, num_workers=2, **options)
+    got = []
+    for batch in workers:
+        got.append(batch)
+        if len(got) == stop_after:  # a checkpoint here (the second epoch from 11 batches on)
+            state = json.loads(json.dumps(workers.state_dict()))
+            break
+    resumed = loader(source, num_workers=2, **options)
+    resumed.load_state_dict(state)
+    got += list(resumed)
+    assert_same_batches(got, expected)
+    assert resumed.summary()["seen"] == 48 and sum(resumed.skipped.values()) == 8

@@ -5,7 +5,10 @@ A loader here is a plain iterable of batches (dicts of tensors) built on a ``dat
 * the source is shuffled with a buffer whose seed changes with the epoch (``set_epoch``), then split between ranks
   with ``split_dataset_by_node``, so every accelerate process reads its own part;
 * records that cannot be used (undecodable image, image below ``min_size``, empty caption) are skipped, counted in
-  :attr:`StreamingBatchLoader.skipped` and logged; they never stop a run;
+  :attr:`StreamingBatchLoader.skipped` and logged (the first :data:`SKIPS_LOGGED` of each kind, one line each); they
+  never stop a run. :meth:`StreamingBatchLoader.summary` counts the records read, used and skipped by reason;
+* with ``num_workers`` the per-record work (:meth:`StreamingBatchLoader.prepare`: decoding, resizing, edge maps)
+  runs in worker processes, in order: the batches, and so the resume, are those of the in-process loader;
 * samples go to aspect-ratio buckets and a batch holds one bucket (:class:`~.buckets.BucketBatcher`);
 * :meth:`StreamingBatchLoader.state_dict` records the epoch, how many records of the epoch were read and which of them
   still wait in a bucket. ``datasets``' own ``state_dict`` drops the shuffle buffer on resume (some records are then
@@ -20,7 +23,8 @@ from __future__ import annotations
 import abc
 import io
 import logging
-from collections import Counter
+import multiprocessing
+from collections import Counter, deque
 from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,8 +44,33 @@ logger = logging.getLogger(__name__)
 _LOCAL_FORMATS = {".tar": "webdataset", ".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
 
+#: Skips of each kind logged one by one; further ones are counted (see :meth:`StreamingBatchLoader.summary`).
+SKIPS_LOGGED = 10
+#: Images whose shorter side is below this many pixels are skipped by default (``--min_image_side``).
+DEFAULT_MIN_IMAGE_SIDE = 16
+
+
 class SkipSample(Exception):
     """Raised by :meth:`StreamingBatchLoader.prepare` for a record that must be skipped; the message is the reason."""
+
+
+#: The loader of a worker process (:meth:`StreamingBatchLoader._prepared_in_workers`), set by its initializer.
+_worker_loader: StreamingBatchLoader | None = None
+
+
+def _init_worker(loader: StreamingBatchLoader) -> None:
+    """Pool initializer: one thread per worker (the workers run side by side) and the loader whose records it
+    prepares."""
+    global _worker_loader
+    torch.set_num_threads(1)
+    _worker_loader = loader
+
+
+def _prepare_in_worker(epoch: int, chunk: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, Any]]:
+    """``(index, (key, item) or SkipSample)`` of each ``(index, record)`` of a chunk of ``epoch``, in a worker process
+    (the worker's copy of the loader was made when the pool started: its epoch is set here)."""
+    _worker_loader.epoch = epoch
+    return [(index, _worker_loader._prepare_or_skip(record, index)) for index, record in chunk]
 
 
 def load_streaming_dataset(
@@ -124,6 +153,10 @@ class StreamingBatchLoader(abc.ABC):
         rank, world_size: this process and the number of processes (``accelerator.process_index``/``num_processes``).
         drop_last: drop the incomplete batches left in the buckets at the end of an epoch.
         max_epochs: stop after this many epochs; ``None`` loops over the data forever.
+        num_workers: worker processes running :meth:`prepare` (0: in this process). Records are read here, sent to
+            the workers in chunks of ``batch_size`` (at most ``2 x num_workers`` chunks ahead) and taken back in
+            order, so batches and resume positions do not depend on it. The workers are forked (spawned once CUDA
+            is initialised in this process) with one thread each, and end with the iteration.
     """
 
     def __init__(
@@ -137,6 +170,7 @@ class StreamingBatchLoader(abc.ABC):
         world_size: int = 1,
         drop_last: bool = True,
         max_epochs: int | None = None,
+        num_workers: int = 0,
     ):
         _require_iterable_dataset(dataset)
         if batch_size < 1:
@@ -147,6 +181,8 @@ class StreamingBatchLoader(abc.ABC):
             raise ValueError(f"`rank` must be in [0, world_size={world_size}), got {rank}.")
         if max_epochs is not None and max_epochs < 1:
             raise ValueError(f"`max_epochs` must be at least 1 or None, got {max_epochs}.")
+        if num_workers < 0:
+            raise ValueError(f"`num_workers` must be >= 0, got {num_workers}.")
         if shuffle_buffer_size > 0:
             dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
         self.dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
@@ -155,8 +191,10 @@ class StreamingBatchLoader(abc.ABC):
         self.max_epochs = max_epochs
         self.seed = seed
         self.rank, self.world_size = rank, world_size
+        self.num_workers = num_workers
         self.epoch = 0
         self.skipped: Counter[str] = Counter()
+        self.seen = self.used = self.dropped = 0
         self._position = 0
         self._pending: list[int] = []
         self._batcher: BucketBatcher | None = None
@@ -173,16 +211,35 @@ class StreamingBatchLoader(abc.ABC):
         """This epoch's records of this process, in order (a subclass may read them in bulk, in the same order)."""
         return iter(self.dataset)
 
+    def _pending_indices(self) -> list[int]:
+        """The records of this epoch read but waiting in a bucket, by index."""
+        return list(self._pending if self._batcher is None else sorted(i for i, _ in self._batcher.pending()))
+
     def state_dict(self) -> dict[str, Any]:
-        """Where the loader stands: epoch, records read this epoch, records waiting in a bucket, skip counts."""
-        pending = self._pending if self._batcher is None else sorted(i for i, _ in self._batcher.pending())
+        """Where the loader stands: epoch, records read this epoch, records waiting in a bucket, and the counts of
+        :meth:`summary`."""
         return {
             "epoch": self.epoch,
             "position": self._position,
-            "pending": list(pending),
+            "pending": self._pending_indices(),
             "skipped": dict(self.skipped),
+            "seen": self.seen,
+            "used": self.used,
+            "dropped": self.dropped,
             "seed": self.seed,
             "world_size": self.world_size,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """What this process's loader did since the start (resumed runs included): records ``seen`` (read and
+        prepared, or skipped), ``used`` in batches, ``skipped`` by reason, ``dropped`` (left in incomplete buckets at
+        the end of an epoch, with ``drop_last``) and ``waiting`` in a bucket now."""
+        return {
+            "seen": self.seen,
+            "used": self.used,
+            "skipped": dict(self.skipped),
+            "dropped": self.dropped,
+            "waiting": len(self._pending_indices()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -197,45 +254,102 @@ class StreamingBatchLoader(abc.ABC):
         self._position = state["position"]
         self._pending = list(state["pending"])
         self.skipped = Counter(state["skipped"])
+        # States saved before these counts existed resume with them at 0.
+        self.seen, self.used, self.dropped = (state.get(key, 0) for key in ("seen", "used", "dropped"))
 
     def _skip(self, index: int, reason: str) -> None:
+        """Count a skipped record; log it on its own line while its kind has been seen at most SKIPS_LOGGED times."""
         kind = reason.split(" (")[0]
         self.skipped[kind] += 1
         count = self.skipped[kind]
-        if count & (count - 1) == 0:  # log the 1st, 2nd, 4th, 8th ... skip of each kind
+        if count <= SKIPS_LOGGED:
+            more = f"; further {kind!r} skips are counted, not logged" if count == SKIPS_LOGGED else ""
             logger.warning(
-                "rank %d, epoch %d: skipped record %d: %s (%d skipped for this reason so far)",
+                "rank %d, epoch %d: skipped record %d: %s (%d so far%s)",
                 self.rank,
                 self.epoch,
                 index,
                 reason,
                 count,
+                more,
             )
 
+    def _prepare_or_skip(self, record: dict[str, Any], index: int) -> tuple[Hashable, Any] | SkipSample:
+        """:meth:`prepare`'s ``(key, item)``, or the :class:`SkipSample` it raised."""
+        try:
+            return self.prepare(record, index)
+        except SkipSample as skip:
+            return skip
+
+    def _to_prepare(self, resume_position: int, replay: set[int]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(index, record)`` of this epoch's records still to deliver: those after the resume position, and the
+        ones before it that waited in a bucket when the state was saved."""
+        for index, record in enumerate(self.records()):
+            if index >= resume_position or index in replay:
+                yield index, record
+
+    def _prepared_in_workers(
+        self, records: Iterator[tuple[int, dict[str, Any]]], pool: Any
+    ) -> Iterator[tuple[int, Any]]:
+        """:meth:`_prepare_or_skip` of ``records`` run by ``pool``, in chunks of ``batch_size``, yielded in order."""
+        in_flight: deque = deque()
+        chunk: list[tuple[int, dict[str, Any]]] = []
+        for pair in records:
+            chunk.append(pair)
+            if len(chunk) == self.batch_size:
+                in_flight.append(pool.apply_async(_prepare_in_worker, (self.epoch, chunk)))
+                chunk = []
+                if len(in_flight) >= 2 * self.num_workers:
+                    yield from in_flight.popleft().get()
+        if chunk:
+            in_flight.append(pool.apply_async(_prepare_in_worker, (self.epoch, chunk)))
+        while in_flight:
+            yield from in_flight.popleft().get()
+
+    def _start_workers(self) -> Any:
+        """The pool of ``num_workers`` processes (forked; spawned when this process has initialised CUDA)."""
+        context = multiprocessing.get_context("spawn" if torch.cuda.is_initialized() else None)
+        return context.Pool(self.num_workers, initializer=_init_worker, initargs=(self,))
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        pool = self._start_workers() if self.num_workers else None
+        try:
+            yield from self._epochs(pool)
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+
+    def _epochs(self, pool: Any) -> Iterator[dict[str, Any]]:
+        """The batches of the epochs left, records prepared in this process (``pool`` None) or by ``pool``."""
         while self.max_epochs is None or self.epoch < self.max_epochs:
             self.dataset.set_epoch(self.epoch)
             resume_position, replay = self._position, set(self._pending)
             self._batcher = BucketBatcher(self.batch_size)
             index, batches = -1, 0
-            for index, record in enumerate(self.records()):
-                if index < resume_position and index not in replay:
-                    continue  # delivered before the resume
+            records = self._to_prepare(resume_position, replay)
+            if pool is None:
+                prepared = ((i, self._prepare_or_skip(record, i)) for i, record in records)
+            else:
+                prepared = self._prepared_in_workers(records, pool)
+            for index, outcome in prepared:
                 self._position = max(resume_position, index + 1)
-                try:
-                    key, item = self.prepare(record, index)
-                except SkipSample as skip:
-                    self._skip(index, str(skip))
+                self.seen += index >= resume_position  # a replayed record was counted before the resume
+                if isinstance(outcome, SkipSample):
+                    self._skip(index, str(outcome))
                     continue
+                key, item = outcome
                 batch = self._batcher.add(key, (index, item))
                 if batch is not None:
                     batches += 1
+                    self.used += len(batch)
                     yield self.collate([item for _, item in batch])
             if not self.drop_last:
                 for batch in self._batcher.flush():
                     batches += 1
+                    self.used += len(batch)
                     yield self.collate([item for _, item in batch])
-            if index < 0:
+            if index < 0 and resume_position == 0:
                 raise ValueError(f"The dataset has no record for rank {self.rank} of {self.world_size}.")
             if batches == 0 and resume_position == 0:  # would loop over the data forever without a batch
                 raise ValueError(
@@ -243,6 +357,7 @@ class StreamingBatchLoader(abc.ABC):
                     f"({len(self._batcher.pending())} usable records, skipped: {dict(self.skipped)}). Use a smaller "
                     "batch size or more data."
                 )
+            self.dropped += len(self._batcher.pending())
             self.epoch += 1
             self._position, self._pending, self._batcher = 0, [], None
 
