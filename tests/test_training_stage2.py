@@ -110,7 +110,8 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tra
     common = dict(max_train_steps=steps, checkpointing_steps=2, use_ema=True, ema_decay=0.9)
     full = write_config(tmp_path / "full.yaml", training_assets, tmp_path / "full", **common)
     killed_out = tmp_path / "killed"
-    killed = write_config(tmp_path / "killed.yaml", training_assets, killed_out, **common)
+    # The interrupted run loads its data in two worker processes, the uninterrupted one in its own process.
+    killed = write_config(tmp_path / "killed.yaml", training_assets, killed_out, dataloader_num_workers=2, **common)
 
     process = subprocess.Popen([sys.executable, str(SCRIPT), "--config", str(killed)], env=env(), cwd=ROOT)
     deadline = time.time() + 120

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import types
 import typing
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 import yaml
 
 #: The prompts rendered at every validation when none are given (the toy world's and generic scenes).
@@ -167,12 +169,42 @@ def parse_config(config_cls: type[ConfigT], argv: list[str] | None = None, descr
     return config
 
 
+def check_launch() -> None:
+    """Raise a ``ValueError`` in one line when ``accelerate launch`` asked for FSDP or DeepSpeed without a GPU.
+
+    accelerate would fail later, inside ``Accelerator()``, with a long traceback ("no available devices found").
+    """
+    from accelerate.utils import parse_flag_from_env
+
+    wanted = [name for name in ("FSDP", "DeepSpeed") if parse_flag_from_env(f"ACCELERATE_USE_{name.upper()}")]
+    if wanted and (parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()):
+        raise ValueError(
+            f"FSDP and DeepSpeed need GPUs, and this launch (with {wanted[0]}) has none: on CPU launch without them, "
+            "e.g. with examples/configs/single_gpu.yaml, or --multi_gpu --num_processes N and ACCELERATE_USE_CPU=1."
+        )
+
+
+def show_messages() -> None:
+    """Show this package's INFO messages (resume position, data summary, skipped records) on standard error, one
+    per line, unless logging is configured already."""
+    package = logging.getLogger(__name__.split(".")[0])
+    if package.handlers or logging.root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+
+
 def run_command(
     config_cls: type[ConfigT], train: Callable[[ConfigT], Any], argv: list[str] | None, description: str
 ) -> int:
-    """A training script's entry: parse flags (and ``--config``) into ``config_cls``, ``train`` it; returns the exit
-    status, 2 with the message on standard error for a bad input."""
+    """A training script's entry: check the launch (:func:`check_launch`), show the package's messages, parse flags
+    (and ``--config``) into ``config_cls``, ``train`` it; returns the exit status, 2 with the message on standard
+    error for a bad input."""
+    show_messages()
     try:
+        check_launch()
         train(parse_config(config_cls, argv, description=description))
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

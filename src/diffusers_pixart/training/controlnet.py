@@ -33,7 +33,7 @@ from ..models.controlnet import PixArtControlNetModel
 from ..pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline, control_image_to_tensor
 from .config import TrainingConfig, option, run_command
 from .engine import FEATURE_KEYS, RAW_KEYS, Trainer, vae_scale_factor
-from .stages import Stage2Config, load_pipeline
+from .stages import Stage2Config, image_loader_options, load_pipeline
 
 #: The batch key of the control images (B, 3, H, W) in [0, 1].
 CONTROL_KEY = "control_values"
@@ -282,19 +282,12 @@ def train_controlnet(config: ControlNetConfig) -> Path:
         validation_control_images=controls,
         card_info={"stage": "ControlNet", "control": detector_name, "data": config.train_data},
     )
-    acc = trainer.accelerator
     loader = ControlImageTextLoader(
         dataset,
         edge_detector=edge_detector,
         conditioning_image_column=config.conditioning_image_column,
-        resolution=config.resolution,
-        image_column=config.image_column,
         caption_column=config.caption_column,
-        batch_size=config.train_batch_size,
-        shuffle_buffer_size=config.shuffle_buffer_size,
-        seed=config.seed,
-        rank=acc.process_index,
-        world_size=acc.num_processes,
+        **image_loader_options(config, trainer),
     )
     return trainer.train(loader)
 

@@ -30,7 +30,7 @@ from ..pipelines.pixart_alpha import PixArtAlphaPipeline
 from ..text import add_tokens, preprocess_captions
 from .config import option, run_command
 from .engine import Trainer
-from .stages import Stage2Config, load_pipeline
+from .stages import Stage2Config, image_loader_options, load_pipeline
 
 
 @dataclass
@@ -133,16 +133,7 @@ def train_dreambooth(config: DreamBoothConfig) -> Path:
         card_info["LoRA rank"] = config.lora_rank
     trainer = DreamBoothTrainer(config, pipeline, card_info=card_info)
     images = load_streaming_dataset(config.instance_data).map(lambda record: {"text": prompt})
-    data = ImageTextLoader(
-        images,
-        resolution=config.resolution,
-        caption_column="text",
-        batch_size=config.train_batch_size,
-        shuffle_buffer_size=config.shuffle_buffer_size,
-        seed=config.seed,
-        rank=trainer.accelerator.process_index,
-        world_size=trainer.accelerator.num_processes,
-    )
+    data = ImageTextLoader(images, caption_column="text", **image_loader_options(config, trainer))
     return trainer.train(data)
 
 

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
@@ -38,13 +39,14 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from diffusers.models.embeddings import LabelEmbedding
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from diffusers.utils import make_image_grid
 from safetensors import safe_open
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..data.features import encode_images, encode_prompts, sample_latents
 from ..models.attention import caption_cache
@@ -57,6 +59,14 @@ RAW_KEYS = ("pixel_values", "text")
 FEATURE_KEYS = ("latents", "prompt_embeds", "prompt_attention_mask")
 MICRO_CONDITION_KEYS = ("resolution", "aspect_ratio")
 CHECKPOINT_PREFIX = "checkpoint-"
+#: The counts of the end-of-run data summary (``StreamingBatchLoader.summary``), in the order shown.
+_SUMMARY_LABELS = {
+    "seen": "seen",
+    "used": "used",
+    "skipped": "skipped",
+    "dropped": "dropped (incomplete buckets at epoch ends)",
+    "waiting": "waiting in buckets",
+}
 #: Classes of ImageNet: DiTPipeline's guidance hard-codes this null class.
 IMAGENET_CLASSES = 1000
 
@@ -91,6 +101,20 @@ def check_resolution(resolution: int, patch_size: int, vae_factor: int) -> None:
 def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The parameters of ``module`` that require gradients, in ``module.parameters()`` order."""
     return [param for param in module.parameters() if param.requires_grad]
+
+
+def _has_console_handler(log: logging.Logger) -> bool:
+    return any(isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr) for h in log.handlers)
+
+
+@contextlib.contextmanager
+def log_above_the_bar() -> Iterator[None]:
+    """Inside, console log lines of this package go through ``tqdm.write``: each on its own line above the progress
+    bar, not glued to it. The package's and the root logger's console handlers are redirected (tqdm's
+    ``logging_redirect_tqdm``); without any, a tqdm handler on the package logger shows its warnings."""
+    package = logging.getLogger(__name__.split(".")[0])
+    with logging_redirect_tqdm([log for log in (package, logging.root) if _has_console_handler(log)] or [package]):
+        yield
 
 
 def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
@@ -435,12 +459,28 @@ class Trainer:
             if hasattr(self.data, "load_state_dict"):
                 state_file = self.resume_path / f"data_state_{acc.process_index}.json"
                 self.data.load_state_dict(json.loads(state_file.read_text(encoding="utf-8")))
-            logger.info("Resumed from %s at step %d.", self.resume_path, self.progress.step)
+            if acc.is_main_process:
+                epoch, sample = self._data_position()
+                logger.info(
+                    "resumed from %s: step %d, epoch %d, sample %d",
+                    self.resume_path.name,
+                    self.progress.step,
+                    epoch,
+                    sample,
+                )
         elif cfg.resume_from_checkpoint == "latest":
             logger.info("No checkpoint in %s: starting from scratch.", self.checkpoints_dir)
         if acc.is_main_process and acc.log_with:
             hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(cfg).items()}
             acc.init_trackers("pixart", config=hparams)
+
+    def _data_position(self) -> tuple[int, int]:
+        """(epoch, sample) the data continues from: a stateful loader's epoch and records read in it, else the
+        engine's epoch and batches consumed in it times the batch size."""
+        if hasattr(self.data, "state_dict"):
+            state = self.data.state_dict()
+            return state["epoch"], state["position"]
+        return self.progress.epoch, self.progress.batches_in_epoch * self.config.train_batch_size
 
     def _prepare_conditioning(self) -> None:
         """Encode the null caption ``""`` (B=1) that caption dropout substitutes, once the text encoder is placed."""
@@ -473,27 +513,41 @@ class Trainer:
         Raises:
             ValueError: the data is empty or its batches do not fit the model (before any step).
         """
-        cfg, acc = self.config, self.accelerator
         self.data = data
         self._start_time = time.time()
         self._setup()
+        self._samples_this_run = 0
         batches = self._batches()
-        first = next(batches, None)
-        if first is None:
-            raise ValueError("The training data is empty: it yielded no batch.")
-        self._check_batch(first)
-        batches = itertools.chain([first], batches)
+        try:
+            first = next(batches, None)
+            if first is None:
+                raise ValueError("The training data is empty: it yielded no batch.")
+            self._check_batch(first)
+            with log_above_the_bar():
+                self._loop(itertools.chain([first], batches))
+        finally:
+            batches.close()  # ends the loader's iteration (and its worker processes)
+        self.report_data()
+        return self.save_result()
 
+    def _loop(self, batches: Iterator[Mapping[str, Any]]) -> None:
+        """The optimizer steps up to ``max_train_steps`` (or until the data runs out), with logging, checkpoints and
+        validation. The logged values are means over the ``logging_steps`` steps since the last log (``lr``: its
+        last value)."""
+        cfg, acc = self.config, self.accelerator
         total_batch = cfg.train_batch_size * acc.num_processes * cfg.gradient_accumulation_steps
         bar = tqdm(total=cfg.max_train_steps, initial=self.progress.step, disable=not acc.is_local_main_process)
         micro_step = self.progress.step * cfg.gradient_accumulation_steps
         running: dict[str, float] = {}
+        window: dict[str, float] = {}
+        window_steps = 0
         tic = time.perf_counter()
         while self.progress.step < cfg.max_train_steps:
             batch = next(batches, None)
             if batch is None:  # a loader with a fixed number of epochs ran out
                 logger.warning("The data ran out at step %d of %d.", self.progress.step, cfg.max_train_steps)
                 break
+            self._samples_this_run += len(next(iter(batch.values())))
             with acc.accumulate(self.model):
                 losses = self._loss(batch, micro_step)
                 acc.backward(losses["loss"])
@@ -515,19 +569,56 @@ class Trainer:
                 self.ema.step(trainable_parameters(self.model))
             step_time = time.perf_counter() - tic
             tic = time.perf_counter()
-            logs = {**running, "lr": self.lr_scheduler.get_last_lr()[0], "step_time": step_time}
-            logs["samples_per_second"] = total_batch / step_time
-            running = {}
+            running.update(step_time=step_time, samples_per_second=total_batch / step_time)
+            for name, value in running.items():
+                window[name] = window.get(name, 0.0) + value
+            window_steps, running = window_steps + 1, {}
+            means = {name: value / window_steps for name, value in window.items()}
+            lr = self.lr_scheduler.get_last_lr()[0]
             bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", s_per_step=f"{step_time:.2f}")
-            if self.progress.step % cfg.logging_steps == 0 and acc.log_with:
-                acc.log(logs, step=self.progress.step)
+            bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.2e}", s_per_step=f"{means['step_time']:.2f}")
+            if self.progress.step % cfg.logging_steps == 0:
+                if acc.log_with:
+                    acc.log({**means, "lr": lr}, step=self.progress.step)
+                window, window_steps = {}, 0
             if self.progress.step % cfg.checkpointing_steps == 0 or self.progress.step == cfg.max_train_steps:
                 self.save_checkpoint()
             if cfg.validation_steps and self.progress.step % cfg.validation_steps == 0:
                 self.validate()
         bar.close()
-        return self.save_result()
+
+    def report_data(self) -> dict[str, Any]:
+        """Log what the data gave, summed over the processes: records seen, used, skipped by reason (one line each),
+        dropped and waiting (see ``StreamingBatchLoader.summary``), and send the counts to the trackers
+        (``data/...``). A loader without ``summary`` reports the samples of the batches it gave this run.
+
+        Returns:
+            The summed counts (every process calls this; all get them).
+        """
+        acc = self.accelerator
+        own = self.data.summary() if hasattr(self.data, "summary") else {"used": self._samples_this_run}
+        totals: dict[str, Any] = {}
+        for summary in gather_object([own]):
+            for key, value in summary.items():
+                if isinstance(value, dict):
+                    counts = totals.setdefault(key, {})
+                    for kind, count in value.items():
+                        counts[kind] = counts.get(kind, 0) + count
+                else:
+                    totals[key] = totals.get(key, 0) + value
+        if acc.is_main_process:
+            scope = "since the start of training" if "seen" in totals else "in this run"
+            skipped = totals.get("skipped", {})
+            counts = {**totals, "skipped": sum(skipped.values())}
+            numbers = ", ".join(f"{counts[key]:,} {label}" for key, label in _SUMMARY_LABELS.items() if key in counts)
+            logger.info("data, %d process(es) %s: %s", acc.num_processes, scope, numbers)
+            for kind, count in sorted(skipped.items()):
+                logger.info("  skipped, %s: %d", kind, count)
+            if acc.log_with:
+                scalars = {f"data/{k}": v for k, v in totals.items() if not isinstance(v, dict)}
+                scalars.update({f"data/skipped/{kind.replace(' ', '_')}": n for kind, n in skipped.items()})
+                acc.log(scalars, step=self.progress.step)
+        return totals
 
     # ---------------------------------------------------------------------------------- saving, validation
     def save_checkpoint(self) -> Path:

@@ -20,6 +20,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 import torch
@@ -27,7 +28,7 @@ from diffusers import AutoencoderKL, DiTPipeline, DiTTransformer2DModel, DPMSolv
 from transformers import AutoConfig
 
 from ..data.features import FeatureLoader
-from ..data.streaming import ImageTextLoader, StreamingBatchLoader, load_streaming_dataset
+from ..data.streaming import DEFAULT_MIN_IMAGE_SIDE, ImageTextLoader, StreamingBatchLoader, load_streaming_dataset
 from ..models.conversion import REPARAM_TIMESTEP, load_dit
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..pipelines.pixart_alpha import PixArtAlphaPipeline
@@ -50,6 +51,11 @@ class StageConfig(TrainingConfig):
     )
     features: str | None = option(None, "A features folder of precomputed VAE latents (and T5 embeddings) instead.")
     image_column: str = option("image", "Image column of --train_data.")
+    min_image_side: int = option(
+        DEFAULT_MIN_IMAGE_SIDE,
+        "Skip --train_data images whose shorter side is below this many pixels (counted in the run's data summary); "
+        "0 keeps every image.",
+    )
     shuffle_buffer_size: int = option(1000, "Streaming shuffle buffer (0 keeps the source order).")
 
 
@@ -130,6 +136,33 @@ def check_data_options(config: StageConfig) -> None:
         raise ValueError("Give exactly one of --train_data (raw images) and --features (precomputed).")
 
 
+def loader_options(config: StageConfig, trainer: Trainer) -> dict[str, Any]:
+    """The :class:`StreamingBatchLoader` arguments of the options: batch size, shuffle buffer, seed, this process's
+    rank of the world, and ``--dataloader_num_workers``."""
+    if config.min_image_side < 0:
+        raise ValueError(f"--min_image_side must be >= 0, got {config.min_image_side}.")
+    if config.dataloader_num_workers < 0:
+        raise ValueError(f"--dataloader_num_workers must be >= 0, got {config.dataloader_num_workers}.")
+    return dict(
+        batch_size=config.train_batch_size,
+        shuffle_buffer_size=config.shuffle_buffer_size,
+        seed=config.seed,
+        rank=trainer.accelerator.process_index,
+        world_size=trainer.accelerator.num_processes,
+        num_workers=config.dataloader_num_workers,
+    )
+
+
+def image_loader_options(config: StageConfig, trainer: Trainer) -> dict[str, Any]:
+    """:func:`loader_options` plus the :class:`ImageTextLoader` ones: resolution, image column, minimum side."""
+    return dict(
+        loader_options(config, trainer),
+        resolution=config.resolution,
+        image_column=config.image_column,
+        min_size=config.min_image_side,
+    )
+
+
 def make_loader(
     config: StageConfig,
     trainer: Trainer,
@@ -140,21 +173,11 @@ def make_loader(
 
     ``loader_kwargs`` go to :class:`ImageTextLoader` (columns, ``multi_scale``).
     """
-    acc = trainer.accelerator
-    common = dict(
-        batch_size=config.train_batch_size,
-        shuffle_buffer_size=config.shuffle_buffer_size,
-        seed=config.seed,
-        rank=acc.process_index,
-        world_size=acc.num_processes,
-    )
     if config.features is not None:
-        return FeatureLoader(config.features, **common)
+        return FeatureLoader(config.features, **loader_options(config, trainer))
     if dataset is None:
         dataset = load_streaming_dataset(config.train_data)
-    return ImageTextLoader(
-        dataset, resolution=config.resolution, image_column=config.image_column, **loader_kwargs, **common
-    )
+    return ImageTextLoader(dataset, **image_loader_options(config, trainer), **loader_kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------ stage 1
