@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 
-.PHONY: install generate test
+.PHONY: install generate test test-portable-kernels
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 
@@ -20,3 +20,7 @@ generate: install
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# The numeric tests on torch's portable CPU kernels (what another CPU computes), as CI runs them after `make test`.
+test-portable-kernels: install
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -p no:cacheprovider -m numeric tests

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 
 import pytest
+import torch
 from hub_server import HubServer
 
 # huggingface_hub reads HF_ENDPOINT and HF_HOME once, when it is imported. Point them at a loopback Hub and a throw-away
@@ -17,6 +18,60 @@ _HUB = HubServer(os.path.join(_HUB_ROOT, "server"), tokens=_HUB_TOKENS).start()
 os.environ["HF_ENDPOINT"] = _HUB.url
 os.environ["HF_HOME"] = os.path.join(_HUB_ROOT, "home")
 os.environ.pop("HF_TOKEN", None)
+
+
+#: The test modules whose assertions compare numbers across implementations, kernels or runs (parity with diffusers and
+#: the original code, conversion, pipelines, training exactness): `.ci/run` runs them a second time with
+#: ATEN_CPU_CAPABILITY=default, torch's portable kernels, as another CPU would run them (`pytest -m numeric`).
+NUMERIC_MODULES = {
+    "test_controlnet",
+    "test_conversion",
+    "test_data_features",
+    "test_diffusers_dropin",
+    "test_dreambooth",
+    "test_lora",
+    "test_performance",
+    "test_pipeline",
+    "test_training_controlnet",
+    "test_training_diffusion",
+    "test_training_engine",
+    "test_training_stage1",
+    "test_training_stage2",
+    "test_training_stage3",
+    "test_transformer",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "numeric: compares numbers across implementations, kernels or runs")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in NUMERIC_MODULES:
+            item.add_marker(pytest.mark.numeric)
+
+
+def _bf16_cpu_attention_error() -> str | None:
+    """torch's error for a bf16 attention product on this CPU's kernels, or None when it runs.
+
+    torch's bf16 CPU flash attention packs its blocks with AVX-512 instructions and raises ("pack_vnni2 is only
+    supported when avx512 is supported") under ATEN_CPU_CAPABILITY=default or avx2, from 64 tokens on.
+    """
+    query = torch.zeros(1, 1, 64, 8, dtype=torch.bfloat16)
+    try:
+        torch.nn.functional.scaled_dot_product_attention(query, query, query)
+    except RuntimeError as error:
+        return str(error)
+    return None
+
+
+@pytest.fixture(scope="session")
+def bf16_cpu_attention() -> None:
+    """Skips a test that runs bf16 attention on the CPU where torch's kernels for this CPU cannot."""
+    error = _bf16_cpu_attention_error()
+    if error is not None:
+        pytest.skip(f"torch cannot run bf16 attention with these CPU kernels: {error}")
 
 
 def pytest_unconfigure(config):

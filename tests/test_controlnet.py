@@ -6,6 +6,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from tolerances import FORWARD, IMAGES
 
 from diffusers_pixart.models.controlnet import PixArtControlNetModel
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
@@ -72,7 +73,7 @@ def test_residuals_follow_the_official_controlnet_half():
         ours = pipe.transformer(latents, caption, timestep, block_residuals=residuals).sample
         base = pipe.transformer(latents, caption, timestep).sample
     expected = official_forward(pipe.transformer, pipe.controlnet, latents, control, caption, timestep)
-    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours, expected, atol=FORWARD, rtol=FORWARD)  # the original's op order
     assert (ours - base).abs().max() > 1e-2
     assert len(residuals) == 2 and residuals[0].shape == (2, 16, 24)
 
@@ -135,7 +136,7 @@ def test_one_control_image_per_prompt_matches_single_prompt_calls():
     both = pipe(PROMPTS, image=pair, latents=latents, **CALL).images
     for i in range(2):
         single = pipe(PROMPTS[i], image=pair[i], latents=latents[i : i + 1], **CALL).images
-        assert np.abs(single[0] - both[i]).max() < 1e-5
+        assert np.abs(single[0] - both[i]).max() < IMAGES  # batch of 2 vs 1: other blocking
 
 
 def test_bad_control_images_and_sizes_are_refused():

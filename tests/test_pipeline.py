@@ -8,11 +8,11 @@ import diffusers
 import numpy as np
 import pytest
 import torch
+from tolerances import IMAGES, TEXT
 
 from diffusers_pixart import PixArtAlphaPipeline, PixArtTransformer2DModel
 from diffusers_pixart.tiny import make_components
 
-TOLERANCE = 1e-4
 PROMPTS = ["a red circle above a blue square", "two green stars on the left"]
 
 
@@ -51,13 +51,13 @@ def test_images_match_diffusers(call):
     ours, theirs = pipelines()
     a, b = generate(ours, **call), generate(theirs, **call)
     assert a.shape == b.shape
-    assert np.abs(np.asarray(a) - np.asarray(b)).max() <= TOLERANCE
+    assert np.abs(np.asarray(a) - np.asarray(b)).max() <= IMAGES
 
 
 def test_micro_conditions_match_diffusers():
     ours, theirs = pipelines(sample_size=128, use_additional_conditions=True)
     call = dict(use_resolution_binning=False, height=64, width=96)
-    assert np.abs(generate(ours, **call) - generate(theirs, **call)).max() <= TOLERANCE
+    assert np.abs(generate(ours, **call) - generate(theirs, **call)).max() <= IMAGES
 
 
 def test_defaults_match_diffusers_call_signature():
@@ -90,7 +90,7 @@ def test_prompt_embeds_match_prompt_and_survive_save_load(tmp_path):
         negative_prompt_embeds=saved["n"],
         negative_prompt_attention_mask=saved["nm"],
     )
-    assert np.abs(from_embeds - generate(ours, prompt=PROMPTS[0])).max() <= TOLERANCE
+    assert np.abs(from_embeds - generate(ours, prompt=PROMPTS[0])).max() <= IMAGES
 
 
 def test_batch_matches_single_prompts():
@@ -99,7 +99,7 @@ def test_batch_matches_single_prompts():
         PROMPTS, num_inference_steps=3, output_type="np", generator=[torch.Generator().manual_seed(s) for s in (1, 2)]
     ).images
     singles = [generate(ours, prompt=p, seed=s)[0] for p, s in zip(PROMPTS, (1, 2))]
-    assert np.abs(batch - np.stack(singles)).max() <= 1e-4
+    assert np.abs(batch - np.stack(singles)).max() <= IMAGES  # batch of 2 vs 1: other blocking
 
 
 def test_official_hub_layout_loads_our_transformer(tmp_path):
@@ -123,7 +123,7 @@ def test_official_hub_layout_loads_our_transformer(tmp_path):
     again = PixArtAlphaPipeline.from_pretrained(tmp_path / "ours")
     assert type(again.transformer) is PixArtTransformer2DModel
     again.set_progress_bar_config(disable=True)
-    assert np.abs(generate(again) - generate(theirs)).max() <= TOLERANCE
+    assert np.abs(generate(again) - generate(theirs)).max() <= IMAGES
     # diffusers' own DiffusionPipeline also reads our folder (the transformer class resolves through our package).
     generic = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "ours")
     assert type(generic.transformer) is PixArtTransformer2DModel
@@ -162,7 +162,7 @@ def test_guidance_applies_to_every_latent_channel():
     assert torch.allclose(guided, expected)
 
 
-def test_latents_are_cast_to_the_vae_dtype():
+def test_latents_are_cast_to_the_vae_dtype(bf16_cpu_attention):
     ours, _ = pipelines()
     ours.vae.to(torch.bfloat16)
     images = generate(ours, output_type="pt")
@@ -267,7 +267,7 @@ def test_training_encoder_sees_the_same_tokens_as_the_pipeline():
     with torch.no_grad():
         embeds, mask = encode_prompts(ours.tokenizer, ours.text_encoder, captions)
     assert torch.equal(mask, expected_mask)
-    torch.testing.assert_close(embeds, expected_embeds, rtol=0, atol=1e-6)
+    torch.testing.assert_close(embeds, expected_embeds, rtol=0, atol=TEXT)  # padded to 120 vs to 8
 
 
 def test_text_encodings_are_reused_across_calls_until_the_encoder_changes():

@@ -38,7 +38,7 @@ def test_toy_vae_factor_and_scaling_factor():
         make_toy_vae((8,))
 
 
-def test_recipe_plumbing_tiny_budget(tmp_path):
+def test_recipe_plumbing_tiny_budget(tmp_path, bf16_cpu_attention):
     recipe = ToyRecipe(
         stage1_images=8,
         stage2_images=8,

@@ -264,7 +264,7 @@ def test_dropping_caption_padding_trains_the_same_weights_on_fewer_tokens(tmp_pa
     assert max((grads[0][n] - grads[1][n]).abs().max().item() for n in grads[0]) < 1e-6
 
 
-def test_mixed_precision_saves_the_frozen_components_unrounded(tmp_path):
+def test_mixed_precision_saves_the_frozen_components_unrounded(tmp_path, bf16_cpu_attention):
     """bf16 training casts the frozen VAE and T5 to bf16; the saved pipeline still has their exact weights (a cast
     back to float32 would round them), and the trained transformer is saved in float32."""
     from accelerate.state import AcceleratorState

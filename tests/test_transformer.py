@@ -8,11 +8,10 @@ import json
 import diffusers
 import pytest
 import torch
+from tolerances import FORWARD
 
 from diffusers_pixart import PixArtTransformer2DModel
 from diffusers_pixart.tiny import make_transformer
-
-TOLERANCE = 1e-5
 
 
 def oracle_of(model: PixArtTransformer2DModel) -> diffusers.PixArtTransformer2DModel:
@@ -58,7 +57,7 @@ def test_forward_matches_diffusers(overrides, size):
         ours = model(**kwargs).sample
         theirs = oracle_of(model)(**kwargs).sample
     assert ours.shape == (2, 8, *size)
-    assert (ours - theirs).abs().max().item() <= TOLERANCE
+    assert (ours - theirs).abs().max().item() <= FORWARD
 
 
 def test_padding_changes_output_and_bias_mask_is_accepted():
@@ -70,7 +69,8 @@ def test_padding_changes_output_and_bias_mask_is_accepted():
         as_bias = model(
             **{**kwargs, "encoder_attention_mask": model.mask_to_bias(kwargs["encoder_attention_mask"], torch.float32)}
         ).sample
-    assert torch.equal(masked[0], unmasked[0])  # first row has no padding
+    # the first row has no padding: the same values, though with a mask attention may run another kernel
+    torch.testing.assert_close(masked[0], unmasked[0], rtol=0, atol=FORWARD)
     assert not torch.allclose(masked[1], unmasked[1])
     assert torch.equal(masked, as_bias)
 
@@ -132,7 +132,7 @@ def test_saved_folder_loads_in_diffusers_and_back(tmp_path):
     kwargs = inputs()
     with torch.no_grad():
         expected = model(**kwargs).sample
-        assert (theirs(**kwargs).sample - expected).abs().max() <= TOLERANCE
+        assert (theirs(**kwargs).sample - expected).abs().max() <= FORWARD
         assert torch.equal(back(**kwargs).sample, expected)
 
 
@@ -147,7 +147,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     plain, checkpointed = grads(False), grads(True)
     assert plain.keys() == checkpointed.keys()
     for name in plain:
-        torch.testing.assert_close(plain[name], checkpointed[name], rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(plain[name], checkpointed[name], rtol=FORWARD, atol=FORWARD / 10, msg=name)
 
 
 def test_half_precision_forward_at_1024px_activations_is_finite():
