@@ -17,8 +17,11 @@ machine's peak (see ``common.py`` for how the peak is derived). Configurations:
 Options of ours (off unless given): ``--fuse`` (fused QKV/KV projections), ``--drop-padding`` (cross-attention over
 valid caption tokens only), ``--compile MODE`` (``torch.compile(fullgraph=True)`` of our transformer's forward, or
 with ``--compile-scope blocks`` of its blocks only: diffusers' regional ``compile_repeated_blocks``, which leaves the
-caption cache working).
-On CUDA the pipelines run in ``--dtype`` (bf16 by default there).
+caption cache working), ``--fp8`` (the blocks' linear layers as float8 matmuls with dynamic per-row activation
+scales, through torchao; CUDA cards with float8 tensor cores: compute capability 8.9 or higher), ``--compile-vae``
+(the VAE in channels-last memory format with its decoder compiled).
+On CUDA the pipelines run in ``--dtype`` (bf16 by default there). Each row reports the PSNR of ours' images against
+diffusers' (dB; infinite when identical), the deviation an option costs.
 
 ``--kernels`` profiles one more generation per pipeline (``torch.profiler``) and reports the time inside the matmul,
 attention and convolution kernels (self time of those aten ops; device time on CUDA). Ours' kernel time over
@@ -202,6 +205,27 @@ def transformer_flops(pipe, resolution: int, device: torch.device, dtype: torch.
         return count_flops(lambda: transformer(**kwargs))
 
 
+def float8_blocks(transformer: torch.nn.Module) -> None:
+    """Quantize the blocks' linear layers in place: float8 weights (per output row) and activations (per token).
+
+    torchao's ``Float8DynamicActivationFloat8WeightConfig``; the embedders, the caption projection and the output
+    layer stay in the pipeline's dtype. The caption cache keeps working: the cross-attention's key/value projections
+    are still called once per generation, now as float8 matmuls.
+    """
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    def in_blocks(module: torch.nn.Module, name: str) -> bool:
+        return isinstance(module, torch.nn.Linear) and name.startswith("transformer_blocks.")
+
+    quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=in_blocks)
+
+
+def psnr(images: np.ndarray, reference: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of ``images`` against ``reference`` (both 0..1); inf when equal."""
+    mse = float(np.mean((images.astype(np.float64) - reference.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+
+
 def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype, peak: float) -> dict:
     """Time one configuration; returns a row of results."""
     components = CONFIGS[name]()
@@ -211,6 +235,11 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype:
     ours, theirs = twin_pipelines(components, device, dtype)
     if args.fuse:
         ours.transformer.fuse_qkv_projections()
+    if args.fp8:
+        float8_blocks(ours.transformer)
+    if args.compile_vae:
+        ours.vae.to(memory_format=torch.channels_last)
+        ours.vae.decoder = torch.compile(ours.vae.decoder)
     resolution = ours.transformer.config.sample_size * ours.vae_scale_factor
     row = {"config": name, "resolution": resolution, "steps": args.steps, "load_before": load_average()}
     flops = transformer_flops(ours, resolution, device, dtype)
@@ -226,7 +255,7 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype:
         "diffusers": partial(generate_png, theirs, args.steps, nullcontext),
     }
     with torch.no_grad():
-        if args.compile:
+        if args.compile or args.compile_vae:
             runs["ours"]()  # compiles: kept out of the timer and the peak memory
         timers = {label: TransformerTimer(pipe.transformer, device) for label, pipe in pipes.items()}
         images = {}
@@ -245,6 +274,7 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype:
                 row[label]["kernel_seconds"] = kernel_seconds(runs[label], device)
     row["ratio"] = statistics.median(o / t for o, t in zip(times["ours"], times["diffusers"]))
     row["max_abs_diff"] = float(np.abs(images["ours"] - images["diffusers"]).max())
+    row["psnr_db"] = psnr(images["ours"], images["diffusers"])
     row["transformer_gflop_per_forward"] = flops / 1e9
     row["load_after"] = load_average()
     return row
@@ -273,6 +303,8 @@ def main() -> None:
         choices=["model", "blocks"],
         help="What --compile compiles: the transformer's forward, or each block (regional compilation).",
     )
+    parser.add_argument("--fp8", action="store_true", help="Ours with float8 linear layers in its blocks (torchao).")
+    parser.add_argument("--compile-vae", action="store_true", help="Ours' VAE channels-last, its decoder compiled.")
     parser.add_argument("--kernels", action="store_true", help="Also profile the matmul/attention/conv kernel time.")
     parser.add_argument(
         "--cpu-flops-per-cycle", type=int, default=None, help="FLOP/cycle/core for the peak (default: from the flags)."
@@ -287,9 +319,9 @@ def main() -> None:
     print(f"{machine(device)}; diffusers {diffusers.__version__}; {dtype}; {load_average()}")
     print(
         f"peak {peak / 1e9:.0f} GFLOP/s ({peak_source}); options: fuse={args.fuse} drop_padding={args.drop_padding} "
-        f"compile={args.compile} ({args.compile_scope})"
+        f"compile={args.compile} ({args.compile_scope}) fp8={args.fp8} compile_vae={args.compile_vae}"
     )
-    header = "config   ours(s)  diffusers(s) ratio  max|diff|  GFLOP/fwd  ours-MFU  theirs-MFU  mem ours/theirs(MB)"
+    header = "config   ours(s)  diffusers(s) ratio  max|diff|  PSNR(dB)  GFLOP/fwd  ours-MFU  theirs-MFU  mem(MB)"
     print(header)
     for name in args.configs:
         row = run_config(name, args, device, dtype, peak)
@@ -297,10 +329,11 @@ def main() -> None:
             continue
         row.update(machine=machine(device), dtype=str(dtype), peak_flop_per_s=peak, peak_source=peak_source)
         row.update(fuse=args.fuse, drop_padding=args.drop_padding, compile=args.compile)
-        row.update(compile_scope=args.compile_scope)
+        row.update(compile_scope=args.compile_scope, fp8=args.fp8, compile_vae=args.compile_vae)
         ours, theirs = row["ours"], row["diffusers"]
         print(
-            f"{name:8} {ours['seconds']:7.3f} {theirs['seconds']:12.3f} {row['ratio']:6.3f} {row['max_abs_diff']:9.2e} "
+            f"{name:8} {ours['seconds']:7.3f} {theirs['seconds']:12.3f} {row['ratio']:6.3f} "
+            f"{row['max_abs_diff']:9.2e} {row['psnr_db']:8.1f} "
             f"{row['transformer_gflop_per_forward']:10.1f} {ours['fraction_of_peak']:8.1%} "
             f"{theirs['fraction_of_peak']:10.1%}  {ours['peak_memory_mb']:.0f}/{theirs['peak_memory_mb']:.0f}"
             f"  ({row['load_after']})"

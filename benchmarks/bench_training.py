@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument(
         "--compile", default=None, choices=["default", "max-autotune-no-cudagraphs"], help="Ours compiled (fullgraph)."
     )
+    parser.add_argument("--batch-size", type=int, default=None, help="Override the configuration's batch size.")
     parser.add_argument("--diffusers-first", action="store_true", help="Time diffusers' model first (order check).")
     parser.add_argument(
         "--keep-padding", action="store_true", help="Ours cross-attends to padded caption tokens too (as diffusers')."
@@ -187,6 +188,7 @@ def main() -> None:
     print("config   ours(s)  diffusers(s) ratio  loss|diff|  weight|diff|  GFLOP/step  ours-MFU  theirs-MFU  mem(MB)")
     for name in args.configs:
         factory, batch, tokens, lengths = CONFIGS[name]
+        batch = args.batch_size or batch
         torch.manual_seed(0)
         ours = factory()
         state = {k: v.clone() for k, v in ours.state_dict().items()}
