@@ -28,6 +28,7 @@ NUMERIC_MODULES = {
     "test_conversion",
     "test_data_features",
     "test_diffusers_dropin",
+    "test_few_step",
     "test_dreambooth",
     "test_lora",
     "test_performance",

@@ -1,21 +1,26 @@
-"""The three samplers of the paper (appendix A.5), selectable by name: DPM-Solver, SA-Solver and IDDPM.
+"""The samplers, selectable by name: the paper's three (appendix A.5: DPM-Solver, SA-Solver, IDDPM) and LCM.
 
 IDDPM is diffusers' ``DDPMScheduler`` with the learned-range variance, so that it uses the second half of the
-transformer's output (the variance interpolation) the way PixArt was trained.
+transformer's output (the variance interpolation) the way PixArt was trained. LCM is diffusers' ``LCMScheduler``, the
+multistep consistency sampler of PixArt-LCM (PixArt-δ) and LCM-LoRA models: 4 steps, and guidance 0 because a
+consistency model has the guidance distilled in (the pipeline then runs without the unconditional batch).
+One-step DMD models need no sampler of their own: DPM-Solver with ``timesteps=[400]`` (the DMD checkpoint's one
+step) and guidance 1 returns the model's clean-sample prediction at that step.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, SASolverScheduler
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler, SASolverScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-#: Sampler name -> (scheduler class, config overrides, default steps, default guidance) as in the official demo.
+#: Sampler name -> (scheduler class, config overrides, default steps, default guidance) as in the official demos.
 SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any], int, float]] = {
     "dpm": (DPMSolverMultistepScheduler, {}, 20, 4.5),
     "sa": (SASolverScheduler, {}, 25, 3.0),
     "iddpm": (DDPMScheduler, {"variance_type": "learned_range", "clip_sample": False}, 100, 4.5),
+    "lcm": (LCMScheduler, {}, 4, 0.0),
 }
 
 
@@ -24,7 +29,8 @@ SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule
 
 
 def scheduler_name(name: str) -> str:
-    """Normalise a sampler name (``dpm``, ``dpm-solver``, ``sa``, ``sa-solver``, ``iddpm``); ValueError if unknown."""
+    """Normalise a sampler name (``dpm``, ``dpm-solver``, ``sa``, ``sa-solver``, ``iddpm``, ``lcm``); ValueError if
+    unknown."""
     key = name.lower().replace("_", "-").removesuffix("-solver")
     if key not in SCHEDULERS:
         raise ValueError(f"Unknown scheduler {name!r}: choose one of {sorted(SCHEDULERS)}.")
