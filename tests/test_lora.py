@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from peft.utils import get_peft_model_state_dict
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import save_file
+from tolerances import FORWARD, IMAGES
 
 from diffusers_pixart.loaders import PixArtLoraLoaderMixin
 from diffusers_pixart.tiny import make_pipeline
@@ -105,6 +106,51 @@ def test_official_script_files_give_the_peft_model_outputs(tmp_path, layout, use
     torch.testing.assert_close(predict(pipe.transformer), expected, atol=1e-5, rtol=1e-5)
     pipe.unload_lora_weights()
     assert torch.equal(predict(pipe.transformer), base)
+
+
+@pytest.mark.parametrize("layout", ["peft_folder", "save_lora_weights"])
+def test_official_script_files_give_the_peft_model_images(tmp_path, layout):
+    """The script's exact targets (``proj`` wraps the patch embedding's Conv2d), on a pipeline that has not run yet.
+
+    The oracle is diffusers' pipeline on the same components with the peft-wrapped diffusers transformer that the
+    script trains: the images are those of the model the LoRA was trained in.
+    """
+    pipe = tiny_pipeline()
+    peft_model, folder = official_lora(pipe, tmp_path)
+    theirs = diffusers.PixArtAlphaPipeline(**{**pipe.components, "transformer": peft_model.get_base_model()})
+    theirs.set_progress_bar_config(disable=True)
+    expected = images(theirs)
+    assert np.abs(expected - images(tiny_pipeline())).max() > 1e-2  # the LoRA matters
+
+    pipe.load_lora_weights(folder if layout == "peft_folder" else folder / "transformer_lora", adapter_name="official")
+    assert type(pipe.transformer.pos_embed.proj).__module__.startswith("peft.")  # the Conv2d carries the adapter
+    # Same math in another order (our attention broadcasts the caption mask; diffusers' repeats it per head): float32
+    # rounding, ~1e-7 relative per op, grows through 2 steps and the VAE to well under 1e-4 on images in [0, 1].
+    assert np.abs(images(pipe) - expected).max() <= IMAGES
+
+
+def test_an_adapter_on_every_layer_works_as_in_diffusers():
+    """LoRA on every Linear and Conv2d of the model, ours and diffusers', with the same weights: the same outputs."""
+    from torch import nn
+
+    from diffusers_pixart.tiny import make_transformer
+
+    ours = make_transformer()
+    theirs = diffusers.PixArtTransformer2DModel.from_config(ours.config).eval()
+    theirs.load_state_dict(ours.state_dict())
+    targets = [name for name, module in ours.named_modules() if isinstance(module, (nn.Linear, nn.Conv2d))]
+    assert "pos_embed.proj" in targets and "proj_out" in targets
+    config = LoraConfig(r=2, init_lora_weights="gaussian", target_modules=targets)
+    ours.add_adapter(config)
+    randomise_lora(ours, seed=1)
+    theirs = get_peft_model(theirs, config)  # diffusers' class has no add_adapter: peft's wrapper, as the script does
+    lora = {f"base_model.model.{key}": value for key, value in get_peft_model_state_dict(ours).items()}
+    assert not set_peft_model_state_dict(theirs, lora).unexpected_keys  # the same LoRA weights
+    assert all(hasattr(module, "base_layer") for name, module in ours.named_modules() if name in targets)
+    expected = predict(theirs)
+    assert (expected - predict(make_transformer())).abs().max() > 0.1  # the LoRA matters
+    # Same math, other kernels and order (SDPA with a broadcast mask): float32 rounding on outputs of order 1.
+    torch.testing.assert_close(predict(ours), expected, atol=FORWARD, rtol=FORWARD)
 
 
 def test_official_alpha_is_read_from_adapter_config(tmp_path):

@@ -41,12 +41,14 @@ class PatchEmbed(nn.Module):
 
     The table is recomputed for any grid: positions are ``arange(n) / (n / base_size) / interpolation_scale`` (the
     DiffFit trick the paper adopts for multi-scale training), ``base_size`` being the training grid
-    ``sample_size // patch_size``. It is a cache, never saved.
+    ``sample_size // patch_size``. It is a cache, never saved. The sizes are kept as attributes rather than read from
+    ``proj``, which a LoRA adapter may wrap.
     """
 
     def __init__(self, sample_size: int, patch_size: int, in_channels: int, dim: int, interpolation_scale: float):
         super().__init__()
         self.patch_size = patch_size
+        self.dim = dim
         self.base_size = sample_size // patch_size
         self.interpolation_scale = interpolation_scale
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size, bias=True)
@@ -57,7 +59,7 @@ class PatchEmbed(nn.Module):
         key = (grid_h, grid_w, device)
         if key not in self._tables:
             table = get_2d_sincos_pos_embed(
-                self.proj.out_channels,
+                self.dim,
                 (grid_h, grid_w),
                 base_size=self.base_size,
                 interpolation_scale=self.interpolation_scale,
@@ -154,7 +156,8 @@ class PixArtBlock(nn.Module):
 
     ``S(i) = S + E(i)``: the global modulation ``S`` (B, 6D) plus this block's ``scale_shift_table`` E(i) (6, D).
     The cross-attention has neither norm nor gate; its output projection starts at zero in training so that a
-    pre-trained DiT block is preserved (paper section 2.3).
+    pre-trained DiT block is preserved (paper section 2.3). With ``cross_attention_dim=None`` the block has no
+    cross-attention (``attn2`` is None), as diffusers' block.
     """
 
     def __init__(
@@ -175,8 +178,13 @@ class PixArtBlock(nn.Module):
         attention.update(upcast_attention=upcast_attention, processor=PixArtAttnProcessor())
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=norm_elementwise_affine, eps=norm_eps)
         self.attn1 = Attention(query_dim=dim, cross_attention_dim=None, **attention)
-        self.attn2 = Attention(query_dim=dim, cross_attention_dim=cross_attention_dim, **attention)
+        # norm2 is the FFN's norm; created before attn2, as in diffusers, so the parameters are listed in its order.
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=norm_elementwise_affine, eps=norm_eps)
+        self.attn2 = (
+            Attention(query_dim=dim, cross_attention_dim=cross_attention_dim, **attention)
+            if cross_attention_dim is not None
+            else None
+        )
         self.ff = FeedForward(dim, dropout=dropout, activation_fn=activation_fn, bias=True)
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
 
@@ -193,7 +201,8 @@ class PixArtBlock(nn.Module):
         modulation = self.scale_shift_table[None] + t.reshape(x.shape[0], 6, -1)  # (B, 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)
         x = x + gate_msa * self.attn1(modulate(self.norm1(x), shift_msa, scale_msa), **attention_kwargs)
-        x = x + self.attn2(x, encoder_hidden_states=caption, attention_mask=caption_bias, **attention_kwargs)
+        if self.attn2 is not None:
+            x = x + self.attn2(x, encoder_hidden_states=caption, attention_mask=caption_bias, **attention_kwargs)
         return x + gate_mlp * self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 
@@ -285,13 +294,15 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
             dim,
             interpolation_scale if interpolation_scale is not None else max(sample_size // 64, 1),
         )
-        self.adaln_single = AdaLayerNormSingle(dim, use_additional_conditions=self.use_additional_conditions)
-        self.caption_projection = CaptionProjection(caption_channels, dim) if caption_channels is not None else None
         self.transformer_blocks = make_blocks(self.config, num_layers)
         # Output layer: LayerNorm, modulation by the timestep embedding and a final table, Linear to patches.
         self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
         self.proj_out = nn.Linear(dim, patch_size * patch_size * self.out_channels)
+        # The conditioning embeddings come last, in diffusers' order of creation: after the same torch.manual_seed
+        # both classes draw the same random weights (and list their parameters in the same order).
+        self.adaln_single = AdaLayerNormSingle(dim, use_additional_conditions=self.use_additional_conditions)
+        self.caption_projection = CaptionProjection(caption_channels, dim) if caption_channels is not None else None
 
     @staticmethod
     def mask_to_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
