@@ -20,7 +20,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import PixArtImageProcessor
 from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import retrieve_timesteps
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils import logging
+from diffusers.utils import deprecate, logging
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import T5EncoderModel, T5Tokenizer
 
@@ -35,17 +35,24 @@ logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
-#: Keyword arguments of ``from_pretrained`` that also apply to loading the transformer on its own.
-_MODEL_LOADING_KWARGS = (
-    "cache_dir",
-    "force_download",
-    "local_files_only",
-    "token",
-    "revision",
-    "variant",
-    "use_safetensors",
-    "low_cpu_mem_usage",
+#: diffusers' warning for the ``mask_feature`` argument, which it accepts and ignores.
+MASK_FEATURE_DEPRECATION = (
+    "The use of `mask_feature` is deprecated. It is no longer used in any computation and that doesn't affect the end "
+    "results. It will be removed in a future version."
 )
+
+
+def check_deprecated_kwargs(method: str, kwargs: dict[str, Any]) -> None:
+    """diffusers' deprecated ``mask_feature=`` passes with its ``FutureWarning``; any other unknown keyword raises.
+
+    Raises:
+        TypeError: a keyword argument that ``method`` does not take.
+    """
+    if "mask_feature" in kwargs:
+        deprecate("mask_feature", "1.0.0", MASK_FEATURE_DEPRECATION, standard_warn=False)
+    unknown = sorted(set(kwargs) - {"mask_feature"})
+    if unknown:
+        raise TypeError(f"{method}() got unexpected keyword arguments {unknown}")
 
 
 class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProcessingMixin):
@@ -84,20 +91,40 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         """Load a pipeline folder or Hub repo; the transformer is always ours, whatever ``model_index.json`` names.
 
         The official repos name diffusers' legacy ``Transformer2DModel``; loading them here gives our
-        :class:`PixArtTransformer2DModel` (same config and weights), and ``save_pretrained`` then records ours.
-        Every keyword argument of ``DiffusionPipeline.from_pretrained`` is accepted.
+        :class:`PixArtTransformer2DModel` (same config and weights; see :meth:`load_config`), and ``save_pretrained``
+        then records ours. Every keyword argument of ``DiffusionPipeline.from_pretrained`` is accepted, and diffusers
+        loads every component, ours too (with its variant checks, dtypes, device maps and "Loaded ..." log lines).
         """
-        if "transformer" not in kwargs:
-            model_kwargs = {key: kwargs[key] for key in _MODEL_LOADING_KWARGS if key in kwargs}
-            dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
-            if isinstance(dtype, dict):
-                dtype = dtype.get("transformer", dtype.get("default"))
-            if dtype is not None:
-                model_kwargs["dtype"] = dtype
-            kwargs["transformer"] = PixArtTransformer2DModel.from_pretrained(
-                pretrained_model_name_or_path, subfolder="transformer", **model_kwargs
-            )
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def load_config(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        return_unused_kwargs: bool = False,
+        return_commit_hash: bool = False,
+        **kwargs,
+    ) -> dict[str, Any] | tuple:
+        """``model_index.json`` as ``ConfigMixin.load_config`` reads it, with a transformer entry naming ours.
+
+        ``DiffusionPipeline.from_pretrained`` loads each component by the ``[library, class]`` of this config, so
+        any transformer (diffusers' ``Transformer2DModel`` or ``PixArtTransformer2DModel``) loads as our
+        :class:`PixArtTransformer2DModel`. A missing one (``[null, null]``) stays missing.
+        """
+        loaded = super().load_config(
+            pretrained_model_name_or_path,
+            return_unused_kwargs=return_unused_kwargs,
+            return_commit_hash=return_commit_hash,
+            **kwargs,
+        )
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        entry = config.get("transformer")
+        if isinstance(entry, (list, tuple)) and entry[0] is not None:
+            config["transformer"] = [
+                PixArtTransformer2DModel.__module__.split(".")[0],
+                PixArtTransformer2DModel.__name__,
+            ]
+        return loaded
 
     def set_scheduler(self, name: str) -> None:
         """Switch the sampler by name (``dpm``, ``sa`` or ``iddpm``), keeping the noise schedule of the current one."""
@@ -116,13 +143,15 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         negative_prompt_attention_mask: torch.Tensor | None = None,
         clean_caption: bool = False,
         max_sequence_length: int = 120,
+        **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Encode prompts (and, for guidance, the negative prompts) with T5.
 
         Returns ``(prompt_embeds (B*K, L, C), prompt_mask (B*K, L), negative_embeds, negative_mask)`` with ``K`` images
         per prompt; the negative ones are ``None`` without guidance. Precomputed embeddings and masks are passed
-        through (repeated ``K`` times).
+        through (repeated ``K`` times). diffusers' deprecated ``mask_feature`` is accepted and ignored.
         """
+        check_deprecated_kwargs("encode_prompt", kwargs)
         device = device or self._execution_device
         if prompt_embeds is None:
             prompt_embeds, prompt_attention_mask = self._encode_text(prompt, clean_caption, max_sequence_length, device)
@@ -348,6 +377,7 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         max_sequence_length: int = 120,
         callback_on_step_end: Callable[..., dict[str, torch.Tensor]] | PipelineCallback | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        **kwargs: Any,
     ) -> ImagePipelineOutput | tuple:
         """Generate images from text.
 
@@ -373,10 +403,12 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
             max_sequence_length: caption tokens (120 for PixArt-alpha).
             callback_on_step_end: ``fn(pipeline, step, t, tensors) -> dict`` called after each step with the
                 tensors named in ``callback_on_step_end_tensor_inputs``; returned tensors replace them.
+            kwargs: only diffusers' deprecated ``mask_feature``, accepted with a ``FutureWarning`` and ignored.
 
         Returns:
             ``ImagePipelineOutput(images=...)`` or a one-element tuple.
         """
+        check_deprecated_kwargs("__call__", kwargs)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
