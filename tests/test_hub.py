@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import tempfile
 import uuid
@@ -18,8 +20,16 @@ from peft import LoraConfig
 from PIL import Image
 from tolerances import IMAGES
 
-from diffusers_pixart import PixArtAlphaPipeline, PixArtTransformer2DModel
-from diffusers_pixart.hub import LORA_WEIGHT_NAME, PushError, push_to_hub, render_model_card, save_lora_weights
+from diffusers_pixart import TOY_MODEL_PATH, PixArtAlphaPipeline, PixArtTransformer2DModel
+from diffusers_pixart.hub import (
+    LORA_WEIGHT_NAME,
+    TRAINING_RECORD_NAME,
+    PushError,
+    load_training_record,
+    push_to_hub,
+    render_model_card,
+    save_lora_weights,
+)
 from diffusers_pixart.tiny import make_pipeline, make_transformer
 
 TOKEN = "hf_alice_write"  # alice's token on the loopback Hub (tests/conftest.py)
@@ -238,7 +248,15 @@ def test_model_card_renders_without_placeholders(kind):
     for leftover in ("{{", "}}", "{%", "%}", "None", "[More Information Needed]"):
         assert leftover not in text, leftover
     headings = re.findall(r"^## (.+)$", card.text, re.M)
-    assert headings[:4] == ["How to use it", "Training details", "Evaluation", "Limitations and bias"]
+    assert headings[:6] == [
+        "Model details",
+        "How to use it",
+        "Uses",
+        "Training details",
+        "Evaluation",
+        "Limitations and bias",
+    ]
+    assert card.data.language == ["en"]
     assert card.data.license == "openrail++" and "pixart-alpha" in card.data.tags
     assert ("lora" in card.data.tags) == (kind == "lora")
     assert ("controlnet" in card.data.tags) == (kind == "controlnet")
@@ -302,3 +320,88 @@ def test_bad_input_raises_clear_errors(tmp_path):
         save_lora_weights(make_transformer(), tmp_path)
     with pytest.raises(TypeError, match="dict"):
         push_to_hub({"weights": 1}, "alice/model", token=TOKEN)
+
+
+@pytest.mark.skipif(not (TOY_MODEL_PATH / "model_index.json").is_file(), reason="the package ships no toy model")
+def test_embedded_model_push_has_a_complete_card_and_says_plain_diffusers_cannot_run_it(hub, caplog):
+    """The embedded toy model pushed as it is: its record fills every field of the card; plain diffusers is refused."""
+    pipe = PixArtAlphaPipeline.from_pretrained(TOY_MODEL_PATH)
+    with caplog.at_level(logging.WARNING, logger="diffusers_pixart.hub"):
+        repo_id = push_to_hub(pipe, _name("toy"), token=TOKEN).repo_url.repo_id
+    assert "will not generate with plain diffusers" in caplog.text and "sample size 16" in caplog.text
+
+    card = ModelCard.load(repo_id)
+    card.validate()  # the Hub's own check of the metadata (the loopback server's /api/validate-yaml)
+    data = card.data
+    record = load_training_record(TOY_MODEL_PATH)
+    assert data.language == ["en"] and data.license == "openrail++" and data.pipeline_tag == "text-to-image"
+    assert data.base_model is None and data.datasets is None  # trained from scratch on generated data, said in text
+    assert data.model_name == record["model_name"]
+    assert [entry["text"] for entry in data.widget] == record["example_prompts"]
+    scores = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert {r.dataset_name for r in data.eval_results} == {"toy_compbench"}
+    assert scores == {name: round(v, 4) for name, v in record["evaluation"]["scores"].items()}
+    text = card.text
+    parameters = sum(p.numel() for p in pipe.transformer.parameters())
+    for expected in (
+        "Base model: none: trained from scratch",  # base_model
+        "Resolution: 64 px",
+        f"transformer {parameters:,}",  # parameter count
+        f"Prompt language: {record['prompt_language']}",
+        f"Training data: {record['training_data']}",  # datasets: generated, described
+        f"Procedure: {record['training_procedure']}",
+        f"Compute: {record['compute']}",
+        f"Time: {record['training_time']}",
+        "Protocol: prompts 200, sampler dpm, steps 20, guidance 4.5, resolution 64 px, seed 0.",
+        "**This pipeline does not generate with plain diffusers**",
+        *record["intended_uses"],
+        *record["out_of_scope_uses"],
+        *record["limitations"],
+    ):
+        assert expected in text, expected
+    assert "No training run is recorded" not in text and "No evaluation results" not in text
+    assert "hands, faces" not in text  # the limitations are the toy model's, not a photographic model's
+    assert json.loads(Path(hf_hub_download(repo_id, TRAINING_RECORD_NAME)).read_text()) == record
+
+    # The index names our transformer, so loading fails early where the package is missing; what plain diffusers
+    # would do with diffusers' class, as the card says, is fail at the first step.
+    index = json.loads(Path(hf_hub_download(repo_id, "model_index.json")).read_text())
+    assert index["transformer"] == ["diffusers_pixart", "PixArtTransformer2DModel"]
+    plain = diffusers.PixArtAlphaPipeline.from_pretrained(
+        repo_id, transformer=diffusers.PixArtTransformer2DModel.from_pretrained(repo_id, subfolder="transformer")
+    )
+    with pytest.raises(AttributeError, match="flatten"):
+        plain("one object. a red circle.", num_inference_steps=1, use_resolution_binning=False)
+    np.testing.assert_array_equal(  # with this package it pulls back and generates as before the push
+        _images(PixArtAlphaPipeline.from_pretrained(repo_id)), _images(pipe)
+    )
+
+
+def test_pushed_pipeline_generates_with_diffusers_classes_only(hub):
+    """A pipeline diffusers can run: the card shows the plain-diffusers code, and diffusers alone generates with it."""
+    pipe = make_pipeline(seed=12)
+    repo_id = push_to_hub(pipe, _name("plain"), token=TOKEN).repo_url.repo_id
+    card = ModelCard.load(repo_id)
+    assert "from diffusers import PixArtAlphaPipeline" in card.text and "does not generate" not in card.text
+    index = json.loads(Path(hf_hub_download(repo_id, "model_index.json")).read_text())
+    assert all(entry[0] in ("diffusers", "transformers") for entry in index.values() if isinstance(entry, list))
+    plain = diffusers.DiffusionPipeline.from_pretrained(repo_id)
+    assert type(plain) is diffusers.PixArtAlphaPipeline
+    assert all(type(c).__module__.split(".")[0] in ("diffusers", "transformers") for c in plain.components.values())
+    image = plain("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (256, 256)  # with diffusers' own resolution binning (sample size 32: its 256 table)
+
+
+def test_training_record_errors_name_the_key(tmp_path):
+    path = tmp_path / TRAINING_RECORD_NAME
+    path.write_text(json.dumps({"compute": "a CPU", "epochs": 3}))
+    with pytest.raises(ValueError, match="Unknown key 'epochs'"):
+        load_training_record(tmp_path)
+    path.write_text(json.dumps({"limitations": "none"}))
+    with pytest.raises(ValueError, match="'limitations'.*must be a <class 'list'>"):
+        load_training_record(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        load_training_record(path)
+    with pytest.raises(ValueError, match="`benchmark` and a `scores` mapping"):
+        render_model_card("alice/model", record={"evaluation": {"steps": 20}})

@@ -11,13 +11,16 @@ A Hub commit is atomic, so a push that fails leaves the repository as it was. Pu
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import diffusers
+import torch
 from diffusers import DiffusionPipeline, ModelMixin
 from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE, LoraBaseMixin
 from huggingface_hub import CommitInfo, CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
@@ -39,6 +42,38 @@ DEFAULT_BASE_MODEL = "PixArt-alpha/PixArt-XL-2-1024-MS"
 
 CARD_KINDS = ("pipeline", "transformer", "lora", "controlnet")
 
+#: The file of a pipeline folder that records how its model was made (see :func:`load_training_record`); a push
+#: takes it from the pipeline's folder into the card, and uploads it with the weights.
+TRAINING_RECORD_NAME = "training_record.json"
+
+#: The keys of a training record, each optional, and the type of their values.
+RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "model_name": str,
+    "description": str,
+    "base_model": (str, type(None)),
+    "datasets": list,
+    "language": list,
+    "prompt_language": str,
+    "example_prompts": list,
+    "training_data": str,
+    "training_procedure": str,
+    "training": dict,
+    "compute": str,
+    "training_time": str,
+    "intended_uses": list,
+    "out_of_scope_uses": list,
+    "evaluation": dict,
+    "limitations": list,
+}
+
+#: The sample sizes for which diffusers' ``PixArtAlphaPipeline`` has resolution-binning tables.
+DIFFUSERS_BINNING_SAMPLE_SIZES = (32, 64, 128)
+
+#: What the card says of the prompts of a model whose record does not say it.
+DEFAULT_PROMPT_LANGUAGE = "English (T5 text encoder; other languages work poorly)"
+
+logger = logging.getLogger(__name__)
+
 
 class PushError(RuntimeError):
     """A push to the Hub failed; the Hub's commits are atomic, so the repository was left as it was."""
@@ -51,13 +86,15 @@ def render_model_card(
     model_name: str | None = None,
     description: str | None = None,
     base_model: str | None = None,
-    datasets: Sequence[str] = (),
+    datasets: Sequence[str] | None = None,
     tags: Sequence[str] = (),
     samples: Sequence[tuple[str, str]] = (),
     prompt: str = "a red circle above a blue square",
     training: Mapping[str, Any] | None = None,
     evaluation: Mapping[str, float] | None = None,
     eval_dataset: str | None = None,
+    record: Mapping[str, Any] | str | os.PathLike | None = None,
+    facts: Mapping[str, Any] | None = None,
     template_path: str | os.PathLike = MODEL_CARD_TEMPLATE,
 ) -> ModelCard:
     """Render the model card of a pushed model from ``model_card.md``.
@@ -66,17 +103,23 @@ def render_model_card(
         repo_id: the Hub repo the card describes (used in the how-to-use code).
         kind: ``"pipeline"``, ``"transformer"``, ``"lora"`` or ``"controlnet"``: what the repo holds, which sets the
             how-to-use code.
-        model_name: the card's title; defaults to the repo name.
-        description: a paragraph about this model; a generic one by default.
-        base_model: the Hub id the model was trained from; transformer and LoRA cards need one to load the rest of
-            the pipeline, and default to :data:`DEFAULT_BASE_MODEL`.
-        datasets: Hub ids or names of the training data.
+        model_name: the card's title; defaults to the record's, then to the repo name.
+        description: a paragraph about this model; the record's, or a generic one by default.
+        base_model: the Hub id the model was trained from (default: the record's); transformer and LoRA cards need
+            one to load the rest of the pipeline, and default to :data:`DEFAULT_BASE_MODEL`.
+        datasets: Hub ids of the training data (default: the record's).
         tags: extra tags; ``pixart-alpha``, ``text-to-image`` and ``diffusers`` are always there (and ``lora``).
         samples: ``(prompt, path in repo)`` of sample images, shown in the card and in the Hub widget.
         prompt: the prompt of the how-to-use code when there are no samples.
-        training: settings of the training run (steps, learning rate, batch size, ...), shown as a table.
-        evaluation: metric name -> value, shown as a table and recorded as ``model-index`` results.
+        training: settings of the training run (steps, learning rate, batch size, ...), shown as a table; default:
+            the record's.
+        evaluation: metric name -> value, shown as a table and recorded as ``model-index`` results; default: the
+            record's evaluation.
         eval_dataset: what ``evaluation`` was measured on; required with ``evaluation``.
+        record: a training record (see :func:`load_training_record`), or the path of one: language, training data,
+            procedure, compute and time, uses, evaluation protocol and limitations of the model.
+        facts: what :func:`pipeline_facts` and :func:`plain_diffusers_blockers` found in the pushed object
+            (resolution, parameters, ``plain_diffusers_blockers``, ...).
         template_path: the Jinja template.
 
     Returns:
@@ -84,13 +127,27 @@ def render_model_card(
     """
     if kind not in CARD_KINDS:
         raise ValueError(f"Unknown model card kind {kind!r}: choose one of {CARD_KINDS}.")
-    if evaluation and not eval_dataset:
-        raise ValueError("`evaluation` results need `eval_dataset`: the data they were measured on.")
     if not Path(template_path).is_file():
         raise FileNotFoundError(f"The model card template {template_path} does not exist.")
-    model_name = model_name or repo_id.split("/")[-1]
-    if kind != "pipeline":
-        base_model = base_model or DEFAULT_BASE_MODEL
+    if record is not None and not isinstance(record, Mapping):
+        record = load_training_record(record)
+    record = dict(record or {})
+    protocol: dict[str, Any] = {}
+    if evaluation is None and "evaluation" in record:
+        evaluation, eval_dataset, protocol = evaluation_from_scores(record["evaluation"])
+    if evaluation and not eval_dataset:
+        raise ValueError("`evaluation` results need `eval_dataset`: the data they were measured on.")
+    model_name = model_name or record.get("model_name") or repo_id.split("/")[-1]
+    base_model = base_model or record.get("base_model")
+    if base_model:
+        base_model_text = f"`{base_model}`"
+    elif kind != "pipeline":
+        base_model = DEFAULT_BASE_MODEL
+        base_model_text = f"`{base_model}`"
+    else:
+        base_model_text = "none: trained from scratch" if "base_model" in record else "not recorded"
+    datasets = list(record.get("datasets", []) if datasets is None else datasets)
+    language = list(record.get("language", ["en"]))
     default_tags = ["pixart-alpha", "text-to-image", "diffusers"] + ([kind] if kind in ("lora", "controlnet") else [])
     eval_results = [
         EvalResult(
@@ -105,29 +162,160 @@ def render_model_card(
     card_data = ModelCardData(
         model_name=model_name,
         license="openrail++",
+        language=language,
         library_name="diffusers",
         pipeline_tag="text-to-image",
         base_model=base_model,
         tags=list(dict.fromkeys([*default_tags, *tags])),
-        datasets=list(datasets) or None,
+        datasets=datasets or None,
         eval_results=eval_results or None,
-        widget=[{"text": text, "output": {"url": path}} for text, path in samples] or None,
+        widget=[{"text": text, "output": {"url": path}} for text, path in samples]
+        or [{"text": text} for text in record.get("example_prompts", [])]
+        or None,
     )
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(template_path),
+    context = {key: record.get(key) for key in RECORD_FIELDS}
+    context.update(facts or {})
+    context.update(
         model_name=model_name,
         repo_id=repo_id,
         kind=kind,
         base_model=base_model,
-        description=description or "A PixArt-α text-to-image model, trained with `diffusers_pixart`.",
-        datasets=list(datasets),
+        base_model_text=base_model_text,
+        description=description
+        or record.get("description")
+        or "A PixArt-α text-to-image model, trained with `diffusers_pixart`.",
+        prompt_language=record.get("prompt_language", DEFAULT_PROMPT_LANGUAGE),
+        datasets=datasets,
         samples=list(samples),
-        prompt=samples[0][0] if samples else prompt,
-        training=dict(training or {}),
+        prompt=samples[0][0] if samples else record.get("example_prompts", [prompt])[0],
+        training=dict(training or record.get("training") or {}),
         evaluation=dict(evaluation or {}),
         eval_dataset=eval_dataset,
+        eval_protocol=protocol,
     )
+    return ModelCard.from_template(card_data, template_path=str(template_path), **context)
+
+
+def load_training_record(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training record: a JSON object saying how a model was made, which fills its model card.
+
+    Every key is optional (:data:`RECORD_FIELDS`): ``model_name``, ``description``, ``prompt_language``,
+    ``training_data``, ``training_procedure``, ``compute`` and ``training_time`` are sentences; ``base_model`` is the
+    Hub id the model was trained from, or ``null`` for a model trained from scratch; ``datasets`` (Hub ids),
+    ``language`` (ISO 639-1 codes), ``example_prompts`` (prompts it draws well: the Hub widget's and the
+    how-to-use code's), ``intended_uses``, ``out_of_scope_uses`` and ``limitations`` are lists of
+    strings; ``training`` maps settings to values (a table); ``evaluation`` is what ``pixart eval`` writes to
+    ``scores.json`` (``benchmark``, ``scheduler``, ``steps``, ``guidance``, ``resolution``, ``seed``, ``scores``, and
+    ``per_image`` or ``num_prompts``).
+
+    Args:
+        path: the JSON file, or a folder holding :data:`TRAINING_RECORD_NAME`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a JSON object, an unknown key, or a value of the wrong type (the key is named).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / TRAINING_RECORD_NAME
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"The training record {path} is not valid JSON: {err}") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"The training record {path} must hold a JSON object, not a {type(record).__name__}.")
+    for key, value in record.items():
+        if key not in RECORD_FIELDS:
+            raise ValueError(
+                f"Unknown key {key!r} in the training record {path}; expected some of {list(RECORD_FIELDS)}."
+            )
+        if not isinstance(value, RECORD_FIELDS[key]):
+            raise ValueError(f"{key!r} in the training record {path} must be a {RECORD_FIELDS[key]}, got {value!r}.")
+    return record
+
+
+def evaluation_from_scores(scores: Mapping[str, Any]) -> tuple[dict[str, float], str, dict[str, Any]]:
+    """The metrics, the benchmark and the protocol of a ``pixart eval`` ``scores.json`` (or a record's evaluation).
+
+    Returns ``({metric: value}, benchmark, {"prompts": n, "sampler": ..., "steps": ..., "guidance": ..., ...})``;
+    the protocol lists only what ``scores`` holds.
+
+    Raises:
+        ValueError: ``scores`` has no ``scores`` mapping or no ``benchmark``.
+    """
+    if not isinstance(scores.get("scores"), Mapping) or not scores.get("benchmark"):
+        raise ValueError("An evaluation needs `benchmark` and a `scores` mapping (as `pixart eval` writes them).")
+    metrics = {name: round(float(value), 4) for name, value in scores["scores"].items() if value is not None}
+    num_prompts = len(scores["per_image"]) if "per_image" in scores else scores.get("num_prompts")
+    protocol = {
+        "prompts": num_prompts,
+        "sampler": scores.get("scheduler"),
+        "steps": scores.get("steps"),
+        "guidance": scores.get("guidance"),
+        "resolution": f"{scores['resolution']} px" if scores.get("resolution") else None,
+        "seed": scores.get("seed"),
+    }
+    return metrics, str(scores["benchmark"]), {key: value for key, value in protocol.items() if value is not None}
+
+
+def plain_diffusers_blockers(pipeline_folder: str | os.PathLike) -> list[str]:
+    """Why a saved pipeline cannot generate with diffusers' own classes; empty when it can.
+
+    Reasons: a pipeline or component class that diffusers does not have, and a transformer with micro-conditions
+    at a sample size other than 128 (diffusers' ``PixArtAlphaPipeline`` passes them only then, and its transformer
+    fails at the first step without them).
+    """
+    folder = Path(pipeline_folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    reasons = []
+    if not hasattr(diffusers, index["_class_name"]):
+        reasons.append(f"diffusers has no pipeline class `{index['_class_name']}`.")
+    for name, entry in index.items():
+        if isinstance(entry, list) and entry[0] and entry[0].split(".")[0] == __package__:
+            if not hasattr(diffusers, entry[1]):
+                reasons.append(f"diffusers has no class `{entry[1]}` for the component `{name}`.")
+    config_path = folder / "transformer" / "config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        if config.get("use_additional_conditions") and config.get("sample_size") != 128:
+            reasons.append(
+                f"its transformer uses size and aspect-ratio micro-conditions at sample size {config['sample_size']}, "
+                "and diffusers' `PixArtAlphaPipeline` passes micro-conditions only to models of sample size 128 (its "
+                "transformer then fails at the first step)."
+            )
+    return reasons
+
+
+def pipeline_facts(obj: DiffusionPipeline | ModelMixin) -> dict[str, Any]:
+    """What a model card states of a pipeline or model from its config: resolution, micro-conditions, parameters."""
+    modules = obj.components if isinstance(obj, DiffusionPipeline) else {"model": obj}
+    parameters = {
+        name.replace("_", " "): sum(p.numel() for p in module.parameters())
+        for name, module in modules.items()
+        if isinstance(module, torch.nn.Module)
+    }
+    if len(parameters) > 1:
+        parameters["in all"] = sum(parameters.values())
+    transformer = getattr(obj, "transformer", obj)
+    facts: dict[str, Any] = {"parameters": parameters}
+    sample_size = getattr(transformer.config, "sample_size", None)
+    if isinstance(obj, DiffusionPipeline) and sample_size and hasattr(obj, "vae_scale_factor"):
+        facts.update(
+            resolution=sample_size * obj.vae_scale_factor,
+            sample_size=sample_size,
+            vae_scale_factor=obj.vae_scale_factor,
+            micro_conditions=bool(getattr(transformer, "use_additional_conditions", False)),
+            diffusers_binning=sample_size in DIFFUSERS_BINNING_SAMPLE_SIZES,
+        )
+    return facts
+
+
+def _pipeline_record(obj: DiffusionPipeline | ModelMixin) -> Path | None:
+    """The training record in the folder a pipeline or model was loaded from, if there is one."""
+    source = getattr(obj, "name_or_path", None) or getattr(obj.config, "_name_or_path", None)
+    if source and (Path(source) / TRAINING_RECORD_NAME).is_file():
+        return Path(source) / TRAINING_RECORD_NAME
+    return None
 
 
 def save_lora_weights(model: ModelMixin, save_directory: str | os.PathLike, adapter_name: str = "default") -> Path:
@@ -166,22 +354,29 @@ def find_lora_weights(
     return sorted(name for name in names if "/" not in name and name.endswith(".safetensors") and "lora" in name)
 
 
-def make_hub_loadable(pipeline_folder: str | os.PathLike) -> None:
-    """Record our models in ``model_index.json`` as the diffusers classes of the same name, in place.
+def make_hub_loadable(pipeline_folder: str | os.PathLike) -> list[str]:
+    """Record our models in ``model_index.json`` as the diffusers classes of the same name, in place, where they work.
 
     A locally saved pipeline records ``["diffusers_pixart", ...]``, which only loads where this package is installed.
     Our :class:`PixArtTransformer2DModel` has the config and weights of diffusers' class of the same name, and
     ``PixArtAlphaPipeline.from_pretrained`` loads ours whatever the index says (as for the official repos), so a pushed
-    index names diffusers' class: the repo then loads with our pipeline, and with plain diffusers too.
+    index names diffusers' class: the repo then loads and generates with our pipeline, and with plain diffusers too.
+    A pipeline that plain diffusers could load but not run (see :func:`plain_diffusers_blockers`) keeps our names,
+    so that it fails at loading, naming this package, not at the first step.
+
+    Returns:
+        The reasons why plain diffusers cannot run the pipeline (the index was left as it was); empty when rewritten.
     """
+    blockers = plain_diffusers_blockers(pipeline_folder)
+    if blockers:
+        return blockers
     path = Path(pipeline_folder) / "model_index.json"
     index = json.loads(path.read_text())
     for name, entry in index.items():
         if isinstance(entry, list) and entry[0] and entry[0].split(".")[0] == __package__:
-            if not hasattr(diffusers, entry[1]):
-                raise ValueError(f"Component {name!r} ({entry[1]}) has no diffusers class of the same name.")
             index[name] = ["diffusers", entry[1]]
     path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return []
 
 
 def push_to_hub(
@@ -205,7 +400,9 @@ def push_to_hub(
         lora_adapter: push only this LoRA adapter of the transformer (``obj`` or ``obj.transformer``), as
             :data:`LORA_WEIGHT_NAME`.
         samples: ``(prompt, image)`` pairs, uploaded as ``images/sample_<i>.png`` and shown in the card.
-        card_info: keyword arguments of :func:`render_model_card` (training settings, evaluation, base model, ...).
+        card_info: keyword arguments of :func:`render_model_card` (training settings, evaluation, base model, a
+            ``record``, ...). A pipeline or model loaded from a folder with a :data:`TRAINING_RECORD_NAME` uses that
+            record by default, and the record goes up with the weights.
         private: create the repo private (ignored when it exists).
         token: the Hub token; defaults to the stored one.
         revision: the branch to commit to, created from ``main`` when missing; ``main`` by default.
@@ -237,19 +434,29 @@ def push_to_hub(
         raise PushError(f"Could not create the repo {repo_id!r} (branch {revision or 'main'}): {err}") from err
 
     with tempfile.TemporaryDirectory(prefix="pixart-push-") as staging:
+        card_info = dict(card_info or {})
+        facts: dict[str, Any] = {}
         if kind == "lora":
             save_lora_weights(model, staging, adapter_name=lora_adapter)
         else:
             obj.save_pretrained(staging, safe_serialization=True)
-            if kind == "pipeline":
-                make_hub_loadable(staging)
+            facts = pipeline_facts(obj)
+            card_info.setdefault("record", _pipeline_record(obj))
+            if card_info["record"] is not None and not isinstance(card_info["record"], Mapping):
+                shutil.copyfile(card_info["record"], os.path.join(staging, TRAINING_RECORD_NAME))
+        if kind == "pipeline":
+            facts["plain_diffusers_blockers"] = make_hub_loadable(staging)
+            for reason in facts["plain_diffusers_blockers"]:
+                logger.warning(
+                    "%s will not generate with plain diffusers (only with diffusers_pixart): %s", repo_id, reason
+                )
         sample_paths = []
         for index, (prompt, image) in enumerate(samples):
             path = f"images/sample_{index}.png"
             os.makedirs(os.path.join(staging, "images"), exist_ok=True)
             image.save(os.path.join(staging, path))
             sample_paths.append((prompt, path))
-        card = render_model_card(repo_id, kind, samples=sample_paths, **(card_info or {}))
+        card = render_model_card(repo_id, kind, samples=sample_paths, facts=facts, **card_info)
         card.save(os.path.join(staging, "README.md"))
         # One commit for the whole folder: `upload_folder` may split a large folder into several commits, and a
         # failure between them would leave a half-pushed repo.
