@@ -148,3 +148,50 @@ def test_same_seed_gives_diffusers_weights(config):
     )
     with torch.no_grad():
         torch.testing.assert_close(ours(**inputs).sample, theirs(**inputs).sample, atol=FORWARD, rtol=FORWARD)
+
+
+def test_set_default_attn_processor_restores_ours():
+    """diffusers' processors can be set and the default put back, as on diffusers' model."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    from diffusers_pixart.models.attention import PixArtAttnProcessor
+    from diffusers_pixart.tiny import make_transformer
+
+    model = make_transformer()
+    g = torch.Generator().manual_seed(0)
+    inputs = dict(
+        hidden_states=torch.randn(2, 4, 16, 16, generator=g),
+        encoder_hidden_states=torch.randn(2, 5, 32, generator=g),
+        encoder_attention_mask=torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]),
+        timestep=torch.tensor([10, 500]),
+    )
+    with torch.no_grad():
+        expected = model(**inputs).sample
+        model.set_attn_processor(AttnProcessor())
+        # diffusers' processor: the same math with explicit softmax(QK^T)V, so float32 rounding only
+        torch.testing.assert_close(model(**inputs).sample, expected, atol=FORWARD, rtol=FORWARD)
+        model.set_default_attn_processor()
+        assert all(type(p) is PixArtAttnProcessor for p in model.attn_processors.values())
+        assert torch.equal(model(**inputs).sample, expected)  # the same code again
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (PixArtAlphaPipeline, diffusers.PixArtAlphaPipeline),
+        (PixArtTransformer2DModel, diffusers.PixArtTransformer2DModel),
+    ],
+    ids=["pipeline", "transformer"],
+)
+def test_every_public_attribute_of_diffusers_class_exists(ours, theirs):
+    """Code that calls a public method of diffusers' class finds it on ours (e.g. prepare_extra_step_kwargs)."""
+    missing = {name for name in dir(theirs) if not name.startswith("_")} - set(dir(ours))
+    assert not missing
+
+
+def test_prepare_extra_step_kwargs_gives_what_the_scheduler_takes():
+    ours, theirs = pipelines()
+    generator = torch.Generator()
+    for scheduler in (diffusers.DDIMScheduler(), diffusers.DPMSolverMultistepScheduler()):
+        ours.scheduler = theirs.scheduler = scheduler
+        assert ours.prepare_extra_step_kwargs(generator, 0.3) == theirs.prepare_extra_step_kwargs(generator, 0.3)

@@ -367,6 +367,13 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
             caption = self.caption_projection(caption).view(batch, -1, self.inner_dim)  # (B, L, D)
         return caption, self.mask_to_bias(mask, dtype)
 
+    def set_default_attn_processor(self) -> None:
+        """Give every attention layer the default processor again, :class:`~.attention.PixArtAttnProcessor`.
+
+        diffusers' method of the same name sets its ``AttnProcessor``, of the same math.
+        """
+        self.set_attn_processor(PixArtAttnProcessor())
+
     def fuse_qkv_projections(self) -> None:
         """Fuse the self-attention q/k/v and cross-attention k/v projections (:func:`.attention.fuse_projections`).
 

@@ -278,8 +278,10 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
             raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape}.")
         return latents.to(device) * self.scheduler.init_noise_sigma
 
-    def _step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None, eta: float) -> dict[str, Any]:
-        """The ``eta`` and ``generator`` arguments, for the schedulers whose ``step`` takes them."""
+    def prepare_extra_step_kwargs(
+        self, generator: torch.Generator | list[torch.Generator] | None, eta: float
+    ) -> dict[str, Any]:
+        """The ``eta`` and ``generator`` arguments, for the schedulers whose ``step`` takes them (diffusers' name)."""
         accepted = inspect.signature(self.scheduler.step).parameters
         candidates = {"eta": eta, "generator": generator}
         return {key: value for key, value in candidates.items() if key in accepted}
@@ -473,7 +475,7 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         latents = self.prepare_latents(
             images, latent_channels, height, width, prompt_embeds.dtype, device, generator, latents
         )
-        step_kwargs = self._step_kwargs(generator, eta)
+        step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         added_cond_kwargs = self._micro_conditions(height, width, prompt_embeds.shape[0], prompt_embeds.dtype, device)
 
         warmup_steps = max(len(timesteps) - num_inference_steps * self.scheduler.order, 0)
