@@ -3,21 +3,35 @@
 ``PIXART_MODEL`` (a Hub id or a pipeline folder) chooses the checkpoint. Without it the package's embedded toy model
 serves, or, when the package ships none, a tiny randomly initialised pipeline, labelled as such: ``python app.py``
 works on a fresh machine with no network. LoRA weight files at the top of the model repo can be switched on in the UI.
+``PIXART_EXAMPLES`` names a text file of example prompts (one a line) to show instead of the model's own.
 On ZeroGPU the generation runs under ``@spaces.GPU``; elsewhere that decorator is not used.
+
+What a visitor gets: the model's name and what its prompts may say, examples it draws well, limits that follow the
+device (checked against an estimate of each request's time, made before it runs), a cancel button, a queue that runs
+several requests at once per device, and every error stated in the page with the controls left as they were.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import gradio as gr
 import torch
+from huggingface_hub import ModelCard, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image
 
-from diffusers_pixart.default_model import load_pipeline
-from diffusers_pixart.hub import LORA_PREFIX, find_lora_weights
+from diffusers_pixart.default_model import TOY_MODEL_PATH, load_pipeline
+from diffusers_pixart.hub import LORA_PREFIX, TRAINING_RECORD_NAME, find_lora_weights, load_training_record
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.schedulers import SCHEDULERS
 
@@ -31,22 +45,26 @@ except ImportError:
         return fn
 
 
-# Limits of one request, checked on the server (the sliders alone do not bind API callers).
 MAX_PROMPT_CHARS = 500
 MAX_STEPS = 50
-MIN_IMAGE_SIZE = 256
-MAX_IMAGE_SIZE = 1024
-SIZE_STEP = 32
 MAX_IMAGES = 4
 MAX_SEED = 2**31 - 1
 QUEUE_MAX_SIZE = 20
+#: Steps of the timed request at start-up that sets the first time estimates.
+CALIBRATION_STEPS = 4
+#: The largest side: this many times the model's native size, and never more than MAX_SIDE pixels.
+SIZE_FACTOR = 2
+MAX_SIDE = 2048
+
+#: Per device type: the most seconds of estimated compute a request may take, and how many requests run at once.
+DEVICE_BUDGETS = {"cpu": (20.0, 2), "cuda": (120.0, 2)}
 
 #: Sampler label -> name in :data:`diffusers_pixart.schedulers.SCHEDULERS`, which holds their steps and guidance.
 SAMPLERS = {"DPM-Solver": "dpm", "SA-Solver": "sa"}
 
 NO_LORA = "None"
 
-#: Style presets: name -> (prompt template, negative prompt), in the spirit of the official PixArt-α demo.
+#: Style presets of full-size models: name -> (prompt template, negative prompt), after the official PixArt-α demo.
 STYLES = {
     "(No style)": ("{prompt}", ""),
     "Cinematic": (
@@ -67,11 +85,167 @@ STYLES = {
 }
 DEFAULT_STYLE = "(No style)"
 
-EXAMPLES = [
-    "a red circle above a blue square",
-    "a small yellow star next to a large green triangle",
-    "a photo of a cat in a house",
+#: Examples for a full-size model whose card, record and environment name none.
+DEFAULT_EXAMPLES = [
+    "an astronaut riding a horse on the moon, detailed, cinematic",
+    "a small cactus with a happy face in the Sahara desert",
+    "a red vintage car parked on a cobblestone street at dusk",
 ]
+EXAMPLES_ENV = "PIXART_EXAMPLES"
+
+#: The gallery shows every image whole, all of them within 70% of the viewport's height and the page's width: small
+#: images enlarged by the largest whole factor that fits, with crisp pixels, in the number of columns that shows them
+#: largest (GALLERY_JS); larger ones scaled down to fit. Gradio's own grid would crop them to square thumbnails.
+GALLERY_CSS = """
+#gallery .grid-wrap { height: auto !important; max-height: none !important; overflow: visible !important; }
+#gallery .thumbnail-item { width: auto !important; height: auto !important; aspect-ratio: auto !important; }
+#gallery .thumbnail-item img { object-fit: contain !important; image-rendering: pixelated; }
+"""
+GALLERY_JS = """
+() => {
+  const GAP = 8;
+  const fit = () => {
+    const grid = document.querySelector('#gallery .grid-container');
+    if (!grid) return;
+    const images = [...grid.querySelectorAll('img')];
+    const loading = images.filter((img) => !img.naturalWidth);
+    if (!images.length || loading.length) {
+      loading.forEach((img) => img.addEventListener('load', fit, { once: true }));
+      return;
+    }
+    const w = Math.max(...images.map((img) => img.naturalWidth));
+    const h = Math.max(...images.map((img) => img.naturalHeight));
+    const width = grid.clientWidth - 2 * GAP, height = window.innerHeight * 0.7;
+    let best = { columns: 1, scale: 0 };
+    for (let columns = 1; columns <= images.length; columns++) {
+      const rows = Math.ceil(images.length / columns);
+      const scale = Math.min((width - GAP * (columns - 1)) / columns / w, (height - GAP * (rows - 1)) / rows / h);
+      if (scale > best.scale) best = { columns, scale };
+    }
+    const factor = best.scale >= 1 ? Math.floor(best.scale) : best.scale;
+    grid.style.gridTemplateColumns = `repeat(${best.columns}, max-content)`;
+    grid.style.justifyContent = 'center';
+    grid.style.gap = `${GAP}px`;
+    for (const img of images) {
+      img.style.width = `${Math.floor(img.naturalWidth * factor)}px`;
+      img.style.height = `${Math.floor(img.naturalHeight * factor)}px`;
+    }
+  };
+  new MutationObserver(fit).observe(document.body, { childList: true, subtree: true });
+  window.addEventListener('resize', fit);
+}
+"""
+
+
+class RequestError(gr.Error):
+    """A request the demo refuses or could not serve: shown in the page until closed, the controls unchanged."""
+
+    def __init__(self, message: str):
+        super().__init__(message, duration=None)
+
+
+class Limits(NamedTuple):
+    """What one request may ask on this device and model."""
+
+    device: str
+    min_size: int
+    max_size: int
+    size_step: int
+    max_seconds: float
+    concurrency: int
+
+    def describe(self) -> str:
+        """One line for the page."""
+        return (
+            f"Limits on this {self.device.upper()}: sizes {self.min_size}-{self.max_size} px, up to {MAX_STEPS} steps "
+            f"and {MAX_IMAGES} images, and about {self.max_seconds:g} s of estimated compute per request; "
+            f"{self.concurrency} requests run at once, the others wait in the queue."
+        )
+
+
+class TimeEstimator:
+    """Seconds a request takes: a rate per unit of work, measured at start and updated by every finished request.
+
+    A unit is one transformer pass (two with guidance) or one decode of the native number of pixels; the cost grows
+    with the pixels linearly (attention's quadratic share is small at these sizes).
+    """
+
+    def __init__(self, native_pixels: int):
+        self.native_pixels = native_pixels
+        self.seconds_per_unit = 0.0
+        self._lock = threading.Lock()
+
+    def units(self, width: int, height: int, steps: int, guidance: float, images: int) -> float:
+        """The work of a request, in units."""
+        passes = steps * (2 if guidance > 1 else 1) + 1
+        return images * passes * width * height / self.native_pixels
+
+    def estimate(self, width: int, height: int, steps: int, guidance: float, images: int) -> float:
+        """The expected seconds of a request."""
+        return self.seconds_per_unit * self.units(width, height, steps, guidance, images)
+
+    def observe(self, units: float, seconds: float) -> None:
+        """Fold a measured run into the rate (half weight to the newest, so that a change of load shows soon)."""
+        rate = seconds / units
+        with self._lock:
+            self.seconds_per_unit = rate if not self.seconds_per_unit else (self.seconds_per_unit + rate) / 2
+
+
+class Cancelled(Exception):
+    """Raised inside the pipeline's step callback when the visitor cancelled the request."""
+
+
+class Sessions:
+    """The running request of each browser session (or API client), so that its cancel button can stop it."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def run(self, session: str) -> Iterator[threading.Event]:
+        """Register the session's request while it runs; the event is set when it is cancelled."""
+        event = threading.Event()
+        with self._lock:
+            self._running[session] = event
+        try:
+            yield event
+        finally:
+            with self._lock:
+                if self._running.get(session) is event:
+                    del self._running[session]
+
+    def cancel(self, session: str) -> bool:
+        """Ask the session's running request to stop at its next step; False when it has none."""
+        with self._lock:
+            event = self._running.get(session)
+        if event is not None:
+            event.set()
+        return event is not None
+
+
+class AdapterGate:
+    """Lets requests that want the same LoRA setting run together; one that wants another waits until they end."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._active, self._setting = 0, None  # the first request applies its setting
+
+    @contextmanager
+    def use(self, setting: str, apply: Callable[[str], None]) -> Iterator[None]:
+        """Hold ``setting`` (applied with ``apply`` when it changes) for the duration of the block."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._active == 0 or self._setting == setting)
+            if self._setting != setting:
+                apply(setting)
+                self._setting = setting
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._active -= 1
+                self._condition.notify_all()
 
 
 def apply_style(style: str, prompt: str, negative_prompt: str | None) -> tuple[str, str]:
@@ -81,18 +255,97 @@ def apply_style(style: str, prompt: str, negative_prompt: str | None) -> tuple[s
     return template.format(prompt=prompt.strip()), negative
 
 
-def check_request(prompt: str | None, width: int, height: int) -> None:
-    """Raise ``gr.Error`` (shown in the UI, raised by API clients) when a request breaks a limit.
+def model_name(model: str | None, description: str) -> str:
+    """What the page calls the model: a Hub id, a folder's name (never its path on the server), or the default's."""
+    if model is None:
+        return description
+    return Path(model).name if Path(model).exists() else model
 
-    Gradio itself rejects slider values out of their range and choices not in their list, before this runs.
+
+def escape_markdown(text: str) -> str:
+    """``text`` with Markdown's formatting characters escaped, so that a name shows as written."""
+    return re.sub(r"([\\`*_{}\[\]<>#|~])", r"\\\1", text)
+
+
+def model_files(model: str | None) -> Callable[[str], Path | None]:
+    """A function giving the local path of a file of the model's repo or folder, or None where it has none."""
+    folder = TOY_MODEL_PATH if model is None else Path(model)
+
+    def find(name: str) -> Path | None:
+        if model is None or folder.is_dir():  # the default model, or a local folder
+            return folder / name if (folder / name).is_file() else None
+        try:
+            return Path(hf_hub_download(str(model), name))
+        except (OSError, HfHubHTTPError):  # not in the repo, or no network
+            return None
+
+    return find
+
+
+def is_toy_model(model: str | None) -> bool:
+    """Whether the model is the package's embedded toy-world model."""
+    folder = TOY_MODEL_PATH if model is None else Path(model)
+    return folder.is_dir() and folder.resolve() == TOY_MODEL_PATH.resolve() and (folder / "model_index.json").is_file()
+
+
+def load_examples(model: str | None) -> list[str]:
+    """Example prompts: ``PIXART_EXAMPLES``'s file, else the model's training record, card widget, or defaults."""
+    path = os.environ.get(EXAMPLES_ENV)
+    if path:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{EXAMPLES_ENV}={path} is not a file of example prompts (one a line).")
+        examples = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not examples:
+            raise ValueError(f"{EXAMPLES_ENV}={path} holds no prompt.")
+        return examples
+    find = model_files(model)
+    record = find(TRAINING_RECORD_NAME)
+    examples = load_training_record(record).get("example_prompts") if record is not None else None
+    if examples:
+        return examples
+    card = find("README.md")
+    widget = (ModelCard.load(card).data.widget or []) if card is not None else []
+    return [entry["text"] for entry in widget if isinstance(entry, dict) and entry.get("text")] or DEFAULT_EXAMPLES
+
+
+def prompt_guide(model: str | None) -> str:
+    """One line telling what the model's prompts may say."""
+    if is_toy_model(model):
+        from diffusers_pixart.toy.world import COLORS, SHAPES
+
+        return (
+            f"This toy model knows only flat shapes ({', '.join(SHAPES)}) in eight colours ({', '.join(COLORS)}), "
+            "small or large, at nine places (top left ... bottom right), left of / right of / above / below each "
+            "other, one to three at a time. Write prompts like the examples; it draws 64 px images."
+        )
+    record = model_files(model)(TRAINING_RECORD_NAME)
+    language = load_training_record(record).get("prompt_language") if record is not None else None
+    if language:
+        return f"Prompts: {language}"
+    return "Prompts: English descriptions of the image, as T5 reads them; other languages work poorly."
+
+
+def vocabulary_check() -> Callable[[str], str | None]:
+    """The toy model's check of a prompt's words: a warning, or None when the model knows them all.
+
+    ``diffusers_pixart.toy.language.vocabulary_warning`` when the package has it; else the toy grammar's parser,
+    whose refusal is the warning.
     """
-    if not (prompt or "").strip():
-        raise gr.Error("The prompt is empty: describe the image you want.")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise gr.Error(f"The prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}.")
-    for name, size in (("Width", width), ("Height", height)):
-        if size % SIZE_STEP:
-            raise gr.Error(f"{name} must be a multiple of {SIZE_STEP} pixels, got {size}.")
+    try:
+        from diffusers_pixart.toy.language import vocabulary_warning
+
+        return vocabulary_warning
+    except ImportError:
+        from diffusers_pixart.toy.world import parse_prompt
+
+        def grammar_warning(text: str) -> str | None:
+            try:
+                parse_prompt(text)
+            except ValueError as err:
+                return f"this model may not understand the prompt: {err}"
+            return None
+
+        return grammar_warning
 
 
 def load_model(model: str | None) -> tuple[PixArtAlphaPipeline, str, list[str]]:
@@ -108,96 +361,244 @@ def load_model(model: str | None) -> tuple[PixArtAlphaPipeline, str, list[str]]:
     return pipe, description, [Path(name).stem for name in loras]
 
 
-def create_demo(model: str | None = None) -> gr.Blocks:
-    """Build the demo around ``model`` (a Hub id or pipeline folder; the default model when None), queue included."""
+def device_limits(pipe: PixArtAlphaPipeline, max_seconds: float | None = None) -> Limits:
+    """The limits for the pipeline's device and native size (``max_seconds`` overrides the device's budget)."""
+    device = pipe.device.type if pipe.device.type in DEVICE_BUDGETS else "cpu"
+    budget, concurrency = DEVICE_BUDGETS[device]
+    native = pipe.transformer.config.sample_size * pipe.vae_scale_factor
+    step = pipe.vae_scale_factor * pipe.transformer.config.patch_size
+    return Limits(
+        device=device,
+        min_size=max(step, native // 2 // step * step),
+        max_size=min(SIZE_FACTOR * native, MAX_SIDE),
+        size_step=step,
+        max_seconds=budget if max_seconds is None else max_seconds,
+        concurrency=concurrency,
+    )
+
+
+def calibrate(pipe: PixArtAlphaPipeline, estimator: TimeEstimator) -> None:
+    """Time a request at the native size to start the estimator's rate, after a one-step warm-up of the same shapes
+    (the first call of a shape pays for one-off set-up that later requests do not)."""
+    native = pipe.transformer.config.sample_size * pipe.vae_scale_factor
+    _, _, _, guidance = SCHEDULERS["dpm"]
+    pipe("calibration", num_inference_steps=1, guidance_scale=guidance, height=native, width=native)
+    start = time.perf_counter()
+    pipe("calibration", num_inference_steps=CALIBRATION_STEPS, guidance_scale=guidance, height=native, width=native)
+    units = estimator.units(native, native, CALIBRATION_STEPS, guidance, 1)
+    estimator.observe(units, time.perf_counter() - start)
+
+
+def create_demo(model: str | None = None, max_seconds: float | None = None) -> gr.Blocks:
+    """Build the demo around ``model`` (a Hub id or pipeline folder; the default model when None), queue included.
+
+    ``max_seconds`` replaces the device's budget of estimated seconds per request.
+    """
     pipe, description, loras = load_model(model)
-    default_size = pipe.transformer.config.sample_size * pipe.vae_scale_factor
-    min_size = min(MIN_IMAGE_SIZE, default_size)  # the toy model draws at 64px
+    native = pipe.transformer.config.sample_size * pipe.vae_scale_factor
+    limits = device_limits(pipe, max_seconds)
+    toy = is_toy_model(model)
+    check_words = vocabulary_check() if toy else None
+    examples = load_examples(model)
+    estimator = TimeEstimator(native * native)
+    pipe.set_progress_bar_config(disable=True)
+    calibrate(pipe, estimator)
+    sessions, gate = Sessions(), AdapterGate()
+    # One pipeline per concurrent request: the weights are shared, each has its own scheduler and caption cache.
+    workers: queue.Queue[PixArtAlphaPipeline] = queue.Queue()
+    for _ in range(limits.concurrency):
+        worker = PixArtAlphaPipeline(**pipe.components)
+        worker.set_progress_bar_config(disable=False)
+        workers.put(worker)
+
+    def switch_lora(setting: str) -> None:
+        if not loras:
+            return
+        if setting == NO_LORA:
+            pipe.transformer.disable_adapters()
+        else:
+            pipe.transformer.enable_adapters()
+            pipe.transformer.set_adapters(setting)
+
+    def plan(width: int, height: int, steps: int, guidance_scale: float, num_images: int, binning: bool) -> str:
+        """The page's note on a request: its estimated time, whether it is refused, and whether it is upscaled."""
+        seconds = estimator.estimate(width, height, steps, guidance_scale, num_images)
+        note = f"Estimated time: about {seconds:.1f} s on the {limits.device.upper()}."
+        if seconds > limits.max_seconds:
+            note += f" Over the limit of {limits.max_seconds:g} s per request: use fewer steps, images or pixels."
+        if binning and max(width, height) > native:
+            note += f" With resolution binning it is drawn at about {native} px (the model's size) and upscaled."
+        return note
+
+    def check_request(
+        prompt: str | None, width: int, height: int, steps: int, guidance: float, num_images: int
+    ) -> None:
+        """Raise ``RequestError`` naming the limit a request breaks (Gradio checks the sliders' ranges itself)."""
+        if not (prompt or "").strip():
+            raise RequestError("The prompt is empty: describe the image you want.")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise RequestError(f"The prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}.")
+        for name, size in (("Width", width), ("Height", height)):
+            if size % limits.size_step:
+                raise RequestError(f"{name} must be a multiple of {limits.size_step} pixels, got {size}.")
+        seconds = estimator.estimate(width, height, steps, guidance, num_images)
+        if seconds > limits.max_seconds:
+            raise RequestError(
+                f"This request would take about {seconds:.1f} s on the {limits.device.upper()}; the limit is "
+                f"{limits.max_seconds:g} s per request. Use fewer steps, images or pixels."
+            )
 
     @gpu
     def generate(
-        prompt: str | None,
-        negative_prompt: str | None,
-        style: str,
-        sampler: str,
-        steps: int,
-        guidance_scale: float,
-        seed: int,
-        randomize_seed: bool,
-        width: int,
-        height: int,
-        use_resolution_binning: bool,
-        num_images: int,
-        lora: str,
+        prompt: str,
+        negative_prompt: str | None = None,
+        style: str = DEFAULT_STYLE,
+        sampler: str = "DPM-Solver",
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int = 0,
+        randomize_seed: bool = True,
+        width: int = native,
+        height: int = native,
+        use_resolution_binning: bool = True,
+        num_images: int = 1,
+        lora: str = NO_LORA,
+        request: gr.Request | None = None,
         progress=gr.Progress(track_tqdm=True),
     ) -> tuple[list[Image.Image], int]:
         """Generate ``num_images`` images; returns them and the seed used."""
-        steps, width, height, num_images, seed = int(steps), int(width), int(height), int(num_images), int(seed)
-        check_request(prompt, width, height)
+        _, _, default_steps, default_guidance = SCHEDULERS[SAMPLERS[sampler]]
+        steps = int(default_steps if steps is None else steps)
+        guidance_scale = float(default_guidance if guidance_scale is None else guidance_scale)
+        width, height, num_images, seed = int(width), int(height), int(num_images), int(seed)
+        check_request(prompt, width, height, steps, guidance_scale, num_images)
         seed = random.randint(0, MAX_SEED) if randomize_seed else seed
         styled_prompt, styled_negative = apply_style(style, prompt, negative_prompt)
-        pipe.set_scheduler(SAMPLERS[sampler])
-        if loras:
-            if lora == NO_LORA:
-                pipe.transformer.disable_adapters()
-            else:
-                pipe.transformer.enable_adapters()
-                pipe.transformer.set_adapters(lora)
-        images = pipe(
-            styled_prompt,
-            negative_prompt=styled_negative,
-            num_inference_steps=steps,
-            guidance_scale=float(guidance_scale),
-            height=height,
-            width=width,
-            num_images_per_prompt=num_images,
-            use_resolution_binning=bool(use_resolution_binning),
-            generator=torch.Generator(pipe.device).manual_seed(seed),
-        ).images
+        session = request.session_hash if request is not None else "local"
+
+        def stop_when_cancelled(pipeline, step: int, timestep, tensors: dict[str, Any]) -> dict[str, Any]:
+            if cancelled.is_set():
+                raise Cancelled(f"Cancelled after step {step + 1} of {steps}.")
+            return tensors
+
+        worker = workers.get()
+        try:
+            with sessions.run(session) as cancelled, gate.use(lora, switch_lora):
+                worker.set_scheduler(SAMPLERS[sampler])
+                start = time.perf_counter()
+                images = worker(
+                    styled_prompt,
+                    negative_prompt=styled_negative,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance_scale,
+                    height=height,
+                    width=width,
+                    num_images_per_prompt=num_images,
+                    use_resolution_binning=bool(use_resolution_binning),
+                    generator=torch.Generator(pipe.device).manual_seed(seed),
+                    callback_on_step_end=stop_when_cancelled,
+                ).images
+                units = estimator.units(width, height, steps, guidance_scale, num_images)
+                estimator.observe(units, time.perf_counter() - start)
+        except Cancelled as err:
+            raise RequestError(str(err)) from err
+        except gr.Error:
+            raise
+        except Exception as err:  # an unexpected failure: its message in the page, not a bare "Error"
+            raise RequestError(f"Generation failed: {type(err).__name__}: {err}") from err
+        finally:
+            workers.put(worker)
         return images, seed
+
+    def cancel(request: gr.Request) -> str:
+        """Stop this session's running request at its next step."""
+        stopped = sessions.cancel(request.session_hash)
+        return "Cancelled." if stopped else "Nothing to cancel."
 
     def sampler_defaults(sampler: str) -> tuple[int, float]:
         """The steps and guidance scale the sampler is used with by default."""
         _, _, steps, guidance = SCHEDULERS[SAMPLERS[sampler]]
         return steps, guidance
 
+    def prompt_note(prompt: str | None) -> str:
+        """A warning about words the toy model does not know (empty when it knows them all, and for other models)."""
+        if check_words is None or not (prompt or "").strip():
+            return ""
+        warning = check_words(prompt)
+        return f"⚠️ {warning[0].upper()}{warning[1:]}" if warning else ""
+
     _, _, dpm_steps, dpm_guidance = SCHEDULERS["dpm"]
+    name = escape_markdown(model_name(model, description))
     with gr.Blocks(title="PixArt-α") as demo:
-        gr.Markdown(
-            "# PixArt-α text-to-image\n"
-            f"Model: **{description}**. Up to {MAX_IMAGES} images of at most {MAX_IMAGE_SIZE}px per run; "
-            f"prompts up to {MAX_PROMPT_CHARS} characters."
-        )
+        gr.Markdown(f"# PixArt-α text-to-image\nModel: **{name}**. {prompt_guide(model)}")
         with gr.Row():
             prompt = gr.Textbox(
                 label="Prompt", placeholder="Enter your prompt", max_lines=3, max_length=MAX_PROMPT_CHARS, scale=4
             )
-            run = gr.Button("Run", variant="primary", scale=1)
-        gallery = gr.Gallery(label="Result", format="png", columns=2, height=512, elem_id="gallery")
+            with gr.Column(scale=1, min_width=120):
+                run = gr.Button("Run", variant="primary")
+                stop = gr.Button("Cancel", variant="stop")
+        note = gr.Markdown(elem_id="controls-note")
+        estimate = gr.Markdown(plan(native, native, dpm_steps, dpm_guidance, 1, True), elem_id="estimate")
+        gallery = gr.Gallery(label="Result", format="png", columns=2, object_fit="contain", elem_id="gallery")
+        gr.Examples(examples, inputs=prompt, label="Examples this model draws" if toy else "Examples")
         with gr.Accordion("Advanced options", open=False):
-            negative_prompt = gr.Textbox(label="Negative prompt (optional)", max_lines=2, max_length=MAX_PROMPT_CHARS)
-            style = gr.Radio(list(STYLES), value=DEFAULT_STYLE, label="Image style")
+            negative_prompt = gr.Textbox(
+                value="", label="Negative prompt (optional)", max_lines=2, max_length=MAX_PROMPT_CHARS
+            )
+            # The toy world's captions never name a style, so presets would change nothing there: none, hidden.
+            styles = [DEFAULT_STYLE] if toy else list(STYLES)
+            style = gr.Radio(styles, value=DEFAULT_STYLE, label="Image style", visible=not toy)
             sampler = gr.Radio(list(SAMPLERS), value="DPM-Solver", label="Sampler")
             with gr.Row():
-                steps = gr.Slider(1, MAX_STEPS, value=dpm_steps, step=1, label="Steps")
+                steps = gr.Slider(1, MAX_STEPS, value=dpm_steps, step=1, label="Steps", elem_id="steps")
                 guidance_scale = gr.Slider(1.0, 10.0, value=dpm_guidance, step=0.1, label="Guidance scale")
             with gr.Row():
-                seed = gr.Slider(0, MAX_SEED, value=0, step=1, label="Seed")
+                seed = gr.Slider(0, MAX_SEED, value=0, step=1, label="Seed", elem_id="seed")
                 randomize_seed = gr.Checkbox(value=True, label="Randomize seed")
             with gr.Row():
-                width = gr.Slider(min_size, MAX_IMAGE_SIZE, value=default_size, step=SIZE_STEP, label="Width")
-                height = gr.Slider(min_size, MAX_IMAGE_SIZE, value=default_size, step=SIZE_STEP, label="Height")
-            use_resolution_binning = gr.Checkbox(value=True, label="Resolution binning (nearest trained size)")
-            num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images per run")
+                size = dict(minimum=limits.min_size, maximum=limits.max_size, value=native, step=limits.size_step)
+                width = gr.Slider(**size, label="Width", elem_id="width")
+                height = gr.Slider(**size, label="Height", elem_id="height")
+            use_resolution_binning = gr.Checkbox(
+                value=True, label=f"Resolution binning (draw at the nearest size of the model's {native} px table)"
+            )
+            num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images per run", elem_id="num-images")
             lora = gr.Dropdown([NO_LORA, *loras], value=NO_LORA, label="LoRA", visible=bool(loras))
-        gr.Examples(EXAMPLES, inputs=prompt)
+        gr.Markdown(limits.describe())
 
         sampler.change(sampler_defaults, inputs=sampler, outputs=[steps, guidance_scale], api_name="sampler_defaults")
+        prompt.change(prompt_note, prompt, note, api_name="check_prompt", queue=False, show_progress="hidden")
+        plan_inputs = [width, height, steps, guidance_scale, num_images, use_resolution_binning]
+        gr.on(
+            [component.change for component in plan_inputs],
+            plan,
+            inputs=plan_inputs,
+            outputs=estimate,
+            api_name="estimate",
+            queue=False,
+            show_progress="hidden",
+        )
         inputs = [prompt, negative_prompt, style, sampler, steps, guidance_scale, seed, randomize_seed]
         inputs += [width, height, use_resolution_binning, num_images, lora]
-        gr.on([prompt.submit, run.click], generate, inputs=inputs, outputs=[gallery, seed], api_name="generate")
-    return demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
+        event = gr.on(
+            [prompt.submit, run.click],
+            generate,
+            inputs=inputs,
+            outputs=[gallery, seed],
+            api_name="generate",
+            concurrency_limit=limits.concurrency,
+            concurrency_id="generate",
+            show_progress_on=gallery,
+        )
+        stop.click(cancel, outputs=note, api_name="cancel", cancels=[event], queue=False)
+    return demo.queue(max_size=QUEUE_MAX_SIZE)
+
+
+def launch(demo: gr.Blocks, **kwargs: Any) -> tuple:
+    """Start the demo with its gallery styling (``kwargs`` go to ``Blocks.launch``)."""
+    return demo.launch(css=GALLERY_CSS, js=GALLERY_JS, **kwargs)
 
 
 if __name__ == "__main__":
-    create_demo(os.environ.get("PIXART_MODEL")).launch()
+    launch(create_demo(os.environ.get("PIXART_MODEL")))

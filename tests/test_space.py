@@ -17,15 +17,18 @@ import pytest
 import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
+from gradio_client.utils import Status
 from huggingface_hub import SpaceCard
 from peft import LoraConfig
 from PIL import Image
 
 from diffusers_pixart.default_model import RANDOM_MODEL_LABEL, TOY_MODEL_PATH, load_pipeline
+from diffusers_pixart.evaluation import sample_images
 from diffusers_pixart.hub import LORA_PREFIX, LORA_WEIGHT_NAME, save_lora_weights
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.schedulers import SCHEDULERS
 from diffusers_pixart.tiny import make_pipeline
+from diffusers_pixart.toy.compbench import score_image
 
 SPACE = Path(__file__).resolve().parents[1] / "space"
 CHROMIUM = "/usr/bin/chromium"
@@ -39,6 +42,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+#: A budget of estimated seconds that no test request reaches, so that a loaded machine does not refuse them.
+NO_TIME_LIMIT = 1e6
 
 
 def _load_app():
@@ -69,13 +74,19 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client(model_dir):
-    demo = app.create_demo(str(model_dir))
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+def served(model_dir):
+    """The demo of the tiny model with a LoRA, served on loopback, and a client of it."""
+    demo = app.create_demo(str(model_dir), max_seconds=NO_TIME_LIMIT)
+    _, url, _ = app.launch(demo, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
     try:
-        yield Client(url, verbose=False)
+        yield demo, Client(url, verbose=False)
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return served[1]
 
 
 def _oracle(model_dir: Path, sampler: str, lora: bool, prompt: str, negative: str, seed: int, num_images: int):
@@ -97,7 +108,7 @@ def _oracle(model_dir: Path, sampler: str, lora: bool, prompt: str, negative: st
     ).images
 
 
-def _request(**overrides) -> list:
+def _request(**overrides) -> dict:
     """The 13 arguments of /generate, with small defaults for the tiny model."""
     args = {
         "prompt": "a red circle",
@@ -115,23 +126,34 @@ def _request(**overrides) -> list:
         "lora": "None",
     }
     args.update(overrides)
-    return list(args.values())
+    return args
 
 
 def _arrays(gallery: list[dict]) -> list[np.ndarray]:
     return [np.asarray(Image.open(item["image"]).convert("RGB")) for item in gallery]
 
 
-def test_every_endpoint_is_listed(client):
+def test_every_endpoint_is_listed_and_every_optional_input_has_a_default(client):
     api = client.view_api(return_format="dict", print_info=False)
-    assert set(api["named_endpoints"]) == {"/generate", "/sampler_defaults"}
+    assert set(api["named_endpoints"]) == {"/generate", "/sampler_defaults", "/estimate", "/cancel", "/check_prompt"}
     assert not api["unnamed_endpoints"]
-    params = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
-    assert len(params) == len(_request()) and params[0] == "prompt" and params[-1] == "lora"
+    params = api["named_endpoints"]["/generate"]["parameters"]
+    assert [p["parameter_name"] for p in params] == list(_request())
+    optional = {p["parameter_name"]: p["parameter_default"] for p in params if p["parameter_has_default"]}
+    assert set(optional) == set(_request()) - {"prompt"}
+    assert optional["negative_prompt"] == "" and optional["lora"] == "None"
+
+
+def test_a_prompt_alone_is_a_request(client, model_dir):
+    """``negative_prompt`` and every other option are optional in the API: their defaults are the page's."""
+    gallery, seed = client.predict("a red circle", steps=2, randomize_seed=False, api_name="/generate")
+    assert seed == 0
+    expected = _oracle(model_dir, "dpm", False, "a red circle", "", seed=0, num_images=1)
+    np.testing.assert_array_equal(_arrays(gallery)[0], np.asarray(expected[0]))
 
 
 def test_generate_gives_the_pipeline_images(client, model_dir):
-    gallery, seed = client.predict(*_request(), api_name="/generate")
+    gallery, seed = client.predict(*_request().values(), api_name="/generate")
     assert seed == 7
     expected = _oracle(model_dir, "dpm", False, "a red circle", "", seed=7, num_images=1)
     assert [a.shape for a in _arrays(gallery)] == [(256, 256, 3)]
@@ -140,7 +162,9 @@ def test_generate_gives_the_pipeline_images(client, model_dir):
 
 def test_style_sampler_lora_and_random_seed(client, model_dir):
     request = dict(style="Anime", negative_prompt="blurry", sampler="SA-Solver", num_images=2)
-    gallery, seed = client.predict(*_request(**request, randomize_seed=True, lora=LORA_NAME), api_name="/generate")
+    gallery, seed = client.predict(
+        *_request(**request, randomize_seed=True, lora=LORA_NAME).values(), api_name="/generate"
+    )
     assert 0 <= seed <= app.MAX_SEED
     prompt, negative = app.apply_style("Anime", "a red circle", "blurry")
     assert prompt.startswith("anime artwork of a red circle") and negative.endswith(", blurry")
@@ -151,7 +175,7 @@ def test_style_sampler_lora_and_random_seed(client, model_dir):
         np.testing.assert_array_equal(image, np.asarray(oracle))
 
     # The same request without the LoRA gives other images: the choice switches the adapter off.
-    plain, _ = client.predict(*_request(**request, seed=seed), api_name="/generate")
+    plain, _ = client.predict(*_request(**request, seed=seed).values(), api_name="/generate")
     assert not np.array_equal(_arrays(plain)[0], got[0])
     expected = _oracle(model_dir, "sa", False, prompt, negative, seed=seed, num_images=2)
     for image, oracle in zip(_arrays(plain), expected):
@@ -175,9 +199,9 @@ def test_sampler_defaults(client):
         ({"negative_prompt": None}, None),  # the baseline request passes, also with no negative prompt at all
         ({"steps": 51}, "Value 51 is greater than maximum value 50"),
         ({"steps": 0}, "Value 0 is less than minimum value 1"),
-        ({"width": 2048}, "Value 2048 is greater than maximum value 1024"),
-        ({"height": 128}, "Value 128 is less than minimum value 256"),
-        ({"height": 300}, "Height must be a multiple of 32 pixels, got 300"),
+        ({"width": 1024}, "Value 1024 is greater than maximum value 512"),  # twice the tiny model's 256 px
+        ({"height": 64}, "Value 64 is less than minimum value 128"),
+        ({"height": 300}, "Height must be a multiple of 16 pixels, got 300"),
         ({"num_images": 5}, "Value 5 is greater than maximum value 4"),
         ({"lora": "missing"}, "Value: missing is not in the list of choices"),
         ({"style": "Baroque"}, "'Baroque'.*not in the list of choices"),
@@ -185,11 +209,103 @@ def test_sampler_defaults(client):
 )
 def test_limits_are_enforced_with_a_clear_message(client, overrides, message):
     if message is None:
-        gallery, _ = client.predict(*_request(**overrides), api_name="/generate")
+        gallery, _ = client.predict(*_request(**overrides).values(), api_name="/generate")
         assert len(gallery) == 1
         return
     with pytest.raises(AppError, match=message):
-        client.predict(*_request(**overrides), api_name="/generate")
+        client.predict(*_request(**overrides).values(), api_name="/generate")
+
+
+def test_over_the_time_limit_is_refused_with_the_limit_named(model_dir):
+    """A request whose estimated time is over the device's budget is refused before it runs; the page says both."""
+    demo = app.create_demo(str(model_dir), max_seconds=0.001)
+    _, url, _ = app.launch(demo, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    try:
+        client = Client(url, verbose=False)
+        with pytest.raises(AppError, match=r"would take about [\d.]+ s on the CPU; the limit is 0.001 s per request"):
+            client.predict(*_request().values(), api_name="/generate")
+        note = client.predict(256, 256, 20, 4.5, 1, True, api_name="/estimate")
+        assert note.startswith("Estimated time: about") and "Over the limit of 0.001 s per request" in note
+        page_text = " ".join(str(block.value) for block in demo.blocks.values() if isinstance(block, gr.Markdown))
+        assert "about 0.001 s of estimated compute per request" in page_text
+    finally:
+        demo.close()
+
+
+def test_estimate_follows_the_request_and_names_upscaling(client):
+    small = client.predict(256, 256, 2, 1.0, 1, True, api_name="/estimate")
+    large = client.predict(512, 512, 20, 4.5, 4, True, api_name="/estimate")
+
+    def seconds(note: str) -> float:
+        return float(note.split("about ")[1].split(" s")[0])
+
+    assert seconds(large) > seconds(small)
+    assert "upscaled" in large and "upscaled" not in small  # with binning, above the model's 256 px
+    assert "upscaled" not in client.predict(512, 512, 2, 1.0, 1, False, api_name="/estimate")
+
+
+def test_a_short_request_passes_a_long_one_and_cancel_stops_it(client):
+    """Two requests run at once on the CPU: a short one finishes while a long one runs; cancel stops the long one."""
+    long_job = client.submit(*_request(steps=50, width=512, height=512, num_images=4).values(), api_name="/generate")
+    deadline = time.monotonic() + 60
+    while long_job.status().code not in (Status.PROCESSING, Status.PROGRESS):
+        assert time.monotonic() < deadline and not long_job.done(), long_job.status()
+        time.sleep(0.05)
+    gallery, _ = Client(client.src, verbose=False).predict(*_request(steps=1).values(), api_name="/generate")
+    assert len(gallery) == 1 and not long_job.done()
+    while client.predict(api_name="/cancel") != "Cancelled.":  # until the long one has reached its first step
+        assert not long_job.done() and time.monotonic() < deadline
+        time.sleep(0.05)
+    with pytest.raises(AppError, match=r"Cancelled after step (\d+) of 50") as cancelled:
+        long_job.result(timeout=60)
+    assert int(cancelled.value.args[0].split("step ")[1].split(" ")[0]) < 50
+    assert client.predict(api_name="/cancel") == "Nothing to cancel."
+
+
+def test_an_unexpected_failure_shows_its_message(client, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the VAE ran out of memory")
+
+    monkeypatch.setattr(PixArtAlphaPipeline, "__call__", broken)
+    with pytest.raises(AppError, match="Generation failed: RuntimeError: the VAE ran out of memory"):
+        client.predict(*_request().values(), api_name="/generate")
+
+
+def test_header_names_the_model_not_the_server_path(served, model_dir):
+    demo, _ = served
+    header = next(block.value for block in demo.blocks.values() if isinstance(block, gr.Markdown))
+    assert f"Model: **{model_dir.name}**" in header and str(model_dir.parent) not in header
+    assert app.escape_markdown("my_model*v2") == r"my\_model\*v2"
+    assert "English" in header  # what its prompts may say
+
+
+def test_examples_come_from_the_environment_the_record_or_the_card(tmp_path, monkeypatch, model_dir):
+    examples = tmp_path / "examples.txt"
+    examples.write_text("a lighthouse at night\n\nan owl in the snow\n")
+    monkeypatch.setenv(app.EXAMPLES_ENV, str(examples))
+    assert app.load_examples(str(model_dir)) == ["a lighthouse at night", "an owl in the snow"]
+    monkeypatch.setenv(app.EXAMPLES_ENV, str(tmp_path / "missing.txt"))
+    with pytest.raises(FileNotFoundError, match="PIXART_EXAMPLES"):
+        app.load_examples(None)
+    monkeypatch.delenv(app.EXAMPLES_ENV)
+    assert app.load_examples(str(model_dir)) == app.DEFAULT_EXAMPLES  # no record, no card
+    card = tmp_path / "card"
+    card.mkdir()
+    (card / "README.md").write_text("---\nwidget:\n- text: a blue circle\n---\n# Card\n")
+    assert app.load_examples(str(card)) == ["a blue circle"]
+
+
+def test_the_embedded_models_examples_are_drawn_right():
+    """Each example the page offers for the embedded toy model scores 1.0 on the toy CompBench (two seeds each)."""
+    examples = app.load_examples(None)
+    assert examples and app.is_toy_model(None)
+    pipe = load_pipeline()[0]
+    pipe.set_progress_bar_config(disable=True)
+    _, _, steps, guidance = SCHEDULERS["dpm"]  # the page's defaults
+    prompts = [prompt for prompt in examples for _ in range(2)]
+    images = sample_images(pipe, prompts, seed=0, steps=steps, guidance=guidance)
+    scores = [score_image(image, prompt)["overall"] for image, prompt in zip(images, prompts)]
+    assert scores == [1.0] * len(prompts), list(zip(prompts, scores))
 
 
 def test_space_readme_header_and_requirements():
@@ -209,22 +325,58 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _browser(playwright):
+    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: apt-get install -y chromium"
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def _set_slider(page, elem_id: str, value: int) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def _assert_shown_whole(page, count: int, natural: tuple[int, int]) -> list[dict]:
+    """Every gallery image lies inside the viewport (gallery scrolled to the top), aspect ratio kept, small ones
+    enlarged by a whole factor; returns their boxes."""
+    page.wait_for_function(
+        "([n, w, h]) => { const imgs = [...document.querySelectorAll('#gallery .grid-container img')];"
+        " return imgs.length === n && imgs.every(i => i.naturalWidth === w && i.naturalHeight === h"
+        " && i.style.width); }",
+        arg=[count, *natural],
+        timeout=120_000,
+    )
+    page.evaluate("document.querySelector('#gallery').scrollIntoView()")
+    boxes = page.evaluate(
+        "() => [...document.querySelectorAll('#gallery .grid-container img')].map(i => {"
+        " const r = i.getBoundingClientRect(); return {left: r.left, top: r.top, right: r.right,"
+        " bottom: r.bottom, width: r.width, height: r.height, nw: i.naturalWidth, nh: i.naturalHeight,"
+        " vw: window.innerWidth, vh: window.innerHeight}; })"
+    )
+    for box in boxes:
+        assert 0 <= box["left"] and box["right"] <= box["vw"] and 0 <= box["top"] and box["bottom"] <= box["vh"], box
+        assert box["width"] / box["height"] == pytest.approx(box["nw"] / box["nh"], rel=0.02), box
+        factor = box["width"] / box["nw"]
+        assert factor >= 1 and factor == int(factor) and box["height"] == factor * box["nh"], box
+    return boxes
+
+
 def test_fresh_start_in_a_real_browser(tmp_path):
-    """``python space/app.py`` with no model and no network serves the default model; chromium makes an image."""
+    """``python space/app.py`` with no model and no network: the default model's page, as a visitor first sees it."""
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: apt-get install -y chromium"
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PIXART_MODEL"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PIXART_MODEL", app.EXAMPLES_ENV)}
     env.update(HF_HUB_OFFLINE="1", GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1")
     log = open(tmp_path / "app.log", "w")
     process = subprocess.Popen([sys.executable, str(SPACE / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
+    toy = (TOY_MODEL_PATH / "model_index.json").is_file()
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300  # a cold start on a loaded 2-core machine: imports, model, calibration
         while True:
             assert process.poll() is None, (tmp_path / "app.log").read_text()
-            assert time.monotonic() < deadline, "the app did not start in 180 s"
+            assert time.monotonic() < deadline, "the app did not start in 300 s"
             try:
                 if httpx.get(url, timeout=2).status_code == 200:
                     break
@@ -232,27 +384,71 @@ def test_fresh_start_in_a_real_browser(tmp_path):
                 time.sleep(0.5)
 
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            browser = _browser(playwright)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url)
-            label = "embedded toy model" if (TOY_MODEL_PATH / "model_index.json").is_file() else RANDOM_MODEL_LABEL
-            page.get_by_text(label).wait_for(timeout=60_000)
-            page.get_by_label("Prompt", exact=True).fill("a red circle above a blue square")
+            page.get_by_text("embedded toy model" if toy else RANDOM_MODEL_LABEL).wait_for(timeout=60_000)
+            page.get_by_text("Limits on this CPU").wait_for()
+            page.screenshot(path=str(tmp_path / "default.png"), full_page=True)
+            if toy:
+                page.get_by_text("This toy model knows only flat shapes").wait_for()
+                for example in app.load_examples(None):
+                    assert page.get_by_text(example[:30]).count() >= 1, example
+                page.get_by_label("Prompt", exact=True).fill("a cat on a red circle")
+                page.get_by_text("unknown words: cat").wait_for(timeout=30_000)
+            page.get_by_text("Advanced options").click()
+            assert page.get_by_text("Image style").is_visible() is not toy  # presets change nothing on the toy model
+
+            # An error: its cause in the page, and every control still there, as it was.
+            seed_before = page.locator("#seed input[type=number]").input_value()
+            page.get_by_label("Prompt", exact=True).fill("")
             page.get_by_role("button", name="Run").click()
-            # The gallery shows the image, or its status tracker shows "Error".
-            page.wait_for_selector("#gallery img, #gallery .error", timeout=120_000)
-            image = page.locator("#gallery img").first
-            assert image.is_visible(), (tmp_path / "app.log").read_text()[-3000:]
-            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
-            natural = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
-            screenshot = tmp_path / "space.png"
-            page.screenshot(path=str(screenshot), full_page=True)
+            page.get_by_text("The prompt is empty: describe the image you want.").wait_for(timeout=30_000)
+            page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
+            assert page.locator("#seed input[type=number]").input_value() == seed_before
+            assert page.locator("#seed").get_by_text("Error").count() == 0
+            for control in ("steps", "seed", "width", "height", "num-images"):
+                assert page.locator(f"#{control} input[type=number]").is_visible(), control
+            assert page.get_by_role("button", name="Run").is_enabled()
             browser.close()
-        default_pipe = load_pipeline()[0]
-        default_size = default_pipe.transformer.config.sample_size * default_pipe.vae_scale_factor
-        assert natural == [default_size, default_size]
-        assert Image.open(screenshot).size[0] == 1200
+        assert Image.open(tmp_path / "default.png").size[0] == 1280
     finally:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.mark.skipif(not (TOY_MODEL_PATH / "model_index.json").is_file(), reason="the package ships no toy model")
+def test_results_are_shown_whole_on_a_laptop_and_a_phone(tmp_path):
+    """Four images and a non-square one, on a 1280x800 and a 390x844 viewport: whole, whole-factor, inside the view."""
+    from playwright.sync_api import sync_playwright
+
+    demo = app.create_demo(None, max_seconds=NO_TIME_LIMIT)
+    _, url, _ = app.launch(demo, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    try:
+        with sync_playwright() as playwright:
+            browser = _browser(playwright)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url)
+            page.get_by_text("Advanced options").click()
+            _set_slider(page, "steps", 4)
+            _set_slider(page, "num-images", 4)
+            page.get_by_label("Prompt", exact=True).fill(app.load_examples(None)[0])
+            page.get_by_role("button", name="Run").click()
+            laptop = _assert_shown_whole(page, 4, (64, 64))
+            page.screenshot(path=str(tmp_path / "four_laptop.png"))
+            page.set_viewport_size({"width": 390, "height": 844})
+            phone = _assert_shown_whole(page, 4, (64, 64))
+            page.screenshot(path=str(tmp_path / "four_phone.png"))
+            assert laptop[0]["width"] >= 4 * 64 and phone[0]["width"] >= 2 * 64  # enlarged, not thumbnails
+
+            page.set_viewport_size({"width": 1280, "height": 800})
+            _set_slider(page, "num-images", 1)
+            _set_slider(page, "height", 128)
+            page.get_by_role("button", name="Run").click()
+            tall = _assert_shown_whole(page, 1, (64, 128))
+            page.screenshot(path=str(tmp_path / "tall_laptop.png"))
+            assert tall[0]["height"] >= 4 * 128
+            browser.close()
+    finally:
+        demo.close()
