@@ -11,10 +11,14 @@ embedding (with its position table). Data flow, with ``x_1`` the output of base 
 and ``residual_k`` is added to the output of base block k (the input of base block k + 1), k = 0 .. N-1, which is
 ``PixArtTransformer2DModel.forward(..., block_residuals=...)``. With the zero-initialised projections a new ControlNet
 changes nothing, so training starts from the base model's behaviour.
+
+This is the forward of the original code's ``ControlPixArtHalf`` (``diffusion/model/nets/pixart_controlnet.py``), whose
+checkpoints :meth:`PixArtControlNetModel.from_original` reads.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -102,17 +106,49 @@ class PixArtControlNetModel(ModelMixin, ConfigMixin):
             controlnet.to(dtype=transformer.dtype)
         return controlnet.to(transformer.device)
 
+    @classmethod
+    def from_original(
+        cls,
+        path_or_state_dict: str | os.PathLike | dict,
+        transformer: PixArtTransformer2DModel | None = None,
+        ema: bool | None = None,
+        **overrides: Any,
+    ) -> PixArtControlNetModel:
+        """The ControlNet of an official checkpoint (``PixArt-XL-2-1024-ControlNet.pth``, original ``.pth`` layout).
+
+        Pass the ``transformer`` it will run with to take its block settings and to have weights for another base
+        refused with a ``ValueError`` naming the difference. The base saved in the same file is left out; to load it
+        too, use :func:`diffusers_pixart.models.conversion.controlnet_from_original` (or ``pixart convert
+        controlnet``), which documents the arguments.
+        """
+        from .conversion import controlnet_from_original
+
+        return controlnet_from_original(
+            cls, path_or_state_dict, transformer=transformer, ema=ema, load_base=False, **overrides
+        )[0]
+
+    def to_original(
+        self, transformer: PixArtTransformer2DModel | None = None, null_caption: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """This ControlNet (and its base ``transformer``, when given) in the official ``.pth`` layout.
+
+        See :func:`diffusers_pixart.models.conversion.controlnet_to_original`.
+        """
+        from .conversion import controlnet_to_original
+
+        return controlnet_to_original(self, transformer, null_caption=null_caption)
+
     def check_transformer(self, transformer: PixArtTransformer2DModel) -> None:
         """Raise a ``ValueError`` unless ``transformer`` is a base this ControlNet fits (width and depth)."""
         if transformer.inner_dim != self.inner_dim:
             raise ValueError(
-                f"The ControlNet's hidden size {self.inner_dim} does not match the transformer's "
-                f"{transformer.inner_dim}."
+                f"The ControlNet is for another base: its hidden size {self.inner_dim} does not match the "
+                f"transformer's {transformer.inner_dim}."
             )
         if self.config.num_layers >= len(transformer.transformer_blocks):
             raise ValueError(
-                f"The ControlNet has {self.config.num_layers} block copies, too many for a transformer of "
-                f"{len(transformer.transformer_blocks)} blocks."
+                f"The ControlNet is for another base: it has {self.config.num_layers} block copies, too many for a "
+                f"transformer of {len(transformer.transformer_blocks)} blocks (copy k feeds base block k + 1)."
             )
 
     def forward(

@@ -4,6 +4,8 @@ Two directions for the official layout (PixArt-alpha's ``diffusion/model/nets/Pi
 :func:`from_original` reads a training checkpoint into :class:`PixArtTransformer2DModel`, :func:`to_original` writes one
 back. Fused tensors split and join along their first dimension: ``attn.qkv`` is ``[q; k; v]`` and
 ``cross_attn.kv_linear`` is ``[k; v]`` (the original reshapes them to ``(B, N, 3 or 2, heads, head_dim)``).
+:func:`controlnet_from_original` / :func:`controlnet_to_original` do the same for the released ControlNet checkpoints
+(``diffusion/model/nets/pixart_controlnet.py``): block copies under ``controlnet.N.``, the base under ``base_model.``.
 
 :func:`from_dit` is the re-parameterization of paper section 2.3, which the original authors never released. A DiT
 block ``i`` computes its adaLN parameters with its own MLP, ``S(i) = f(i)(c + t)``; adaLN-single computes one global
@@ -39,6 +41,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 if TYPE_CHECKING:
+    from .controlnet import PixArtControlNetModel
     from .pixart_transformer import PixArtTransformer2DModel
 
 logger = logging.get_logger(__name__)
@@ -221,6 +224,19 @@ def _linear(source: str, *targets: str) -> list[_Entry]:
     return [_Entry(f"{source}.{p}", tuple(f"{t}.{p}" for t in targets)) for p in ("weight", "bias")]
 
 
+def _block_entries(src: str, dst: str) -> list[_Entry]:
+    """The key map of one original T2I block (``PixArtBlock`` of PixArt.py) at ``src`` to our ``PixArtBlock``."""
+    entries = [_Entry(f"{src}.scale_shift_table", (f"{dst}.scale_shift_table",))]
+    entries += _linear(f"{src}.attn.qkv", f"{dst}.attn1.to_q", f"{dst}.attn1.to_k", f"{dst}.attn1.to_v")
+    entries += _linear(f"{src}.attn.proj", f"{dst}.attn1.to_out.0")
+    entries += _linear(f"{src}.cross_attn.q_linear", f"{dst}.attn2.to_q")
+    entries += _linear(f"{src}.cross_attn.kv_linear", f"{dst}.attn2.to_k", f"{dst}.attn2.to_v")
+    entries += _linear(f"{src}.cross_attn.proj", f"{dst}.attn2.to_out.0")
+    entries += _linear(f"{src}.mlp.fc1", f"{dst}.ff.net.0.proj")
+    entries += _linear(f"{src}.mlp.fc2", f"{dst}.ff.net.2")
+    return entries
+
+
 def _pixart_entries(num_layers: int, micro_conditions: bool) -> list[_Entry]:
     """The key map of the official PixArt layout to diffusers' ``PixArtTransformer2DModel``."""
     entries = _linear("x_embedder.proj", "pos_embed.proj")
@@ -234,15 +250,7 @@ def _pixart_entries(num_layers: int, micro_conditions: bool) -> list[_Entry]:
     entries += _linear("y_embedder.y_proj.fc1", "caption_projection.linear_1")
     entries += _linear("y_embedder.y_proj.fc2", "caption_projection.linear_2")
     for i in range(num_layers):
-        src, dst = f"blocks.{i}", f"transformer_blocks.{i}"
-        entries.append(_Entry(f"{src}.scale_shift_table", (f"{dst}.scale_shift_table",)))
-        entries += _linear(f"{src}.attn.qkv", f"{dst}.attn1.to_q", f"{dst}.attn1.to_k", f"{dst}.attn1.to_v")
-        entries += _linear(f"{src}.attn.proj", f"{dst}.attn1.to_out.0")
-        entries += _linear(f"{src}.cross_attn.q_linear", f"{dst}.attn2.to_q")
-        entries += _linear(f"{src}.cross_attn.kv_linear", f"{dst}.attn2.to_k", f"{dst}.attn2.to_v")
-        entries += _linear(f"{src}.cross_attn.proj", f"{dst}.attn2.to_out.0")
-        entries += _linear(f"{src}.mlp.fc1", f"{dst}.ff.net.0.proj")
-        entries += _linear(f"{src}.mlp.fc2", f"{dst}.ff.net.2")
+        entries += _block_entries(f"blocks.{i}", f"transformer_blocks.{i}")
     entries.append(_Entry("final_layer.scale_shift_table", ("scale_shift_table",)))
     entries += _linear("final_layer.linear", "proj_out")
     return entries
@@ -281,6 +289,30 @@ def _split(state_dict: dict[str, torch.Tensor], entries: list[_Entry]) -> dict[s
         for key, part in zip(entry.targets, tensor.chunk(len(entry.targets), dim=0)):
             converted[key] = part.clone()
     return converted
+
+
+def _check_shapes(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], entries: list[_Entry], what: str
+) -> None:
+    """Raise ``ValueError`` naming the original tensors whose shapes do not fit ``model`` (keys already checked)."""
+    ours = model.state_dict()
+    wrong = []
+    for entry in entries:
+        shapes = [tuple(ours[t].shape) for t in entry.targets]
+        expected = (sum(shape[0] for shape in shapes), *shapes[0][1:])  # targets joined on dim 0
+        if tuple(state_dict[entry.source].shape) != expected:
+            wrong.append(f"{entry.source} {tuple(state_dict[entry.source].shape)} (expected {expected})")
+    if wrong:
+        raise ValueError(
+            f"{what} has tensors of other shapes: {'; '.join(wrong[:4])}{'; ...' if len(wrong) > 4 else ''}."
+        )
+
+
+def _join(model: torch.nn.Module, entries: list[_Entry], what: str) -> dict[str, torch.Tensor]:
+    """Diffusers layout to original layout: each original tensor is its targets in ``model`` joined on dim 0."""
+    ours = model.state_dict()
+    _check_keys(set(ours), {t for e in entries for t in e.targets}, f"{what}'s state dict")
+    return {e.source: torch.cat([ours[t] for t in e.targets], dim=0).detach().clone() for e in entries}
 
 
 def _load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str, assign: bool) -> None:
@@ -412,10 +444,7 @@ def to_original(model: PixArtTransformer2DModel, null_caption: torch.Tensor | No
     config = model.config
     if config.caption_channels is None:
         raise ValueError("The original layout has a caption projection (y_embedder): caption_channels is None here.")
-    ours = model.state_dict()
-    entries = _pixart_entries(config.num_layers, model.use_additional_conditions)
-    _check_keys(set(ours), {t for e in entries for t in e.targets}, "The model's state dict")
-    original = {e.source: torch.cat([ours[t] for t in e.targets], dim=0).detach().clone() for e in entries}
+    original = _join(model, _pixart_entries(config.num_layers, model.use_additional_conditions), "The model")
     grid = config.sample_size // config.patch_size
     original["pos_embed"] = model.pos_embed.position_table(grid, grid, model.device).detach().clone()
     null_caption = getattr(model, NULL_CAPTION_ATTRIBUTE, None) if null_caption is None else null_caption
@@ -445,6 +474,180 @@ def load_null_caption(folder: str | os.PathLike) -> torch.Tensor | None:
     """The null caption (L, C) saved beside a model by :func:`save_null_caption`, or ``None`` if there is none."""
     path = Path(folder) / NULL_CAPTION_FILE
     return load_checkpoint_file(path)["null_caption"] if path.is_file() else None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The official ControlNet layout
+# --------------------------------------------------------------------------------------------------------------------
+
+#: Key prefixes of an original ControlNet checkpoint. ``train_scripts/train_controlnet.py`` saves the whole
+#: ``ControlPixArtHalf`` / ``ControlPixArtMSHalf`` (``diffusion/model/nets/pixart_controlnet.py``): the frozen base
+#: under ``base_model.`` and the trainable ``ControlT2IDitBlockHalf`` copies under ``controlnet.N.``.
+CONTROLNET_PREFIX = "controlnet."
+BASE_PREFIX = "base_model."
+#: Largest difference of the checked base weights still taken as the same base (float16 rounding of values < 1).
+_BASE_WEIGHT_ATOL = 1e-3
+
+
+def _controlnet_entries(num_layers: int) -> list[_Entry]:
+    """The key map of the original copies to :class:`~diffusers_pixart.models.controlnet.PixArtControlNetModel`.
+
+    Copy N holds ``copied_block`` (a T2I block) and the zero-initialised ``after_proj``; copy 0 alone also holds
+    ``before_proj``, applied to the embedded control latents before they join the output of base block 0.
+    """
+    entries = _linear(f"{CONTROLNET_PREFIX}0.before_proj", "before_proj")
+    for i in range(num_layers):
+        entries += _block_entries(f"{CONTROLNET_PREFIX}{i}.copied_block", f"controlnet_blocks.{i}")
+        entries += _linear(f"{CONTROLNET_PREFIX}{i}.after_proj", f"after_proj.{i}")
+    return entries
+
+
+def _describe_base(hidden_size: int, num_blocks: int, micro_conditions: bool) -> str:
+    """``"hidden size 1152, 28 blocks, micro-conditions"`` for error messages."""
+    return f"hidden size {hidden_size}, {num_blocks} blocks, {'' if micro_conditions else 'no '}micro-conditions"
+
+
+def _check_against_saved_base(transformer: PixArtTransformer2DModel, base: dict[str, torch.Tensor], name: str) -> None:
+    """Raise ``ValueError`` if the base saved with a ControlNet differs in shape from ``transformer``; warn if only
+    its weights differ (a fine-tuned base may be meant, but the ControlNet was trained on the saved one)."""
+    saved = (
+        base["x_embedder.proj.weight"].shape[0],
+        _layer_count(set(base), "blocks"),
+        "csize_embedder.mlp.0.weight" in base,
+    )
+    given = (transformer.inner_dim, len(transformer.transformer_blocks), transformer.use_additional_conditions)
+    if saved != given:
+        raise ValueError(
+            f"{name} is a ControlNet for another base: it was saved with a base of {_describe_base(*saved)}; the "
+            f"given transformer has {_describe_base(*given)}."
+        )
+    pairs = (
+        (base["x_embedder.proj.weight"], transformer.pos_embed.proj.weight),
+        (base["t_block.1.weight"], transformer.adaln_single.linear.weight),
+    )
+    difference = max((a.float() - b.detach().float().cpu()).abs().max().item() for a, b in pairs)
+    if difference > _BASE_WEIGHT_ATOL:
+        logger.warning(
+            f"The transformer's weights differ from the base saved with {name} (patch embedding and adaLN-single "
+            f"by up to {difference:.3g}): the ControlNet was trained on that base."
+        )
+
+
+def _controlnet_parts(state_dict: dict[str, torch.Tensor], what: str) -> tuple[int, int, dict[str, torch.Tensor]]:
+    """The number of copies, their hidden size and the saved base (keys without ``base_model.``; empty if absent) of
+    an original ControlNet state dict, whose keys and widths are checked (``ValueError`` naming the problem)."""
+    keys = set(state_dict)
+    first = f"{CONTROLNET_PREFIX}0"
+    _require(keys, {f"{first}.before_proj.weight", f"{first}.copied_block.mlp.fc1.weight"}, what)
+    outside = sorted(k for k in keys if not k.startswith((CONTROLNET_PREFIX, BASE_PREFIX)))
+    if outside:
+        raise ValueError(f"{what} has keys outside {CONTROLNET_PREFIX}* and {BASE_PREFIX}*: {', '.join(outside[:6])}.")
+    num_layers = _layer_count(keys, CONTROLNET_PREFIX.rstrip("."))
+    copies = {k for k in keys if k.startswith(CONTROLNET_PREFIX)}
+    _check_keys(copies, {e.source for e in _controlnet_entries(num_layers)}, what)
+    dim = state_dict[f"{first}.before_proj.weight"].shape[0]
+    if state_dict[f"{first}.copied_block.mlp.fc1.weight"].shape[0] != 4 * dim:
+        raise ValueError(f"{what}: the feed-forward is not 4x the hidden size {dim} (mlp_ratio 4 is assumed).")
+    base = {k[len(BASE_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(BASE_PREFIX)}
+    if base:
+        _require(set(base), {"x_embedder.proj.weight", "t_block.1.weight", "blocks.0.mlp.fc1.weight"}, what)
+        saved_dim, saved_blocks = base["x_embedder.proj.weight"].shape[0], _layer_count(set(base), "blocks")
+        if saved_dim != dim or saved_blocks <= num_layers:
+            raise ValueError(
+                f"{what} is inconsistent: {num_layers} block copies of hidden size {dim}, saved with a base of "
+                f"hidden size {saved_dim} and {saved_blocks} blocks (the copies feed base blocks 1 to {num_layers})."
+            )
+    return num_layers, dim, base
+
+
+@torch.no_grad()
+def controlnet_from_original(
+    cls: type[PixArtControlNetModel],
+    path_or_state_dict: str | os.PathLike | dict,
+    transformer: PixArtTransformer2DModel | None = None,
+    sample_size: int | None = None,
+    ema: bool | None = None,
+    load_base: bool = True,
+    **overrides: Any,
+) -> tuple[PixArtControlNetModel, PixArtTransformer2DModel | None]:
+    """Load an official PixArt ControlNet checkpoint (``PixArt-XL-2-1024-ControlNet.pth`` of
+    ``PixArt-alpha/PixArt-ControlNet``, or one written by the original ``train_scripts/train_controlnet.py``).
+
+    The original saves ``{"state_dict": model.state_dict(), ...}`` of the whole ``ControlPixArtHalf`` (512px) or
+    ``ControlPixArtMSHalf`` (1024px): the frozen base under ``base_model.`` in the layout :func:`from_original` reads,
+    and copy N under ``controlnet.N.`` (see :func:`_controlnet_entries`). Its forward is the data flow of
+    :class:`~diffusers_pixart.models.controlnet.PixArtControlNetModel`, so the converted pair computes what the
+    original computes.
+
+    Args:
+        cls: the ControlNet class to build.
+        path_or_state_dict: a ``.pth``/``.pt``/``.safetensors`` file, or the loaded dict (a state dict or a training
+            dict holding one).
+        transformer: the base the ControlNet will run with, if already loaded: its block settings (heads, ...),
+            device and dtype are used, and weights for another base raise ``ValueError`` naming both (another hidden
+            size, too few blocks for the copies, or a saved base of other width, depth or micro-conditions; a saved
+            base of the same shapes but other weights is only warned about).
+        sample_size: latent size of the saved base, when its ``pos_embed`` table is not in the file.
+        ema: take the EMA weights (``None``: when present).
+        load_base: also convert the saved base (else, or when the file has none, the second result is ``None``).
+        **overrides: ControlNet config arguments, e.g. ``num_attention_heads`` for a width that is not a named size.
+
+    Returns:
+        The ControlNet (eval mode) and the base saved with it (eval mode, its null caption kept as by
+        :func:`from_original`) or ``None``.
+    """
+    from .controlnet import BLOCK_CONFIG_KEYS
+    from .pixart_transformer import PixArtTransformer2DModel
+
+    state_dict, name = _read(path_or_state_dict, ema)
+    what = f"{name} (as an original PixArt ControlNet checkpoint)"
+    num_layers, dim, base = _controlnet_parts(state_dict, what)
+    entries = _controlnet_entries(num_layers)
+    if transformer is not None:
+        if transformer.inner_dim != dim:
+            raise ValueError(
+                f"{name} is a ControlNet for another base: its copies have hidden size {dim}, the given transformer "
+                f"{transformer.inner_dim}."
+            )
+        if base:
+            _check_against_saved_base(transformer, base, name)
+        fixed = {key: transformer.config[key] for key in BLOCK_CONFIG_KEYS}
+        source = "given transformer"
+    else:
+        heads = _heads(dim, overrides, name)
+        fixed = dict(num_attention_heads=heads, attention_head_dim=dim // heads, cross_attention_dim=dim)
+        source = "checkpoint"
+    fixed["num_layers"] = num_layers
+    _check_overrides(cls, overrides, fixed, source)
+    with torch.device("meta"):
+        controlnet = cls(**{**fixed, **overrides})
+    _check_shapes(controlnet, state_dict, entries, what)
+    _load_strict(controlnet, _split(state_dict, entries), what, assign=True)
+    if transformer is not None:
+        controlnet.check_transformer(transformer)
+        controlnet.to(device=transformer.device, dtype=transformer.dtype)
+    saved_base = None
+    if load_base and base:
+        heads = {"num_attention_heads": controlnet.config.num_attention_heads}
+        saved_base = from_original(PixArtTransformer2DModel, base, sample_size=sample_size, **heads)
+    return controlnet.eval(), saved_base
+
+
+def controlnet_to_original(
+    controlnet: PixArtControlNetModel,
+    transformer: PixArtTransformer2DModel | None = None,
+    null_caption: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The state dict of ``controlnet`` in the official layout (``controlnet.N.*``), with its base ``transformer``
+    under ``base_model.*`` (see :func:`to_original`, which ``null_caption`` is passed to) when given.
+
+    Save it as ``{"state_dict": ...}``, as the original training does, for the original code's loaders.
+    """
+    original = _join(controlnet, _controlnet_entries(controlnet.config.num_layers), "The ControlNet")
+    if transformer is not None:
+        controlnet.check_transformer(transformer)
+        original.update({BASE_PREFIX + k: v for k, v in to_original(transformer, null_caption).items()})
+    return original
 
 
 # --------------------------------------------------------------------------------------------------------------------
