@@ -3,11 +3,14 @@
 - ``pixart convert original PATH OUT_DIR [--sample-size N]``: an official PixArt-alpha ``.pth``.
 - ``pixart convert dit PATH_OR_ID OUT_DIR``: a DiT (diffusers folder, Hub id or original ``.pt``) re-parameterized to
   a text-to-image PixArt model, the stage-1 init of the paper.
+- ``pixart convert controlnet PATH OUT_DIR``: an official PixArt ControlNet ``.pth`` (such as
+  ``PixArt-XL-2-1024-ControlNet.pth``) to ``OUT_DIR/controlnet`` and, when the file holds its base (the original
+  training saves it), ``OUT_DIR/transformer``.
 - ``pixart convert to-original MODEL_DIR OUT.pth``: a diffusers-format transformer back to the official layout.
 
-With ``--pipeline --components REPO_OR_DIR`` the first two write a full pipeline folder whose tokenizer, text encoder,
-VAE and scheduler come from ``REPO_OR_DIR``. Folders are written beside ``OUT_DIR`` and renamed into place, so a
-failed conversion leaves nothing behind.
+With ``--pipeline --components REPO_OR_DIR`` the first three write a full pipeline folder whose tokenizer, text encoder,
+VAE and scheduler come from ``REPO_OR_DIR`` (and, for a ControlNet file without its base, the transformer). Folders are
+written beside ``OUT_DIR`` and renamed into place, so a failed conversion leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -18,24 +21,32 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..models import conversion
+from ..models.controlnet import PixArtControlNetModel
 from ..models.pixart_transformer import PixArtTransformer2DModel
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``convert`` sub-command and its ``original``, ``dit`` and ``to-original`` forms."""
+    """Add the ``convert`` sub-command and its ``original``, ``dit``, ``controlnet`` and ``to-original`` forms."""
     parser = subparsers.add_parser("convert", help="Convert checkpoints: original PixArt, DiT, back to original.")
     kinds = parser.add_subparsers(dest="kind", required=True)
 
     original = kinds.add_parser("original", help="An official PixArt-alpha .pth to a diffusers-format folder.")
-    original.add_argument("path", help="The .pth / .pt / .safetensors checkpoint.")
-    original.add_argument("out_dir", help="Output folder (must not exist or be empty).")
-    original.add_argument("--sample-size", type=int, default=None, help="Latent size (image size / 8).")
-    original.add_argument("--no-ema", action="store_true", help="Take the raw weights even when EMA ones exist.")
     original.set_defaults(func=run_original)
+    control = kinds.add_parser("controlnet", help="An official PixArt ControlNet .pth (and its base) to diffusers.")
+    control.set_defaults(func=run_controlnet)
+    for sub in (original, control):
+        sub.add_argument("path", help="The .pth / .pt / .safetensors checkpoint of the original code.")
+        sub.add_argument("out_dir", help="Output folder (must not exist or be empty).")
+        sub.add_argument("--sample-size", type=int, default=None, help="Latent size (image size / 8), if untold.")
+        sub.add_argument("--no-ema", action="store_true", help="Take the raw weights even when EMA ones exist.")
 
     dit = kinds.add_parser("dit", help="A class-conditional DiT to a text-to-image PixArt model (stage-1 init).")
     dit.add_argument("dit", help="A diffusers DiT folder, a Hub id (e.g. facebook/DiT-XL-2-256) or an original .pt.")
@@ -45,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dit.add_argument("--sample-size", type=int, default=None, help="Latent size, for an original .pt without one.")
     dit.set_defaults(func=run_dit)
 
-    for sub in (original, dit):
+    for sub in (original, dit, control):
         sub.add_argument("--num-heads", type=int, default=None, help="Attention heads, for a non-standard width.")
         sub.add_argument("--pipeline", action="store_true", help="Write a full pipeline folder (needs --components).")
         sub.add_argument("--components", default=None, help="Pipeline folder or Hub id giving the other components.")
@@ -86,27 +97,39 @@ def _overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def _save(model: PixArtTransformer2DModel, args: argparse.Namespace) -> Path:
-    """Save ``model`` (and its original null caption, if any) as a transformer or a pipeline folder."""
+def _check_pipeline_args(args: argparse.Namespace) -> None:
+    """``--pipeline`` and ``--components`` go together."""
     if args.pipeline and args.components is None:
         raise ValueError("--pipeline needs --components REPO_OR_DIR for the tokenizer, text encoder, VAE, scheduler.")
     if args.components is not None and not args.pipeline:
         raise ValueError("--components is only used with --pipeline.")
+
+
+def _pipeline(args: argparse.Namespace, pipeline_class: type, **components: Any) -> DiffusionPipeline:
+    """A ``pipeline_class`` of ``components`` and, for the others, those of ``--components``; checked to fit."""
+    pipe = pipeline_class.from_pretrained(args.components, **components)
+    model = pipe.transformer
+    if pipe.text_encoder is not None and pipe.text_encoder.config.d_model != model.config.caption_channels:
+        raise ValueError(
+            f"The text encoder of {args.components} gives {pipe.text_encoder.config.d_model} channels, the model "
+            f"expects caption_channels={model.config.caption_channels}."
+        )
+    if pipe.vae.config.latent_channels != model.config.in_channels:
+        raise ValueError(
+            f"The VAE of {args.components} has {pipe.vae.config.latent_channels} latent channels, the model "
+            f"takes {model.config.in_channels}."
+        )
+    return pipe
+
+
+def _save(model: PixArtTransformer2DModel, args: argparse.Namespace) -> Path:
+    """Save ``model`` (and its original null caption, if any) as a transformer or a pipeline folder."""
+    _check_pipeline_args(args)
     pipe = None
     if args.pipeline:
         from ..pipelines.pixart_alpha import PixArtAlphaPipeline
 
-        pipe = PixArtAlphaPipeline.from_pretrained(args.components, transformer=model)
-        if pipe.text_encoder is not None and pipe.text_encoder.config.d_model != model.config.caption_channels:
-            raise ValueError(
-                f"The text encoder of {args.components} gives {pipe.text_encoder.config.d_model} channels, the model "
-                f"expects caption_channels={model.config.caption_channels}."
-            )
-        if pipe.vae.config.latent_channels != model.config.in_channels:
-            raise ValueError(
-                f"The VAE of {args.components} has {pipe.vae.config.latent_channels} latent channels, the model "
-                f"takes {model.config.in_channels}."
-            )
+        pipe = _pipeline(args, PixArtAlphaPipeline, transformer=model)
     null_caption = getattr(model, conversion.NULL_CAPTION_ATTRIBUTE, None)
 
     def write(folder: Path) -> None:
@@ -142,6 +165,44 @@ def run_dit(args: argparse.Namespace) -> int:
     print(f"DiT: {conversion.dit_parameter_count(dit):,} parameters")
     print(f"PixArt, adaLN-single: {counts['adaln_single']:,} parameters (per-block adaLN: {counts['adaln']:,})")
     print(f"model in {_save(model, args)}")
+    return 0
+
+
+def run_controlnet(args: argparse.Namespace) -> int:
+    """Convert an official ControlNet checkpoint and the base saved with it (folders, or one pipeline folder)."""
+    _check_pipeline_args(args)
+    controlnet, base = conversion.controlnet_from_original(
+        PixArtControlNetModel,
+        args.path,
+        sample_size=args.sample_size,
+        ema=False if args.no_ema else None,
+        **_overrides(args),
+    )
+    pipe = None
+    if args.pipeline:
+        from ..pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline
+
+        saved = {} if base is None else {"transformer": base}
+        pipe = _pipeline(args, PixArtAlphaControlNetPipeline, controlnet=controlnet, **saved)
+    null_caption = getattr(base, conversion.NULL_CAPTION_ATTRIBUTE, None)
+
+    def write(folder: Path) -> None:
+        if pipe is not None:
+            pipe.save_pretrained(folder)
+        else:
+            controlnet.save_pretrained(folder / "controlnet")
+            if base is not None:
+                base.save_pretrained(folder / "transformer")
+        if null_caption is not None:
+            conversion.save_null_caption(null_caption, folder / "transformer")
+
+    out = write_folder(args.out_dir, write)
+    print(f"{args.path}: {controlnet.config.num_layers} block copies of hidden size {controlnet.inner_dim}")
+    if base is not None:
+        print(f"its base: {base.config.num_layers} blocks, sample size {base.config.sample_size}")
+    elif pipe is not None:
+        print(f"no base in the file: the transformer of {args.components}")
+    print(f"{'pipeline' if pipe is not None else 'models'} in {out}")
     return 0
 
 
