@@ -25,6 +25,7 @@ os.environ.pop("HF_TOKEN", None)
 #: ATEN_CPU_CAPABILITY=default, torch's portable kernels, as another CPU would run them (`pytest -m numeric`).
 NUMERIC_MODULES = {
     "test_controlnet",
+    "test_controlnet_original",
     "test_conversion",
     "test_data_features",
     "test_diffusers_dropin",
