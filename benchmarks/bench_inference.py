@@ -28,6 +28,9 @@ attention and convolution kernels (self time of those aten ops; device time on C
 diffusers' total time is the lowest ratio ours could reach by cutting everything else (Python, elementwise ops,
 scheduler) to nothing while running the same kernels.
 
+``--sampler`` picks both pipelines' sampler by name (:data:`diffusers_pixart.schedulers.SCHEDULERS`; ``--steps`` and
+``--guidance`` default to its own): ``--sampler lcm`` times a few-step model's 4 steps without guidance.
+
 Run: ``python benchmarks/bench_inference.py --configs tiny xl256 --steps 20 --repeats 3 --threads 1``.
 """
 
@@ -64,6 +67,7 @@ from torch.profiler import ProfilerActivity, profile
 from diffusers_pixart import PixArtAlphaPipeline, PixArtTransformer2DModel
 from diffusers_pixart.default_model import TOY_MODEL_PATH
 from diffusers_pixart.models.attention import caption_cache
+from diffusers_pixart.schedulers import SCHEDULERS
 from diffusers_pixart.tiny import make_components, make_text_encoder, make_tokenizer
 
 PROMPT = "a red circle above a blue square"
@@ -147,12 +151,15 @@ class TransformerTimer:
         self.calls += 1
 
 
-def generate_png(pipe, steps: int, options: Callable[[], AbstractContextManager]) -> tuple[np.ndarray, list[bytes]]:
+def generate_png(
+    pipe, steps: int, guidance: float, options: Callable[[], AbstractContextManager]
+) -> tuple[np.ndarray, list[bytes]]:
     """One generation, prompt to PNG bytes, within ``options()``; returns the images (B, H, W, 3) and PNG files."""
     with options():
         images = pipe(
             PROMPT,
             num_inference_steps=steps,
+            guidance_scale=guidance,
             generator=torch.Generator().manual_seed(0),
             output_type="np",
             use_resolution_binning=False,  # diffusers bins only 256/512/1024 models; square default sizes: no-op
@@ -233,6 +240,8 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype:
         print(f"{name}: skipped (no embedded toy model at {TOY_MODEL_PATH})")
         return {"config": name, "skipped": "no embedded toy model"}
     ours, theirs = twin_pipelines(components, device, dtype)
+    ours.set_scheduler(args.sampler)
+    theirs.scheduler = type(ours.scheduler).from_config(ours.scheduler.config)
     if args.fuse:
         ours.transformer.fuse_qkv_projections()
     if args.fp8:
@@ -242,6 +251,7 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype:
         ours.vae.decoder = torch.compile(ours.vae.decoder)
     resolution = ours.transformer.config.sample_size * ours.vae_scale_factor
     row = {"config": name, "resolution": resolution, "steps": args.steps, "load_before": load_average()}
+    row.update(sampler=args.sampler, guidance=args.guidance)
     flops = transformer_flops(ours, resolution, device, dtype)
     # after counting (the FLOP counter's mode does not trace); the forward only, so the timer hooks stay eager
     if args.compile and args.compile_scope == "blocks":
@@ -251,8 +261,8 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype:
     pipes = {"ours": ours, "diffusers": theirs}
     dropping = partial(caption_cache, drop_padding=True) if args.drop_padding else nullcontext
     runs = {
-        "ours": partial(generate_png, ours, args.steps, dropping),
-        "diffusers": partial(generate_png, theirs, args.steps, nullcontext),
+        "ours": partial(generate_png, ours, args.steps, args.guidance, dropping),
+        "diffusers": partial(generate_png, theirs, args.steps, args.guidance, nullcontext),
     }
     with torch.no_grad():
         if args.compile or args.compile_vae:
@@ -284,7 +294,11 @@ def main() -> None:
     """Run the chosen configurations, print a table and optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["tiny", "toy", "xl256"], choices=list(CONFIGS))
-    parser.add_argument("--steps", type=int, default=20, help="Denoising steps per generation.")
+    parser.add_argument(
+        "--sampler", default="dpm", choices=list(SCHEDULERS), help="Both pipelines' sampler (lcm: a few-step model's)."
+    )
+    parser.add_argument("--steps", type=int, default=None, help="Denoising steps (default: the sampler's own).")
+    parser.add_argument("--guidance", type=float, default=None, help="Guidance scale (default: the sampler's own).")
     parser.add_argument("--repeats", type=int, default=3, help="Timed runs per pipeline (after one warm-up).")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda.")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="Default: bf16 on CUDA.")
@@ -311,6 +325,9 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="Append the results to this JSON-lines file.")
     args = parser.parse_args()
+    _, _, default_steps, default_guidance = SCHEDULERS[args.sampler]
+    args.steps = args.steps or default_steps
+    args.guidance = default_guidance if args.guidance is None else args.guidance
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -318,7 +335,8 @@ def main() -> None:
     peak, peak_source = peak_flops(device, dtype, args.cpu_flops_per_cycle)
     print(f"{machine(device)}; diffusers {diffusers.__version__}; {dtype}; {load_average()}")
     print(
-        f"peak {peak / 1e9:.0f} GFLOP/s ({peak_source}); options: fuse={args.fuse} drop_padding={args.drop_padding} "
+        f"peak {peak / 1e9:.0f} GFLOP/s ({peak_source}); {args.sampler} {args.steps} steps, guidance {args.guidance}; "
+        f"options: fuse={args.fuse} drop_padding={args.drop_padding} "
         f"compile={args.compile} ({args.compile_scope}) fp8={args.fp8} compile_vae={args.compile_vae}"
     )
     header = "config   ours(s)  diffusers(s) ratio  max|diff|  PSNR(dB)  GFLOP/fwd  ours-MFU  theirs-MFU  mem(MB)"

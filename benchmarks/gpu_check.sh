@@ -6,12 +6,13 @@
 #   3. peak GPU memory of one 1024 px generation with the real-size models, default bf16 vs all low-memory options
 #      (bench_memory.py);
 #   4. stage 2 for 5 steps under examples/configs/fsdp.yaml and deepspeed_zero2.yaml (gpu_fsdp_deepspeed.sh);
-#   5. ours fused (QKV/KV), padding dropped, blocks compiled (regional compilation, the caption cache kept) and float8
+#   5. LCM: 4 steps without guidance at 1024 px (a few-step model's latency; random weights);
+#   6. ours fused (QKV/KV), padding dropped, blocks compiled (regional compilation, the caption cache kept) and float8
 #      linear layers in the blocks (torchao; cards with float8 tensor cores);
-#   6. as 5 without float8, with the kernel-time profile (--kernels);
-#   7. as 6 with CUDA graphs (reduce-overhead) around the blocks and a compiled channels-last VAE decoder;
-#   8. the float32 training step at batch 2 (the earlier runs' row);
-#   9. with --full, the scaling sweep (forward time against tokens, 256..2048 px).
+#   7. as 6 without float8, with the kernel-time profile (--kernels);
+#   8. as 7 with CUDA graphs (reduce-overhead) around the blocks and a compiled channels-last VAE decoder;
+#   9. the float32 training step at batch 2 (the earlier runs' row);
+#  10. with --full, the scaling sweep (forward time against tokens, 256..2048 px).
 # Results go to $OUT (default: benchmarks/gpu_results), written as they come, so that a run stopped early keeps what
 # it measured: gpu_check.log (every step's output), gpu.jsonl, memory_gpu.jsonl, the two fsdp_deepspeed_*.log, and
 # scaling_gpu.{json,png} with --full (at most 8 files: the device tool's limit on what comes back).
@@ -48,6 +49,7 @@ step inference_plain 90 python3 bench_inference.py --configs "${configs[@]}" --s
 step training_bf16 50 python3 bench_training.py --configs xl256 --steps 5 --batch-size 32 --mixed-precision bf16
 step memory 100 python3 bench_memory.py --device cuda --steps 2 --configs default all --json "$OUT/memory_gpu.jsonl"
 step fsdp_deepspeed 130 env LIMIT=60 bash gpu_fsdp_deepspeed.sh
+step inference_lcm 60 python3 bench_inference.py --configs xl1024 --sampler lcm --repeats 3 --json "$OUT/gpu.jsonl"
 step inference_fp8 200 python3 bench_inference.py "${fast[@]}" --fp8  # did not finish in 110 s on an H200 (2026-11-29)
 step inference_fast 100 python3 bench_inference.py "${fast[@]}" --kernels
 step inference_graphs 100 python3 bench_inference.py "${fast[@]/default/reduce-overhead}" --compile-vae
