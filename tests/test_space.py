@@ -295,6 +295,19 @@ def test_examples_come_from_the_environment_the_record_or_the_card(tmp_path, mon
     assert app.load_examples(str(card)) == ["a blue circle"]
 
 
+def test_unknown_words_are_found_with_or_without_the_vocabulary_check(monkeypatch):
+    """The toy model's prompt check: the language module's vocabulary warning, or else the grammar's refusal."""
+    import diffusers_pixart.toy.language as language
+
+    known = "one object. a large red circle in the center."
+    if hasattr(language, "vocabulary_warning"):
+        assert "cat" in app.vocabulary_check()("a cat on a red circle") and app.vocabulary_check()(known) is None
+    monkeypatch.delattr(language, "vocabulary_warning", raising=False)
+    check = app.vocabulary_check()
+    assert check("a cat on a red circle").startswith("this model may not understand the prompt: ")
+    assert check(known) is None
+
+
 def test_the_embedded_models_examples_are_drawn_right():
     """Each example the page offers for the embedded toy model scores 1.0 on the toy CompBench (two seeds each)."""
     examples = app.load_examples(None)
@@ -394,8 +407,9 @@ def test_fresh_start_in_a_real_browser(tmp_path):
                 page.get_by_text("This toy model knows only flat shapes").wait_for()
                 for example in app.load_examples(None):
                     assert page.get_by_text(example[:30]).count() >= 1, example
+                warning = app.vocabulary_check()("a cat on a red circle")  # e.g. "...; unknown words: cat"
                 page.get_by_label("Prompt", exact=True).fill("a cat on a red circle")
-                page.get_by_text("unknown words: cat").wait_for(timeout=30_000)
+                page.locator("#controls-note").get_by_text(warning[-24:]).wait_for(timeout=30_000)
             page.get_by_text("Advanced options").click()
             assert page.get_by_text("Image style").is_visible() is not toy  # presets change nothing on the toy model
 
