@@ -1,4 +1,5 @@
-"""The toy world: grammar round trips, vocabulary, rendering, aspect ratios and the imagefolder data set."""
+"""The toy world: its language (every phrasing family read back, the held-out ones out of training captions),
+vocabulary, rendering, aspect ratios and the imagefolder data set."""
 
 import json
 
@@ -24,7 +25,17 @@ from diffusers_pixart.toy import (
     sample_prompts,
     vocabulary,
 )
-from diffusers_pixart.toy.world import shape_coverage
+from diffusers_pixart.toy.world import (
+    FAMILIES,
+    HELD_OUT_FAMILIES,
+    PLACE_PREPOSITIONS,
+    TRAINING_FAMILIES,
+    describe,
+    record_meaning,
+    relations_between,
+    sample_scene,
+    shape_coverage,
+)
 
 
 def test_prompts_round_trip_through_the_parser_and_are_deterministic():
@@ -56,16 +67,27 @@ def test_parser_reads_a_hand_written_prompt():
     "text, problem",
     [
         ("", "empty"),
-        ("a photo of a cat", "object phrase"),
-        ("a red cat", "object phrase"),
-        ("a red circle somewhere", "not a position"),
+        ("a photo of a cat", "'photo' in .* is not a word of the toy language"),
+        ("a red cat", "'cat'"),
+        ("a red circle somewhere", "'somewhere'"),
+        ("a red", "names no shape"),
+        ("a circle", "has no colour"),
+        ("red circles", "does not say how many"),
+        ("two red circle", "does not say how many"),
         ("two objects. a red circle", "announces 2"),
-        ("a red circle and a red square", "repeats a colour"),
+        ("a red circle and a red square", "repeats the colour red on another shape"),
         ("a red circle on the left and a blue square on the left", "same region"),
+        ("two red circles at the top", "one place for several objects"),
+        ("a red circle at the top at the left", "placed twice"),
         ("a red circle, a blue square, a green star and a pink ring", "at most 3"),
-        ("a red circle and a blue square. the red circle is near the blue square", "not a relation"),
+        ("a red circle above", "names no second object"),
+        ("above a red circle", "follows no object"),
+        ("a red circle to its left", "no object before it"),
+        ("a red circle and one at the top", "follows no group"),
+        ("two red circles. the red circle is above the red circles", "could mean 2 objects"),
         ("a red circle and a blue square. the red star is above the blue square", "does not name"),
         ("a red circle. the red circle is above the red circle", "itself"),
+        ("at the top", "places no object"),
     ],
 )
 def test_parser_rejects_text_outside_the_grammar(text, problem):
@@ -75,13 +97,106 @@ def test_parser_rejects_text_outside_the_grammar(text, problem):
 
 def test_vocabulary_covers_every_caption_and_builds_a_tokenizer():
     words = set(vocabulary())
-    assert len(words) < 100
-    records = [make_example(0, i)[1] for i in range(60)]
+    assert len(words) < 150
+    records = [make_example(0, i, phrasing=dict.fromkeys(FAMILIES, 1.0), group_probability=0.3)[1] for i in range(80)]
     for text in [r["text"] for r in records] + [r["sparse_text"] for r in records]:
-        assert set(text.replace(",", " ").replace(".", " ").split()) <= words
+        assert set(text.replace(",", " ").replace(".", " ").replace(";", " ").replace(":", " ").split()) <= words
     tokenizer = make_tokenizer(vocabulary())
-    ids = tokenizer(records[0]["text"].replace(",", "").replace(".", "")).input_ids
-    assert tokenizer.unk_token_id not in ids
+    for record in records:
+        ids = tokenizer(record["text"].replace(",", "").replace(".", "").replace(";", "").replace(":", "")).input_ids
+        assert tokenizer.unk_token_id not in ids
+
+
+def _scenes(n, seed):
+    """Seeded scenes of one to three objects, a third of them with two copies of one shape."""
+    return [sample_scene(np.random.default_rng([seed, i]), group_probability=0.3) for i in range(n)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_phrasing_family_reads_back_to_the_meaning_it_states(family):
+    stated_anything = {"size": False, "region": False, "relations": False}
+    for index, scene in enumerate(_scenes(150, seed=21)):
+        prompt = describe(scene.meaning, family, np.random.default_rng([5, index]))
+        assert parse_prompt(prompt.text) == prompt.meaning, prompt.text
+        assert prompt == describe(scene.meaning, family, np.random.default_rng([5, index]))  # seeded
+        # The caption states only what the scene holds: its objects (in some order), places, sizes and relations.
+        scene_objects = list(scene.meaning.objects)
+        for obj in prompt.meaning.objects:
+            match = next(
+                o
+                for o in scene_objects
+                if (o.color, o.shape) == (obj.color, obj.shape)
+                and obj.size in (None, o.size)
+                and obj.region in (None, o.region)
+            )
+            scene_objects.remove(match)
+            stated_anything["size"] |= obj.size is not None
+            stated_anything["region"] |= obj.region is not None
+        assert not scene_objects
+        for rel in prompt.meaning.relations:
+            subject, other = prompt.meaning.objects[rel.subject], prompt.meaning.objects[rel.object]
+            located = [o for o in scene.meaning.objects if (o.color, o.shape) == (subject.color, subject.shape)]
+            targets = [o for o in scene.meaning.objects if (o.color, o.shape) == (other.color, other.shape)]
+            assert len(located) == len(targets) == 1  # relations only between objects a caption can single out
+            assert rel.relation in relations_between(located[0], targets[0])
+            stated_anything["relations"] = True
+    unstated = {"short": ("size", "relations"), "fronted": ("relations",), "clause": ("relations",)}
+    unstated["counted"] = ("relations",)
+    expected = {name: name not in unstated.get(family, ()) for name in stated_anything}
+    assert stated_anything == expected
+
+
+def test_people_s_phrasings_are_read():
+    red_circle, blue_square = ToyObject("circle", "red"), ToyObject("square", "blue")
+    assert parse_prompt("a red circle above a blue square") == Meaning(
+        (red_circle, blue_square), (Relation(0, "above", 1),)
+    )
+    assert parse_prompt("A blue square with a red circle to its left.") == Meaning(
+        (blue_square, red_circle), (Relation(1, "left of", 0),)
+    )
+    assert parse_prompt("a big circle that is red") == parse_prompt("large red circle")
+    assert parse_prompt("a circle that is red and little in the middle") == Meaning(
+        (ToyObject("circle", "red", "small", "center"),)
+    )
+    assert parse_prompt("red circle in the top-left corner") == parse_prompt("a red circle at the upper left")
+    assert parse_prompt("in the lower right, a pink star") == Meaning(
+        (ToyObject("star", "pink", None, "bottom right"),)
+    )
+    assert parse_prompt("3 shapes: two red circles, one at the top and a big one on the left, and 1 blue ring") == (
+        Meaning(
+            (
+                ToyObject("circle", "red", None, "top"),
+                ToyObject("circle", "red", "large", "left"),
+                ToyObject("ring", "blue"),
+            )
+        )
+    )
+    assert parse_prompt("a red circle under a blue square and a green star to the right of the blue square") == Meaning(
+        (red_circle, blue_square, ToyObject("star", "green")), (Relation(0, "below", 1), Relation(2, "right of", 1))
+    )
+
+
+def test_training_captions_never_use_the_held_out_families():
+    assert set(HELD_OUT_FAMILIES).isdisjoint(TRAINING_FAMILIES) and set(FAMILIES) == {
+        *TRAINING_FAMILIES,
+        *HELD_OUT_FAMILIES,
+    }
+    records = [make_example(3, i, phrasing=TRAINING_FAMILIES, group_probability=0.15)[1] for i in range(300)]
+    assert {r["caption_family"] for r in records} == set(TRAINING_FAMILIES)
+    for record in records:
+        text = record["text"]
+        # The held-out families' marks: "with ... to its left / above it", and a place before its object.
+        words = text.replace(",", " ").replace(".", " ").split()
+        assert not {"with", "it", "its"} & set(words), text
+        sentences = [s.strip() for s in text.replace(";", ".").split(".") if s.strip()]
+        assert not any(s.split()[0] in PLACE_PREPOSITIONS for s in sentences), text
+        stated = parse_prompt(text)
+        assert len(stated.objects) == len(record["objects"])
+        assert {(o.color, o.shape) for o in stated.objects} == {
+            (o.color, o.shape) for o in record_meaning(record).objects
+        }
+    canonical = make_example(3, 0)[1]
+    assert canonical["caption_family"] == "canonical" and canonical["text"] == record_meaning(canonical).text
 
 
 def test_class_labels_cover_colour_times_shape():

@@ -9,8 +9,15 @@ of a 3x3 grid, on a neutral background. Each image comes with
 - a **sparse** caption (the LAION analogue: one object, often without attributes, with rare filler words);
 - a **class label**, colour x shape of the first object (the ImageNet analogue of stage 1, 40 classes).
 
-Dense captions and the held-out prompts of :func:`sample_prompts` share one grammar, which :func:`parse_prompt` reads
-back into a :class:`Meaning`. The vocabulary is closed (:func:`vocabulary`), so a word-level tokenizer covers it.
+Captions are written in a language with natural variety (:func:`describe`): the canonical dense caption is one of its
+phrasing families; others put a relation in the main clause ("a red circle above a blue square"), attributes after
+the shape ("a big circle that is red"), counts and plurals ("two red circles, one at the top ..."), synonyms
+("middle", "upper-left corner", "big", "over"), short and long forms. Training data is captioned in the
+:data:`TRAINING_FAMILIES`; the :data:`HELD_OUT_FAMILIES` ("a blue square with a green star to its left", "in the top
+left corner, a red circle") caption no image, so that prompts in them measure whether a model reads the language.
+:func:`parse_prompt` reads every family (and mixtures of them) back into a :class:`Meaning`. The vocabulary is closed
+(:func:`vocabulary`), so a word-level tokenizer covers it.
+
 Everything is deterministic for a seed, and image ``i`` of a data set does not depend on how many images are made.
 """
 
@@ -144,8 +151,11 @@ class ToyPrompt(NamedTuple):
 
 
 def vocabulary() -> list[str]:
-    """Every word that dense captions, prompts and sparse captions can use, sorted (punctuation excluded)."""
+    """Every word that captions of every phrasing family, prompts and sparse captions can use, sorted (punctuation
+    excluded; hyphenated places like ``top-left`` are one word)."""
     phrases = [
+        " ".join(word for key in _PHRASES for word in key if word.isalnum()),
+        " ".join(wording for wordings in REGION_WORDINGS.values() for wording in wordings),
         "a an the and is object objects",
         " ".join(NUMBER_WORDS),
         " ".join(COLORS),
@@ -205,83 +215,614 @@ def dense_caption(meaning: Meaning) -> str:
     return ". ".join(sentences) + "."
 
 
-_COUNT_RE = re.compile(rf"^({'|'.join(NUMBER_WORDS)}) objects?$")
-_RELATION_RE = re.compile(rf"^the (\w+) (\w+) is ({'|'.join(RELATIONS)}) the (\w+) (\w+)$")
-_REGION_OF_PHRASE = {phrase: region for region, phrase in POSITION_PHRASES.items()}
+# ----------------------------------------------------------------------------------------------------------------------
+# The prompt language: how people write prompts, read back by one parser
+
+#: Size words and the size each one means.
+SIZE_WORDS = {"small": "small", "little": "small", "large": "large", "big": "large"}
+#: Counts as words and as numerals.
+COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "1": 1, "2": 2, "3": 3}
+#: Wordings of a place (after "at the", "in the" or "on the"), per region.
+REGION_WORDINGS: dict[str, tuple[str, ...]] = {
+    "top left": ("top left", "top-left corner", "upper left", "top left corner", "upper-left corner"),
+    "top": ("top", "top side"),
+    "top right": ("top right", "top-right corner", "upper right", "top right corner", "upper-right corner"),
+    "left": ("left", "left side"),
+    "center": ("center", "middle"),
+    "right": ("right", "right side"),
+    "bottom left": ("bottom left", "bottom-left corner", "lower left", "bottom left corner", "lower-left corner"),
+    "bottom": ("bottom", "bottom side"),
+    "bottom right": ("bottom right", "bottom-right corner", "lower right", "bottom right corner", "lower-right corner"),
+}
+PLACE_PREPOSITIONS = ("at", "in", "on")
+#: Wordings of each relation between two objects ("a red circle *above* a blue square").
+RELATION_WORDINGS: dict[str, tuple[str, ...]] = {
+    "left of": ("left of", "to the left of"),
+    "right of": ("right of", "to the right of"),
+    "above": ("above", "over"),
+    "below": ("below", "under"),
+}
+#: Wordings of a relation to the object named before ("a blue square with a green star *to its left*").
+PRONOUN_RELATION_WORDINGS: dict[str, tuple[str, ...]] = {
+    "left of": ("to its left", "left of it"),
+    "right of": ("to its right", "right of it"),
+    "above": ("above it", "over it"),
+    "below": ("below it", "under it"),
+}
+INVERSE_RELATIONS = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+#: Nouns that announce a count ("three objects", "2 shapes").
+COUNT_NOUNS = ("object", "objects", "shape", "shapes")
+#: The phrasing families captions are written in (see :func:`describe`). Training captions use the
+#: :data:`TRAINING_FAMILIES` only (with these weights); :data:`HELD_OUT_FAMILIES` never caption an image, so that a
+#: model's score on them measures whether it reads the language rather than the templates it was trained on.
+TRAINING_FAMILIES: dict[str, float] = {
+    "canonical": 0.3,
+    "listing": 0.15,
+    "relation": 0.2,
+    "clause": 0.1,
+    "short": 0.1,
+    "counted": 0.15,
+}
+HELD_OUT_FAMILIES = ("with", "fronted")
+FAMILIES = (*TRAINING_FAMILIES, *HELD_OUT_FAMILIES)
 
 
-def _parse_object(phrase: str) -> ToyObject:
-    words = phrase.split()
-    grammar = "'a [small|large] COLOR SHAPE [POSITION]'"
-    if len(words) < 3 or words[0] not in ("a", "an"):
-        raise ValueError(f"{phrase!r} is not an object phrase of the toy grammar {grammar}.")
-    rest = words[1:]
-    size = rest.pop(0) if rest[0] in SIZES["plain"] else None
-    if len(rest) < 2 or rest[0] not in COLORS or rest[1] not in SHAPES:
-        raise ValueError(
-            f"{phrase!r} is not an object phrase of the toy grammar {grammar} with a colour in {list(COLORS)} "
-            f"and a shape in {list(SHAPES)}."
+class Mention(NamedTuple):
+    """Characters ``start:end`` of a prompt that name the objects ``objects`` (indices into the meaning's objects):
+    a noun phrase with its attributes and place, a later reference ("the red circle"), or a place said before it."""
+
+    start: int
+    end: int
+    objects: tuple[int, ...]
+
+
+class _Token(NamedTuple):
+    kind: str
+    value: object
+    start: int
+    end: int
+
+
+def _phrase_table() -> dict[tuple[str, ...], tuple[str, object]]:
+    """Every word sequence of the prompt language -> (token kind, value)."""
+    table: dict[tuple[str, ...], tuple[str, object]] = {
+        ("a",): ("article", None),
+        ("an",): ("article", None),
+        ("the",): ("the", None),
+        ("with",): ("with", None),
+        ("and",): ("and", None),
+        (",",): ("comma", None),
+        (":",): ("comma", None),
+        (".",): ("stop", None),
+        (";",): ("stop", None),
+    }
+    for words in ("is", "are", "there is", "there are"):
+        table[tuple(words.split())] = ("be", None)
+    for words in ("that is", "which is", "that are", "which are"):
+        table[tuple(words.split())] = ("that", None)
+    table.update({(word,): ("count", value) for word, value in COUNT_WORDS.items()})
+    table.update({(noun,): ("count noun", None) for noun in COUNT_NOUNS})
+    table.update({(color,): ("color", color) for color in COLORS})
+    table.update({(word,): ("size", size) for word, size in SIZE_WORDS.items()})
+    table.update({(shape,): ("shape", (shape, False)) for shape in SHAPES})
+    table.update({(shape + "s",): ("shape", (shape, True)) for shape in SHAPES})
+    for region, wordings in REGION_WORDINGS.items():
+        for wording in wordings:
+            for preposition in PLACE_PREPOSITIONS:
+                table[(preposition, "the", *_words(wording))] = ("place", region)
+    for relation, wordings in RELATION_WORDINGS.items():
+        for wording in wordings:
+            table[tuple(wording.split())] = ("relation", relation)
+    for relation, wordings in PRONOUN_RELATION_WORDINGS.items():
+        for wording in wordings:
+            table[tuple(wording.split())] = ("relation to it", relation)
+    return table
+
+
+def _words(text: str) -> list[str]:
+    """The words and punctuation marks of a lower-cased text (a hyphen separates words like a space)."""
+    return re.findall(r"[a-z0-9]+|[^\sa-z0-9-]", text)
+
+
+_PHRASES = _phrase_table()
+_LONGEST_PHRASE = max(len(key) for key in _PHRASES)
+
+
+def _tokens(text: str) -> list[_Token]:
+    """The prompt's phrases (longest match first), with their character spans in ``text`` (lower-cased)."""
+    words = [(m.group(), m.start(), m.end()) for m in re.finditer(r"[a-z0-9]+|[^\sa-z0-9-]", text)]
+    tokens, index = [], 0
+    while index < len(words):
+        for length in range(min(_LONGEST_PHRASE, len(words) - index), 0, -1):
+            phrase = _PHRASES.get(tuple(word for word, _, _ in words[index : index + length]))
+            if phrase is not None:
+                tokens.append(_Token(phrase[0], phrase[1], words[index][1], words[index + length - 1][2]))
+                index += length
+                break
+        else:
+            word = words[index][0]
+            raise ValueError(
+                f"{word!r} in {text!r} is not a word of the toy language (an object phrase needs a colour in "
+                f"{list(COLORS)} and a shape in {list(SHAPES)}; places like 'at the top left', relations like "
+                f"'above'; see toy.world.vocabulary())."
+            )
+    return tokens
+
+
+class _Reader:
+    """Reads the tokens of one prompt into objects, relations and mentions (see :func:`parse_mentions`)."""
+
+    def __init__(self, text: str, tokens: list[_Token]):
+        self.text, self.tokens, self.index = text, tokens, 0
+        self.objects: list[dict[str, str | None]] = []
+        self.mentions: list[Mention] = []
+        self.relations: set[Relation] = set()
+        self.announced: int | None = None
+        self.current: tuple[int, ...] = ()  # the objects the words now describe
+        self.anchor: tuple[int, ...] = ()  # what "it" refers to: the object named before, or the head of "with"
+        self.with_anchor = False
+        self.pending: tuple[tuple[int, ...], str] | None = None  # a relation waiting for its object
+        self.place_ahead: _Token | None = None  # a place said before its object ("in the middle, a red circle")
+        self.members: list[int] = []  # members of a group not yet described ("two red circles, one at the top")
+
+    def error(self, problem: str) -> ValueError:
+        return ValueError(f"{self.text!r} is not a prompt of the toy language: {problem}.")
+
+    def peek(self, offset: int = 0) -> _Token | None:
+        index = self.index + offset
+        return self.tokens[index] if index < len(self.tokens) else None
+
+    def read(self) -> None:
+        while self.peek() is not None:
+            token = self.peek()
+            following = self.peek(1)
+            if token.kind == "count" and following is not None and following.kind == "count noun":
+                if self.announced is not None:
+                    raise self.error("it announces a count twice")
+                self.announced = token.value
+                self.index += 2
+            elif token.kind in ("article", "count", "the", "size", "color", "shape"):
+                self.noun_phrase()
+            elif token.kind == "place":
+                self.index += 1
+                self.place(token)
+            elif token.kind == "relation":
+                if not self.current:
+                    raise self.error(f"{self.text[token.start : token.end]!r} follows no object")
+                self.pending = (self.current, token.value)
+                self.index += 1
+            elif token.kind == "relation to it":
+                if not self.current or not self.anchor:
+                    raise self.error(f"{self.text[token.start : token.end]!r} has no object before it to refer to")
+                self.relate(self.current, token.value, self.anchor)
+                self.index += 1
+            elif token.kind == "with":
+                self.anchor, self.with_anchor = self.current, True
+                self.index += 1
+            elif token.kind == "stop":
+                self.end_sentence()
+                self.index += 1
+            elif token.kind in ("and", "comma", "be"):
+                self.index += 1
+            else:  # "that" or a count noun out of place
+                raise self.error(f"{self.text[token.start : token.end]!r} is out of place")
+        self.end_sentence()
+
+    def end_sentence(self) -> None:
+        if self.pending is not None:
+            raise self.error(f"the relation {self.pending[1]!r} names no second object")
+        if self.place_ahead is not None:
+            raise self.error(f"{self.text[self.place_ahead.start : self.place_ahead.end]!r} places no object")
+        self.current, self.anchor, self.with_anchor = (), (), False
+
+    def relate(self, subjects: tuple[int, ...], relation: str, objects: tuple[int, ...]) -> None:
+        for subject in subjects:
+            for other in objects:
+                if subject == other:
+                    raise self.error("it relates an object to itself")
+                self.relations.add(Relation(subject, relation, other))
+
+    def attributes(self, found: dict[str, str]) -> None:
+        """Read sizes and colours (``and`` between them) into ``found``."""
+        while (token := self.peek()) is not None and token.kind in ("size", "color", "and"):
+            if token.kind != "and":
+                if token.kind in found and found[token.kind] != token.value:
+                    raise self.error(f"one object has two {token.kind}s, {found[token.kind]} and {token.value}")
+                found[token.kind] = token.value
+            self.index += 1
+
+    def noun_phrase(self) -> None:
+        start = self.peek().start
+        determiner = self.peek() if self.peek().kind in ("article", "count", "the") else None
+        self.index += determiner is not None
+        found: dict[str, str] = {}
+        self.attributes(found)
+        shape, plural = None, False
+        token = self.peek()
+        if token is not None and token.kind == "shape":
+            shape, plural = token.value
+            self.index += 1
+        elif token is not None and token.kind == "count" and token.value == 1 and determiner is not None:
+            self.index += 1  # "a large one": a member of a group
+            determiner = _Token("count", 1, determiner.start, determiner.end)
+        elif not (determiner is not None and determiner.kind == "count" and determiner.value == 1 and not found):
+            raise self.error(f"{self.text[start : self.peek(-1).end]!r} names no shape from {list(SHAPES)}")
+        if self.peek() is not None and self.peek().kind == "that":  # "a big circle that is red"
+            self.index += 1
+            before = dict(found)
+            self.attributes(found)
+            if found == before:
+                raise self.error("'that is' is not followed by a colour or a size")
+        end = self.peek(-1).end
+        if shape is None:
+            indices = self.member(found)
+        elif determiner is not None and determiner.kind == "the":
+            indices = self.reference(shape, plural, found, start, end)
+        else:
+            number = determiner.value if determiner is not None and determiner.kind == "count" else 1
+            if plural != (number > 1) or (plural and determiner is None):
+                raise self.error(f"{self.text[start:end]!r} does not say how many (say 'two circles', 'a circle')")
+            indices = tuple(range(len(self.objects), len(self.objects) + number))
+            self.objects += [{"shape": shape, "size": None, "region": None, **found} for _ in range(number)]
+            self.members = list(indices) if number > 1 else self.members
+        self.mentions.append(Mention(start, end, indices))
+        if not self.with_anchor:
+            self.anchor = self.current
+        self.current = indices
+        if self.pending is not None:
+            self.relate(self.pending[0], self.pending[1], indices)
+            self.pending = None
+        if self.place_ahead is not None:
+            place, self.place_ahead = self.place_ahead, None
+            self.place(place)
+
+    def member(self, found: dict[str, str]) -> tuple[int, ...]:
+        """``one`` or ``a large one`` after a group: the group's next member."""
+        if not self.members:
+            raise self.error("'one' follows no group like 'two red circles'")
+        if "color" in found:
+            raise self.error("a member of a group ('one') takes a size and a place, not a colour")
+        index = self.members.pop(0)
+        self.objects[index]["size"] = found.get("size")
+        return (index,)
+
+    def reference(self, shape: str, plural: bool, found: dict[str, str], start: int, end: int) -> tuple[int, ...]:
+        """``the red circle``: the objects named before that match."""
+        matches = tuple(
+            index
+            for index, obj in enumerate(self.objects)
+            if obj["shape"] == shape and all(obj.get(name) == value for name, value in found.items())
         )
-    position = " ".join(rest[2:])
-    if position and position not in _REGION_OF_PHRASE:
-        raise ValueError(f"{position!r} in {phrase!r} is not a position; expected one of {list(_REGION_OF_PHRASE)}.")
-    return ToyObject(shape=rest[1], color=rest[0], size=size, region=_REGION_OF_PHRASE.get(position))
+        if not matches:
+            raise self.error(f"{self.text[start:end]!r} refers to an object the prompt does not name")
+        if len(matches) > 1 and not plural:
+            raise self.error(f"{self.text[start:end]!r} could mean {len(matches)} objects")
+        return matches
+
+    def place(self, token: _Token) -> None:
+        if not self.current:  # a place said first: it belongs to the next object
+            if self.place_ahead is not None:
+                raise self.error("two places follow each other")
+            self.place_ahead = token
+            return
+        if len(self.current) > 1:
+            raise self.error("one place for several objects (say 'two red circles, one at the top and one ...')")
+        obj = self.objects[self.current[0]]
+        if obj["region"] is not None:
+            raise self.error(f"one object is placed twice ({obj['region']} and {token.value})")
+        obj["region"] = token.value
+        self.mentions.append(Mention(token.start, token.end, self.current))
+
+    def meaning(self) -> Meaning:
+        if not self.objects:
+            raise self.error("it names no object")
+        if len(self.objects) > MAX_OBJECTS:
+            raise self.error(f"it has {len(self.objects)} objects; the toy world holds at most {MAX_OBJECTS}")
+        if self.announced is not None and self.announced != len(self.objects):
+            raise self.error(f"it announces {self.announced} object(s) but names {len(self.objects)}")
+        shapes_of_color: dict[str, str] = {}
+        for obj in self.objects:
+            if obj.get("color") is None:
+                raise self.error(f"a {obj['shape']} has no colour from {list(COLORS)}")
+            if shapes_of_color.setdefault(obj["color"], obj["shape"]) != obj["shape"]:
+                raise self.error(
+                    f"it repeats the colour {obj['color']} on another shape (objects that share a colour are "
+                    "copies of one shape, like 'two red circles')"
+                )
+        regions = [obj["region"] for obj in self.objects if obj["region"]]
+        if len(set(regions)) != len(regions):
+            raise self.error("it puts two objects in the same region")
+        objects = tuple(ToyObject(obj["shape"], obj["color"], obj["size"], obj["region"]) for obj in self.objects)
+        relations = tuple(sorted(self.relations, key=lambda r: (r.subject, r.object, r.relation)))
+        return Meaning(objects=objects, relations=relations)
 
 
-def parse_prompt(text: str) -> Meaning:
-    """Read a dense caption or prompt of the toy grammar back into its :class:`Meaning`.
+def parse_mentions(text: str) -> tuple[Meaning, list[Mention]]:
+    """Read a prompt of the toy language into its :class:`Meaning`, with where in ``text`` each object is named.
 
-    Grammar (sentences end with ``.``; the count sentence, sizes, positions and relations are optional)::
+    The language (any family of :func:`describe`, and mixtures of them): objects as noun phrases with their
+    attributes before or after the shape, in any order or left out ("red circle", "a big circle that is red",
+    "two red circles"); places after or before their object ("in the top-left corner", "in the middle"); relations
+    as the main clause ("a red circle above a blue square"), as a sentence ("the red circle is above the blue
+    square") or to the object named before ("a blue square with a green star to its left"); an optional count
+    ("three objects.", "2 shapes:"). Counts are words or numerals (one to three).
 
-        [NUMBER object(s).] OBJECT (, OBJECT)* [and OBJECT]. (the COLOR SHAPE is RELATION the COLOR SHAPE.)*
-        OBJECT := a|an [small|large] COLOR SHAPE [at the top left | on the left | in the center | ...]
+    Returns:
+        The meaning (objects in the order they are named, relations sorted by subject and object) and the mentions,
+        whose spans index the lower-cased ``text``.
 
     Raises:
-        ValueError: for text outside the grammar, more than three objects, repeated colours or regions, a count that
-            does not match the objects, or a relation naming an object that is not in the prompt.
+        ValueError: for words outside the language, text it cannot read, more than three objects, a repeated colour
+            on another shape or a repeated region, a count that does not match the objects, or a reference to an
+            object the prompt does not name.
     """
     if not isinstance(text, str):
         raise ValueError(f"A prompt must be a string, got {type(text).__name__}.")
-    sentences = [s.strip() for s in " ".join(text.lower().split()).split(".")]
-    if sentences and not sentences[-1]:
-        sentences.pop()
-    if not sentences or not all(sentences):
-        raise ValueError(f"{text!r} is not a prompt of the toy grammar: it is empty or has an empty sentence.")
-    count = None
-    match = _COUNT_RE.match(sentences[0])
-    if match:
-        count = NUMBER_WORDS.index(match.group(1)) + 1
-        sentences.pop(0)
-        if not sentences:
-            raise ValueError(f"{text!r} names a count but no objects.")
-    objects = tuple(_parse_object(p) for p in re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+", sentences[0]))
-    if len(objects) > MAX_OBJECTS:
-        raise ValueError(f"{text!r} has {len(objects)} objects; the toy world holds at most {MAX_OBJECTS}.")
-    if count is not None and count != len(objects):
-        raise ValueError(f"{text!r} announces {count} object(s) but names {len(objects)}.")
-    colors = [obj.color for obj in objects]
-    if len(set(colors)) != len(colors):
-        raise ValueError(f"{text!r} repeats a colour: the objects of a toy prompt have distinct colours.")
-    regions = [obj.region for obj in objects if obj.region]
-    if len(set(regions)) != len(regions):
-        raise ValueError(f"{text!r} puts two objects in the same region.")
-    references = {(obj.color, obj.shape): index for index, obj in enumerate(objects)}
-    relations = []
-    for sentence in sentences[1:]:
-        match = _RELATION_RE.match(sentence)
-        if not match:
-            raise ValueError(
-                f"{sentence!r} is not a relation of the toy grammar 'the COLOR SHAPE is RELATION the COLOR SHAPE' "
-                f"with RELATION in {list(RELATIONS)}."
+    lowered = text.lower()
+    if not lowered.strip():
+        raise ValueError(f"{text!r} is not a prompt of the toy language: it is empty.")
+    reader = _Reader(lowered, _tokens(lowered))
+    reader.read()
+    return reader.meaning(), reader.mentions
+
+
+def parse_prompt(text: str) -> Meaning:
+    """Read a prompt of the toy language back into its :class:`Meaning` (see :func:`parse_mentions`).
+
+    Raises:
+        ValueError: for text outside the language (see :func:`parse_mentions`).
+    """
+    return parse_mentions(text)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Phrasing families: the same scene written the ways people write
+
+
+def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
+    return str(options[int(rng.integers(len(options)))])
+
+
+def _place(region: str, rng: np.random.Generator) -> str:
+    """A wording of a place: ``"in the upper-left corner"``, ``"on the left"``, ``"in the middle"``."""
+    prepositions = {"left": "on", "right": "on", "top": "at", "bottom": "at", "center": "in"}.get(region, "in at")
+    preposition = _pick(rng, prepositions.split())
+    return f"{preposition} the {_pick(rng, REGION_WORDINGS[region])}"
+
+
+def _size_word(size: str, rng: np.random.Generator) -> str:
+    return _pick(rng, [word for word, meaning in SIZE_WORDS.items() if meaning == size])
+
+
+def _noun(obj: ToyObject, rng: np.random.Generator, article: bool = True) -> str:
+    """``"a big red circle"``, ``"red circle"``: the object's size (when stated), colour and shape."""
+    words = " ".join(w for w in (obj.size and _size_word(obj.size, rng), obj.color, obj.shape) if w)
+    return _with_article(words) if article else words
+
+
+def _reference(obj: ToyObject) -> str:
+    return f"the {obj.color} {obj.shape}"
+
+
+def _listed(phrases: Sequence[str], rng: np.random.Generator) -> str:
+    """``"A, B and C"`` (or ``"A, B, and C"``, ``"A, B, C"``)."""
+    if len(phrases) == 1:
+        return phrases[0]
+    return ", ".join(phrases[:-1]) + _pick(rng, (" and ", ", and ", ", ")) + phrases[-1]
+
+
+def _count(number: int, rng: np.random.Generator) -> str:
+    return _pick(rng, [word for word, value in COUNT_WORDS.items() if value == number])
+
+
+class _Caption:
+    """The objects and relations a caption states, in the order it names the objects."""
+
+    def __init__(self, meaning: Meaning, rng: np.random.Generator):
+        self.scene, self.rng = meaning.objects, rng
+        self.objects: list[ToyObject] = []
+        self.relations: list[Relation] = []
+        self.index: dict[int, int] = {}  # scene index -> caption index
+        keys = [(obj.color, obj.shape) for obj in self.scene]
+        #: Objects a reference or a relation can single out (not copies of one another, like two red circles).
+        self.unique = [i for i, key in enumerate(keys) if keys.count(key) == 1]
+
+    def name(self, scene_index: int, size: bool = True, region: bool = False) -> ToyObject:
+        """State a scene object (with its size and region when asked); returns the stated object."""
+        obj = self.scene[scene_index]
+        stated = ToyObject(obj.shape, obj.color, obj.size if size else None, obj.region if region else None)
+        self.index[scene_index] = len(self.objects)
+        self.objects.append(stated)
+        return stated
+
+    def relation(self, subject: int, other: int) -> str:
+        """State a relation that holds from scene object ``subject`` to ``other`` (both named); returns it."""
+        relation = _pick(self.rng, relations_between(self.scene[subject], self.scene[other]))
+        self.relations.append(Relation(self.index[subject], relation, self.index[other]))
+        return relation
+
+    def order(self) -> list[int]:
+        return [int(i) for i in self.rng.permutation(len(self.scene))]
+
+    def meaning(self) -> Meaning:
+        relations = tuple(sorted(set(self.relations), key=lambda r: (r.subject, r.object, r.relation)))
+        return Meaning(tuple(self.objects), relations)
+
+
+def _listing_family(caption: _Caption) -> str:
+    """``"2 shapes. a red circle in the upper-left corner and a blue star in the middle. the red circle is over the
+    blue star."``: every object with its place (sizes in half the captions), some relations as sentences."""
+    rng, sized = caption.rng, caption.rng.random() < 0.5
+    named = [(i, caption.name(i, size=sized, region=True)) for i in caption.order()]
+    sentences = [_listed([f"{_noun(obj, rng)} {_place(obj.region, rng)}" for _, obj in named], rng)]
+    if rng.random() < 0.4:
+        count = len(named)
+        sentences.insert(0, f"{_count(count, rng)} {_pick(rng, ('object', 'shape'))}{'s' if count > 1 else ''}")
+    pairs = [(a, b) for a, _ in named for b, _ in named if a < b and {a, b} <= set(caption.unique)]
+    for a, b in pairs:
+        if rng.random() < 0.5:
+            a, b = (a, b) if rng.random() < 0.5 else (b, a)
+            relation = caption.relation(a, b)
+            wording = _pick(rng, RELATION_WORDINGS[relation])
+            sentences.append(f"{_reference(caption.scene[a])} is {wording} {_reference(caption.scene[b])}")
+    return ". ".join(sentences) + "."
+
+
+def _relation_family(caption: _Caption) -> str:
+    """``"a red circle above a blue square, and a green star to the left of the blue square"``: a relation as the
+    main clause; objects that cannot be singled out are placed instead."""
+    rng = caption.rng
+    unique = [i for i in caption.order() if i in caption.unique]
+    if len(unique) < 2:
+        return _listed(
+            [
+                f"{_noun(caption.name(i, region=True), rng)} {_place(caption.scene[i].region, rng)}"
+                for i in caption.order()
+            ],
+            rng,
+        )
+    first, second = unique[:2]
+    named = [caption.name(first, size=rng.random() < 0.5), caption.name(second, size=rng.random() < 0.5)]
+    relation = caption.relation(first, second)
+    clauses = [f"{_noun(named[0], rng)} {_pick(rng, RELATION_WORDINGS[relation])} {_noun(named[1], rng)}"]
+    for other in (i for i in range(len(caption.scene)) if i not in (first, second)):
+        if other in caption.unique and rng.random() < 0.6:
+            stated = caption.name(other, size=False)
+            target = (first, second)[int(rng.integers(2))]
+            relation = caption.relation(other, target)
+            wording = _pick(rng, RELATION_WORDINGS[relation])
+            clauses.append(f"{_noun(stated, rng)} {wording} {_reference(caption.scene[target])}")
+        else:
+            stated = caption.name(other, size=False, region=True)
+            clauses.append(f"{_noun(stated, rng)} {_place(stated.region, rng)}")
+    return _listed(clauses, rng)
+
+
+def _clause_family(caption: _Caption) -> str:
+    """``"there is a big circle that is red at the top left. a star that is blue and small."``: attributes after
+    the shape, in any order."""
+    rng, sentences = caption.rng, []
+    for i in caption.order():
+        placed = rng.random() < 0.7
+        obj = caption.name(i, size=rng.random() < 0.7, region=placed)
+        size = obj.size and _size_word(obj.size, rng)
+        if size and rng.random() < 0.5:
+            phrase = f"a {size} {obj.shape} that is {obj.color}"
+        else:
+            attributes = [obj.color] + ([size] if size else [])
+            phrase = f"a {obj.shape} that is {' and '.join(attributes[:: 1 if rng.random() < 0.5 else -1])}"
+        place = f" {_place(obj.region, rng)}" if placed else ""
+        sentences.append(f"{'there is ' if rng.random() < 0.5 else ''}{phrase}{place}")
+    return ". ".join(sentences) + "."
+
+
+def _short_family(caption: _Caption) -> str:
+    """``"red circle, blue star at the top"``: colour and shape, now and then a place."""
+    rng, phrases = caption.rng, []
+    for i in caption.order():
+        placed = rng.random() < 0.4
+        obj = caption.name(i, size=False, region=placed)
+        phrases.append(_noun(obj, rng, article=False) + (f" {_place(obj.region, rng)}" if placed else ""))
+    return _pick(rng, (", ", " and ")).join(phrases)
+
+
+def _counted_family(caption: _Caption) -> str:
+    """``"3 objects: two red circles, one at the top and a large one on the left, and one blue star"``: counts as
+    words or numerals, copies of one shape as a plural."""
+    rng, groups = caption.rng, {}
+    for i in caption.order():
+        groups.setdefault((caption.scene[i].color, caption.scene[i].shape), []).append(i)
+    phrases = []
+    for (color, shape), members in groups.items():
+        count = _count(len(members), rng) if len(members) > 1 or rng.random() < 0.5 else "a"
+        if len(members) == 1:
+            obj = caption.name(members[0], size=rng.random() < 0.5, region=rng.random() < 0.5)
+            phrase = f"{count} {_noun(obj, rng, article=False)}" if count != "a" else _noun(obj, rng)
+            phrases.append(phrase + (f" {_place(obj.region, rng)}" if obj.region else ""))
+            continue
+        described = rng.random() < 0.6
+        ones = []
+        for i in members:
+            obj = caption.name(i, size=described and rng.random() < 0.5, region=described)
+            if described:
+                one = f"a {_size_word(obj.size, rng)} one" if obj.size else "one"
+                ones.append(f"{one} {_place(obj.region, rng)}")
+        phrases.append(f"{count} {color} {shape}s" + (", " + " and ".join(ones) if ones else ""))
+    text = _pick(rng, (", ", " and ")).join(phrases) if len(phrases) > 1 else phrases[0]
+    if rng.random() < 0.5:
+        noun = _pick(rng, ("object", "shape")) + ("s" if len(caption.scene) > 1 else "")
+        text = f"{_count(len(caption.scene), rng)} {noun}: {text}"
+    return text
+
+
+def _with_family(caption: _Caption) -> str:
+    """``"a blue square with a green star to its left and a red ring above it"`` (held out of training)."""
+    rng = caption.rng
+    order = caption.order()
+    head = order[0]
+    alone = len(order) == 1 or rng.random() < 0.3
+    named = caption.name(head, size=rng.random() < 0.5, region=alone)
+    text = _noun(named, rng) + (f" {_place(named.region, rng)}" if alone else "")
+    others = []
+    for other in order[1:]:
+        if {head, other} <= set(caption.unique):
+            stated = caption.name(other, size=rng.random() < 0.5)
+            others.append(
+                f"{_noun(stated, rng)} {_pick(rng, PRONOUN_RELATION_WORDINGS[caption.relation(other, head)])}"
             )
-        subject, relation, other = (match.group(1), match.group(2)), match.group(3), (match.group(4), match.group(5))
-        for ref in (subject, other):
-            if ref not in references:
-                raise ValueError(f"{sentence!r} refers to a {' '.join(ref)}, which the prompt does not name.")
-        if subject == other:
-            raise ValueError(f"{sentence!r} relates an object to itself.")
-        relations.append(Relation(references[subject], relation, references[other]))
-    return Meaning(objects=objects, relations=tuple(relations))
+        else:
+            stated = caption.name(other, size=rng.random() < 0.5, region=True)
+            others.append(f"{_noun(stated, rng)} {_place(stated.region, rng)}")
+    return f"{text} with {' and '.join(others)}" if others else text
+
+
+def _fronted_family(caption: _Caption) -> str:
+    """``"in the top-left corner, a large red circle; in the middle, a small blue star."`` (held out of training):
+    each place before its object."""
+    rng = caption.rng
+    sized = rng.random() < 0.5
+    items = []
+    for i in caption.order():
+        obj = caption.name(i, size=sized, region=True)
+        items.append(f"{_place(obj.region, rng)}, {_noun(obj, rng)}")
+    return _pick(rng, ("; ", ". ")).join(items) + "."
+
+
+_FAMILY_WRITERS = {
+    "listing": _listing_family,
+    "relation": _relation_family,
+    "clause": _clause_family,
+    "short": _short_family,
+    "counted": _counted_family,
+    "with": _with_family,
+    "fronted": _fronted_family,
+}
+
+
+def describe(meaning: Meaning, family: str, rng: np.random.Generator) -> ToyPrompt:
+    """A caption of a scene's meaning written in a phrasing family, with the meaning it states.
+
+    Families (:data:`FAMILIES`): ``canonical`` (the dense caption, :func:`dense_caption`: everything), ``listing``,
+    ``relation``, ``clause``, ``short``, ``counted`` (seen in training, :data:`TRAINING_FAMILIES`), ``with`` and
+    ``fronted`` (held out, :data:`HELD_OUT_FAMILIES`); each one's docstring shows an example. A family states what
+    it words (some leave out sizes, places or relations), and never states anything the scene does not hold.
+
+    Args:
+        meaning: a scene's meaning, every object with its size and region (:func:`sample_scene`).
+        family: one of :data:`FAMILIES`.
+        rng: the random choices of wording.
+
+    Returns:
+        The caption and the meaning it states: :func:`parse_prompt` of the text equals it.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown phrasing family {family!r}; expected one of {list(FAMILIES)}.")
+    if any(obj.size is None or obj.region is None for obj in meaning.objects):
+        raise ValueError("describe() writes scenes: every object needs its size and region.")
+    if family == "canonical":
+        return ToyPrompt(dense_caption(meaning), meaning)
+    caption = _Caption(meaning, rng)
+    return ToyPrompt(_FAMILY_WRITERS[family](caption), caption.meaning())
 
 
 def sparse_caption(meaning: Meaning, rng: np.random.Generator) -> str:
@@ -316,10 +857,18 @@ def relations_between(a: ToyObject, b: ToyObject) -> list[str]:
     return relations
 
 
-def sample_scene(rng: np.random.Generator, min_objects: int = 1, max_objects: int = MAX_OBJECTS) -> Scene:
-    """A random scene: distinct colours and regions, large objects first, one relation per pair of objects."""
+def sample_scene(
+    rng: np.random.Generator, min_objects: int = 1, max_objects: int = MAX_OBJECTS, group_probability: float = 0.0
+) -> Scene:
+    """A random scene: distinct colours and regions, large objects first, one relation per pair of objects.
+
+    With ``group_probability``, a scene of two or more objects makes its last object a copy of the first's colour
+    and shape ("two red circles"); the copies take part in no relation (a caption could not tell them apart).
+    """
     if not 1 <= min_objects <= max_objects <= MAX_OBJECTS:
         raise ValueError(f"Need 1 <= min_objects <= max_objects <= {MAX_OBJECTS}, got {min_objects}, {max_objects}.")
+    if not 0.0 <= group_probability <= 1.0:
+        raise ValueError(f"`group_probability` must be in [0, 1], got {group_probability}.")
     count = int(rng.integers(min_objects, max_objects + 1))
     colors = rng.choice(list(COLORS), size=count, replace=False)
     regions = rng.choice(REGIONS, size=count, replace=False)
@@ -327,24 +876,46 @@ def sample_scene(rng: np.random.Generator, min_objects: int = 1, max_objects: in
     sizes = rng.choice(list(SIZES["plain"]), size=count)
     objects = [ToyObject(str(s), str(c), str(z), str(r)) for s, c, z, r in zip(shapes, colors, sizes, regions)]
     objects.sort(key=lambda obj: obj.size != "large")
+    if group_probability and count > 1 and rng.random() < group_probability:
+        last = objects[-1]
+        objects[-1] = ToyObject(objects[0].shape, objects[0].color, last.size, last.region)
+    copies = {i for i, obj in enumerate(objects) if (obj.color, obj.shape) == (objects[0].color, objects[0].shape)}
+    copies = copies if len(copies) > 1 else set()
     relations = tuple(
         Relation(i, str(rng.choice(relations_between(objects[i], objects[j]))), j)
         for i in range(count)
         for j in range(i + 1, count)
+        if not {i, j} & copies
     )
     offsets = tuple((float(x), float(y)) for x, y in rng.uniform(-1.0, 1.0, size=(count, 2)))
     return Scene(Meaning(tuple(objects), relations), offsets)
 
 
-def sample_prompts(n: int, seed: int = 0, min_objects: int = 1, max_objects: int = MAX_OBJECTS) -> list[ToyPrompt]:
-    """``n`` held-out prompts (dense captions from a random stream no data set uses) with their meanings."""
+def sample_prompts(
+    n: int,
+    seed: int = 0,
+    min_objects: int = 1,
+    max_objects: int = MAX_OBJECTS,
+    family: str = "canonical",
+    group_probability: float = 0.0,
+) -> list[ToyPrompt]:
+    """``n`` held-out prompts (scenes from a random stream no data set uses) written in a phrasing ``family``
+    (:func:`describe`), with the meanings they state. Prompt ``i`` of every family describes the same scene."""
     if n < 1:
         raise ValueError(f"`n` must be at least 1, got {n}.")
     prompts = []
     for index in range(n):
-        meaning = sample_scene(np.random.default_rng([seed, index, _PROMPT_STREAM]), min_objects, max_objects).meaning
-        prompts.append(ToyPrompt(meaning.text, meaning))
+        rng = np.random.default_rng([seed, index, _PROMPT_STREAM])
+        meaning = sample_scene(rng, min_objects, max_objects, group_probability).meaning
+        prompts.append(describe(meaning, family, rng))
     return prompts
+
+
+def record_meaning(record: Mapping) -> Meaning:
+    """The scene meaning of a data set's metadata record (its ``objects`` and ``relations``: :func:`make_dataset`)."""
+    objects = tuple(ToyObject(o["shape"], o["color"], o["size"], o["region"]) for o in record["objects"])
+    relations = tuple(Relation(r["subject"], r["relation"], r["object"]) for r in record["relations"])
+    return Meaning(objects, relations)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -491,15 +1062,31 @@ def make_example(
     style: str = "plain",
     min_objects: int = 1,
     max_objects: int = MAX_OBJECTS,
+    phrasing: Mapping[str, float] | None = None,
+    group_probability: float = 0.0,
 ) -> tuple[Image.Image, dict]:
-    """Example ``index`` of the data set of ``seed``: its image and its metadata record (without ``file_name``)."""
+    """Example ``index`` of the data set of ``seed``: its image and its metadata record (without ``file_name``).
+
+    ``phrasing`` maps phrasing families to their weights (e.g. :data:`TRAINING_FAMILIES`): the caption ``text`` is
+    written in one drawn from them (``None``: the canonical dense caption); ``group_probability`` goes to
+    :func:`sample_scene`.
+    """
     rng = np.random.default_rng([seed, index])
-    scene = sample_scene(rng, min_objects, max_objects)
+    scene = sample_scene(rng, min_objects, max_objects, group_probability)
     height, width = sizes[int(rng.integers(len(sizes)))]
     meaning = scene.meaning
+    sparse_text = sparse_caption(meaning, rng)
+    family = "canonical"
+    if phrasing is not None:
+        unknown = set(phrasing) - set(FAMILIES)
+        if unknown or not phrasing or min(phrasing.values()) < 0 or sum(phrasing.values()) <= 0:
+            raise ValueError(f"`phrasing` must map families of {list(FAMILIES)} to weights, got {dict(phrasing)}.")
+        weights = np.array(list(phrasing.values()), np.float64)
+        family = list(phrasing)[int(rng.choice(len(weights), p=weights / weights.sum()))]
     record = {
-        "text": meaning.text,
-        "sparse_text": sparse_caption(meaning, rng),
+        "text": describe(meaning, family, rng).text,
+        "caption_family": family,
+        "sparse_text": sparse_text,
         "label": class_label(meaning.objects[0]),
         "objects": [
             {
@@ -528,10 +1115,13 @@ def make_dataset(
     style: str = "plain",
     min_objects: int = 1,
     max_objects: int = MAX_OBJECTS,
+    phrasing: Mapping[str, float] | None = None,
+    group_probability: float = 0.0,
 ) -> Path:
     """Write ``n`` examples as a Hugging Face ``imagefolder``: PNG images and ``metadata.jsonl``.
 
-    Each metadata line has ``file_name``, ``text`` (dense caption), ``sparse_text``, ``label`` (see
+    Each metadata line has ``file_name``, ``text`` (the caption, in a family drawn from ``phrasing``; ``None``: the
+    dense caption), ``caption_family``, ``sparse_text``, ``label`` (see
     :func:`class_names`), ``objects`` (shape, color, size, region, pixel box), ``relations``, ``original_height``,
     ``original_width`` and ``style``. ``aspect_ratios`` (see :func:`bucket_sizes`) gives each image a size drawn from
     the list. The folder is written in a temporary folder and renamed, so it is never half-written.
@@ -556,7 +1146,9 @@ def make_dataset(
         digits = max(5, len(str(n - 1)))
         with open(tmp / "metadata.jsonl", "w", encoding="utf-8") as metadata:
             for index in range(n):
-                image, record = make_example(seed, index, sizes, style, min_objects, max_objects)
+                image, record = make_example(
+                    seed, index, sizes, style, min_objects, max_objects, phrasing, group_probability
+                )
                 file_name = f"{index:0{digits}d}.png"
                 image.save(tmp / file_name)
                 metadata.write(json.dumps({"file_name": file_name, **record}) + "\n")
