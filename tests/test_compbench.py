@@ -14,7 +14,7 @@ from diffusers_pixart.toy import (
     score,
     score_image,
 )
-from diffusers_pixart.toy.world import object_box, sample_scene
+from diffusers_pixart.toy.world import FAMILIES, describe, object_box, sample_scene
 
 
 def _scenes(n, seed=11):
@@ -100,6 +100,25 @@ def test_each_category_catches_its_own_mistake():
     }
     blank = Image.new("RGB", (64, 64), (128, 128, 128))
     assert score_image(blank, prompt)["overall"] == 0.0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prompts_of_every_phrasing_family_score_one_on_their_scene(family):
+    scenes = [sample_scene(np.random.default_rng([7, i]), group_probability=0.4) for i in range(25)]
+    prompts = [describe(scene.meaning, family, np.random.default_rng(i)).text for i, scene in enumerate(scenes)]
+    assert score([render(scene, 64) for scene in scenes], prompts)["overall"] == 1.0
+
+
+def test_copies_of_one_shape_are_matched_by_place_and_counted():
+    prompt = "two red circles, one at the top left and one at the bottom right, and a blue star in the center"
+    meaning = parse_prompt(prompt)
+    image = render(meaning, 64)
+    assert score_image(image, prompt) == {"color": 1.0, "shape": 1.0, "spatial": 1.0, "count": 1.0, "overall": 1.0}
+    one_circle = render(Meaning(meaning.objects[1:]), 64)
+    assert score_image(one_circle, prompt)["count"] == 0.0
+    assert score_image(one_circle, prompt)["color"] == pytest.approx(2 / 3)  # the second circle has no region left
+    swapped = render(Meaning((meaning.objects[0], meaning.objects[1], ToyObject("star", "blue", "small", "left"))), 64)
+    assert score_image(swapped, "two red circles and a blue star in the center")["spatial"] == 0.0
 
 
 def test_prompt_without_positions_has_no_spatial_score():

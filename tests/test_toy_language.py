@@ -1,11 +1,20 @@
-"""The toy T5's language pretraining: per-token targets read off the caption grammar, and an encoder learning them."""
+"""The toy T5's language pretraining: per-token targets read off the toy language (every phrasing family), an encoder
+learning them, and the warning about words the toy model does not know."""
 
 import pytest
 import torch
 
-from diffusers_pixart.toy.language import ATTRIBUTES, IGNORE, pretrain_text_encoder, token_targets
+from diffusers_pixart.tiny import make_tokenizer
+from diffusers_pixart.toy.language import (
+    ATTRIBUTES,
+    IGNORE,
+    pretrain_text_encoder,
+    reads_toy_language,
+    token_targets,
+    vocabulary_warning,
+)
 from diffusers_pixart.toy.recipe import make_toy_text_encoder
-from diffusers_pixart.toy.world import sample_prompts
+from diffusers_pixart.toy.world import COLORS, RELATIONS, sample_prompts
 
 CAPTION = (
     "two objects. a large red circle at the top left and a small blue star in the center. "
@@ -52,9 +61,36 @@ def test_token_targets_mark_unstated_size_and_region(text_model):
     assert int(targets["size"][0, ring]) == ATTRIBUTES["size"].index(None)  # a class, not ignored
 
 
+def _related(targets, position):
+    """The (relation, colour) pairs a token is taught to carry."""
+    bits = targets["relations"][0, position]
+    return {(RELATIONS[i // len(COLORS)], list(COLORS)[i % len(COLORS)]) for i in range(len(bits)) if bits[i] == 1}
+
+
+def test_token_targets_of_new_phrasings(text_model):
+    tokenizer, _ = text_model
+    text = "a blue square with a big green star to its left"
+    input_ids, _, targets = token_targets(tokenizer, [text], max_length=20)
+    words = tokenizer.convert_ids_to_tokens(input_ids[0])
+    square, star, big, left = (words.index(f"\u2581{w}") for w in ("square", "star", "big", "left"))
+    assert (_value(targets, "color", square), _value(targets, "size", square)) == ("blue", None)
+    assert (_value(targets, "color", star), _value(targets, "size", big)) == ("green", "large")
+    assert _related(targets, star) == {("left of", "blue")} and _related(targets, square) == {("right of", "green")}
+    assert _value(targets, "color", left) is None and (targets["relations"][0, left] == IGNORE).all()
+    text = "two red circles, one at the top and a small one in the lower-left corner"
+    input_ids, _, targets = token_targets(tokenizer, [text], max_length=20)
+    words = tokenizer.convert_ids_to_tokens(input_ids[0])
+    circles, top, corner = (words.index(f"\u2581{w}") for w in ("circles", "top", "corner"))
+    assert (_value(targets, "color", circles), _value(targets, "shape", circles)) == ("red", "circle")
+    assert int(targets["region"][0, circles]) == IGNORE  # the two circles are in different places
+    assert (_value(targets, "region", top), _value(targets, "size", top)) == ("top", None)
+    assert (_value(targets, "region", corner), _value(targets, "size", corner)) == ("bottom left", "small")
+    assert (targets["count"][0][: len(text.split())] == ATTRIBUTES["count"].index("two")).all()
+
+
 def test_token_targets_refuse_text_outside_the_grammar(text_model):
     tokenizer, _ = text_model
-    with pytest.raises(ValueError, match="not an object phrase"):
+    with pytest.raises(ValueError, match="'photo' in .* is not a word of the toy language"):
         token_targets(tokenizer, ["a photo of a cat"])
 
 
@@ -74,9 +110,26 @@ def test_pretraining_teaches_the_encoder_where_each_object_is():
 
 
 @pytest.mark.parametrize(
-    ("captions", "steps", "match"), [([CAPTION], 0, "at least 1"), ([], 5, "empty"), (["a cat"], 5, "toy grammar")]
+    ("captions", "steps", "match"), [([CAPTION], 0, "at least 1"), ([], 5, "empty"), (["a cat"], 5, "toy language")]
 )
 def test_pretraining_refuses_bad_input(captions, steps, match):
     tokenizer, encoder = make_toy_text_encoder(d_model=32, num_heads=2)
     with pytest.raises(ValueError, match=match):
         pretrain_text_encoder(tokenizer, encoder, captions, steps)
+
+
+def test_vocabulary_warning_names_the_unknown_words():
+    assert vocabulary_warning("a red circle above a blue square") is None
+    assert vocabulary_warning("Two red circles, 1 at the top-left; a big one in the middle.") is None
+    warning = vocabulary_warning("A cat sitting on a red circle near the house, cat!")
+    assert warning.startswith("this model knows only shapes (circle, square, triangle, star, ring), colours (red,")
+    assert warning.endswith("; unknown words: cat, sitting, near, house")
+    assert vocabulary_warning("two big red circles", words=["two", "red", "circles"]).endswith("unknown words: big")
+    with pytest.raises(ValueError, match="must be a string"):
+        vocabulary_warning(None)
+
+
+def test_toy_tokenizers_are_told_from_others(text_model):
+    assert reads_toy_language(text_model[0])
+    assert not reads_toy_language(make_tokenizer())  # the tiny test vocabulary has "cat", "house", ...
+    assert not reads_toy_language(make_tokenizer(["red", "circle"]))  # too few words to be a toy model

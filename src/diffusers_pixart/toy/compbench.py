@@ -12,7 +12,8 @@ detectors. In the toy world these are read off the pixels with no learned weight
    wins, and a region that no shape fits well is a blotch, not an object;
 4. **positions**: region centroids, for the 3x3 regions and the relations of the prompt.
 
-Per prompt and image, with each prompted object matched to the largest region of its colour (colours are distinct):
+Per prompt and image, with each prompted object matched to a region of its colour (the largest; copies of one shape,
+"two red circles", take the largest regions of their colour, those in their stated places first):
 
 - ``color``: fraction of prompted objects whose colour is present;
 - ``shape``: fraction of prompted objects whose colour region has the prompted shape (shape bound to colour);
@@ -185,6 +186,26 @@ def _relation_holds(a: Detection, relation: str, b: Detection, margin: float) ->
     }[relation]
 
 
+def _match(meaning: Meaning, detections: Sequence[Detection]) -> list[Detection | None]:
+    """The detection each prompted object is matched to (``None``: none left of its colour).
+
+    Each object takes the largest detection of its colour; copies of one shape (objects that share a colour) take
+    that colour's detections largest first, those with a stated region the largest one in it when there is one.
+    """
+    colors = [obj.color for obj in meaning.objects]
+    free = list(detections)  # largest first
+    matched: list[Detection | None] = [None] * len(meaning.objects)
+    placed_first = sorted(range(len(meaning.objects)), key=lambda i: meaning.objects[i].region is None)
+    for index in placed_first:
+        obj = meaning.objects[index]
+        candidates = [d for d in free if d.color == obj.color]
+        in_place = [d for d in candidates if d.region == obj.region and colors.count(obj.color) > 1]
+        if candidates:
+            matched[index] = (in_place or candidates)[0]
+            free.remove(matched[index])
+    return matched
+
+
 def score_image(
     image: Image.Image | np.ndarray,
     prompt: str | Meaning,
@@ -202,10 +223,7 @@ def score_image(
     """
     meaning = prompt if isinstance(prompt, Meaning) else parse_prompt(prompt)
     detections = detect_objects(image, **detect_kwargs)
-    largest = {}
-    for detection in detections:  # largest first: keep the first region of each colour
-        largest.setdefault(detection.color, detection)
-    matched = [largest.get(obj.color) for obj in meaning.objects]
+    matched = _match(meaning, detections)
     spatial = [det is not None and det.region == obj.region for obj, det in zip(meaning.objects, matched) if obj.region]
     for rel in meaning.relations:
         a, b = matched[rel.subject], matched[rel.object]

@@ -5,22 +5,37 @@ describe one object ("a small *yellow* ring at the *bottom right*"), so the diff
 what each phrase says where it says it. A randomly initialised toy T5 knows none of this: each output token is its
 word plus a random mixture of its neighbours, and the transformer must learn the grammar from the images as well.
 
-:func:`pretrain_text_encoder` teaches the toy encoder to read its grammar, from text alone, with a supervised parsing
-objective: every token of an object's phrase, and of each later mention of the object (``"the yellow ring is right of
-..."``), predicts that object's colour, shape, size and region through a linear head on the encoder's output, and
-every token predicts the number of objects. The heads are discarded; the encoder keeps the binding.
+:func:`pretrain_text_encoder` teaches the toy encoder to read its language, from text alone, with a supervised parsing
+objective: every token of an object's mentions (its noun phrase, its place, later references such as ``"the yellow
+ring is right of ..."``, in any phrasing family of :func:`.world.describe`) predicts that object's colour, shape, size,
+region and stated relations through linear heads on the encoder's output, and every token predicts the number of
+objects. The heads are discarded; the encoder keeps the binding. As a real T5 has read phrasings that no image caption
+uses, the recipe pretrains on text of every family, the held-out ones included; the images never see those.
+
+:func:`vocabulary_warning` says which words of a prompt the toy model has never read.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..text import preprocess_captions
-from .world import COLORS, NUMBER_WORDS, REGIONS, SHAPES, SIZES, Meaning, _object_mention, _object_phrase, parse_prompt
+from .world import (
+    COLORS,
+    INVERSE_RELATIONS,
+    NUMBER_WORDS,
+    REGIONS,
+    RELATIONS,
+    SHAPES,
+    SIZE_WORDS,
+    SIZES,
+    parse_mentions,
+    vocabulary,
+)
 
 #: The attributes each token is taught to read, with their classes (size and region add "not stated").
 ATTRIBUTES: dict[str, tuple[str | None, ...]] = {
@@ -30,23 +45,12 @@ ATTRIBUTES: dict[str, tuple[str | None, ...]] = {
     "region": (*REGIONS, None),
     "count": NUMBER_WORDS,
 }
+#: The relation target of a token: for each relation and colour, whether the caption says its object is in that
+#: relation to an object of that colour (stated either way round: "a red circle above a blue square" also says the
+#: blue square is below a red object). Index ``RELATIONS.index(relation) * len(COLORS) + colour index``.
+RELATION_TARGETS = len(RELATIONS) * len(COLORS)
 #: Target of a token that has no value for an attribute (cross-entropy's ignore index).
 IGNORE = -100
-
-
-def _object_spans(text: str, meaning: Meaning) -> list[tuple[int, int, int]]:
-    """``(start, end, object index)`` of each object's phrase and of each later mention ("the COLOR SHAPE") in
-    ``text``: colours are distinct within a caption, so each span names one object."""
-    spans = []
-    for index, obj in enumerate(meaning.objects):
-        phrase = _object_phrase(obj)
-        start = text.find(phrase)
-        if start < 0:
-            raise ValueError(f"{text!r} does not contain the object phrase {phrase!r}.")
-        spans.append((start, start + len(phrase), index))
-        for mention in re.finditer(rf"\b{_object_mention(obj)}\b", text):
-            spans.append((mention.start(), mention.end(), index))
-    return spans
 
 
 def token_targets(
@@ -56,12 +60,18 @@ def token_targets(
 
     The texts are processed as the pipeline processes prompts (:func:`.text.preprocess_captions`).
 
+    The tokens of each mention of an object (:func:`.world.parse_mentions`: its noun phrase with the attributes
+    and place that go with it, later references like "the red circle") are taught that object's attributes and
+    relations; the tokens of a plural ("two red circles") the colour and shape its objects share.
+
     Returns:
         ``input_ids`` and ``attention_mask`` (B, max_length), and for each of :data:`ATTRIBUTES` a (B, max_length)
-        long tensor of class indices, :data:`IGNORE` where a token has no value (outside an object's phrase, padding).
+        long tensor of class indices, :data:`IGNORE` where a token has no value (outside an object's mentions,
+        padding); under ``"relations"`` a (B, max_length, :data:`RELATION_TARGETS`) float tensor of 0/1 targets,
+        :data:`IGNORE` outside an object's mentions.
 
     Raises:
-        ValueError: for a text outside the toy grammar (:func:`.world.parse_prompt`).
+        ValueError: for a text outside the toy language (:func:`.world.parse_mentions`).
     """
     texts = preprocess_captions(list(texts))
     tokens = tokenizer(
@@ -73,23 +83,36 @@ def token_targets(
         return_tensors="pt",
     )
     targets = {name: torch.full(tokens.input_ids.shape, IGNORE) for name in ATTRIBUTES}
+    targets["relations"] = torch.full((*tokens.input_ids.shape, RELATION_TARGETS), float(IGNORE))
     for row, text in enumerate(texts):
-        meaning = parse_prompt(text)
+        meaning, mentions = parse_mentions(text)
         targets["count"][row][tokens.attention_mask[row].bool()] = len(meaning.objects) - 1
-        for start, end, index in _object_spans(text, meaning):
-            obj = meaning.objects[index]
-            values = {"color": obj.color, "shape": obj.shape, "size": obj.size, "region": obj.region}
+        related = torch.zeros(len(meaning.objects), RELATION_TARGETS)
+        for rel in meaning.relations:
+            for subject, relation, other in (
+                (rel.subject, rel.relation, rel.object),
+                (rel.object, INVERSE_RELATIONS[rel.relation], rel.subject),
+            ):
+                color = list(COLORS).index(meaning.objects[other].color)
+                related[subject, RELATIONS.index(relation) * len(COLORS) + color] = 1.0
+        for start, end, indices in mentions:
+            objects = [meaning.objects[index] for index in indices]
             inside = (tokens.offset_mapping[row, :, 0] >= start) & (tokens.offset_mapping[row, :, 1] <= end)
             inside &= tokens.offset_mapping[row, :, 1] > tokens.offset_mapping[row, :, 0]  # not padding or </s>
-            for name, value in values.items():
-                targets[name][row][inside] = ATTRIBUTES[name].index(value)
+            for name in ("color", "shape", "size", "region"):
+                values = {getattr(obj, name) for obj in objects}
+                if len(values) == 1:  # a plural's members may differ in size and place: those stay unset
+                    targets[name][row][inside] = ATTRIBUTES[name].index(values.pop())
+            if len(indices) == 1:
+                targets["relations"][row][inside] = related[indices[0]]
     return tokens.input_ids, tokens.attention_mask, targets
 
 
 def _attribute_heads(d_model: int, seed: int) -> torch.nn.ModuleDict:
     with torch.random.fork_rng():  # seeded heads, the caller's random state untouched
         torch.manual_seed(seed)
-        return torch.nn.ModuleDict({name: torch.nn.Linear(d_model, len(c)) for name, c in ATTRIBUTES.items()})
+        sizes = {name: len(classes) for name, classes in ATTRIBUTES.items()} | {"relations": RELATION_TARGETS}
+        return torch.nn.ModuleDict({name: torch.nn.Linear(d_model, size) for name, size in sizes.items()})
 
 
 def _losses_and_accuracy(
@@ -99,6 +122,13 @@ def _losses_and_accuracy(
     hidden = text_encoder(input_ids, attention_mask=mask)[0]
     loss, accuracy = hidden.new_zeros(()), {}
     for name, head in heads.items():
+        if name == "relations":  # several relations may hold at once: one binary target each
+            logits, target = head(hidden).flatten(0, 1), targets[name].flatten(0, 1)
+            valid = target[:, 0] != IGNORE
+            if valid.any():
+                loss = loss + F.binary_cross_entropy_with_logits(logits[valid], target[valid])
+            accuracy[name] = float(((logits[valid] > 0) == (target[valid] > 0.5)).float().mean())
+            continue
         logits, target = head(hidden).flatten(0, 1), targets[name].flatten()
         loss = loss + F.cross_entropy(logits, target, ignore_index=IGNORE)
         valid = target != IGNORE
@@ -159,3 +189,38 @@ def pretrain_text_encoder(
         batch = token_targets(tokenizer, held_out, max_length)
     with torch.no_grad():
         return _losses_and_accuracy(text_encoder, heads, batch)[1]
+
+
+def vocabulary_warning(text: str, words: Iterable[str] | None = None) -> str | None:
+    """A one-line warning naming the words of ``text`` that the toy model does not know, or ``None`` if it knows all.
+
+    The toy model's tokenizer maps any other word to ``<unk>``, so a prompt like "a cat on a red circle" would be
+    drawn as if the unknown words were not there. Example: ``"this model knows only shapes (circle, ...), colours
+    (red, ...), sizes, places and counts; unknown words: cat"``. ``words`` are the words the model knows (default:
+    :func:`.world.vocabulary`; an older toy model's tokenizer knows fewer, see :func:`tokenizer_words`).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"A prompt must be a string, got {type(text).__name__}.")
+    known = set(vocabulary() if words is None else words)
+    unknown: list[str] = []
+    for word in re.findall(r"[^\s.,;:!?\"'()]+", text.lower()):
+        if word not in known and not all(part in known for part in word.split("-")) and word not in unknown:
+            unknown.append(word)
+    if not unknown:
+        return None
+    return (
+        f"this model knows only shapes ({', '.join(SHAPES)}), colours ({', '.join(COLORS)}), sizes "
+        f"({', '.join(SIZE_WORDS)}), places (top, bottom, left, right, center, corners), relations (left of, right "
+        f"of, above, below) and counts (one to three); unknown words: {', '.join(unknown)}"
+    )
+
+
+def tokenizer_words(tokenizer) -> set[str]:
+    """The words of a word-level toy tokenizer (:func:`.tiny.make_tokenizer`): its pieces that start a word."""
+    return {piece[1:] for piece in tokenizer.get_vocab() if piece.startswith("\u2581") and len(piece) > 1}
+
+
+def reads_toy_language(tokenizer) -> bool:
+    """Whether ``tokenizer`` is a toy-world tokenizer (:func:`.recipe.make_toy_text_encoder`, also an older one):
+    its words are toy words only and include every shape and colour. Its model knows nothing outside them."""
+    return {*SHAPES, *COLORS} <= tokenizer_words(tokenizer) <= set(vocabulary())
