@@ -1,4 +1,5 @@
-"""``pixart generate``: PNGs written, the model named, bad input refused with exit code 2."""
+"""``pixart generate``: PNGs written, the model named, bad input refused with exit code 2, a toy model's unknown
+words warned about."""
 
 from __future__ import annotations
 
@@ -16,6 +17,20 @@ def test_generate_with_default_model(tmp_path, capsys):
     image = Image.open(out)
     assert image.size == (192, 128) and image.mode == "RGB"
     assert "model: embedded toy model" in capsys.readouterr().out
+
+
+def test_generate_warns_once_about_what_the_toy_model_cannot_read(tmp_path, capsys):
+    args = ["--out", str(tmp_path / "x.png"), "--steps", "1"]
+    assert main(["generate", "a cat above a red circle", *args]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "this model knows only shapes" in err and "unknown words: cat" in err
+    assert main(["generate", "a red circle above a blue square and a green star", *args]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["generate", "a red circle above", *args]) == 0  # known words, but above nothing
+    assert "may not draw this as written" in capsys.readouterr().err
+    make_pipeline(seed=3).save_pretrained(tmp_path / "model")  # not a toy model: its own vocabulary, no warning
+    assert main(["generate", "a cat above a red circle", "--model", str(tmp_path / "model"), *args]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_generate_from_folder_several_images_and_samplers(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-images", type=int, default=1, help="Images to generate.")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="Device.")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="Weights dtype.")
+    parser.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="int8 T5 (torchao), dropped before denoising; VAE decode in 512 px tiles (see enable_low_memory).",
+    )
     parser.set_defaults(func=run)
 
 
@@ -57,8 +63,27 @@ def output_paths(out: str, count: int) -> list[Path]:
     return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(1, count + 1)]
 
 
+def toy_prompt_warning(tokenizer, prompt: str) -> str | None:
+    """Why a model whose tokenizer reads only the toy world's words (the embedded model, a toy recipe's) may not draw
+    ``prompt`` as written: the words its tokenizer does not know (:func:`.toy.language.vocabulary_warning`), or else
+    why the toy language cannot read it. ``None`` for other models and for prompts the toy language reads."""
+    from ..toy.language import reads_toy_language, tokenizer_words, vocabulary_warning
+    from ..toy.world import parse_prompt
+
+    if not reads_toy_language(tokenizer):
+        return None
+    warning = vocabulary_warning(prompt, tokenizer_words(tokenizer))
+    if warning is None:
+        try:
+            parse_prompt(prompt)
+        except ValueError as error:
+            warning = f"the toy model may not draw this as written: {error}"
+    return warning
+
+
 def run(args: argparse.Namespace) -> int:
-    """Generate and save the images; prints which model made them."""
+    """Generate and save the images; prints which model made them, and a warning (stderr) when the model is a toy
+    model that cannot read the prompt (:func:`toy_prompt_warning`)."""
     from ..default_model import load_pipeline
 
     sampler = scheduler_name(args.scheduler)
@@ -67,8 +92,11 @@ def run(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device.")
     paths = output_paths(args.out, args.num_images)
-    pipe, description = load_pipeline(args.model, device=args.device, dtype=DTYPES[args.dtype])
+    pipe, description = load_pipeline(args.model, args.device, DTYPES[args.dtype], low_memory=args.low_memory)
     print(f"model: {description}")
+    warning = toy_prompt_warning(pipe.tokenizer, args.prompt)
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr)
     pipe.set_scheduler(sampler)
     _, _, steps, guidance = SCHEDULERS[sampler]
     images = pipe(
