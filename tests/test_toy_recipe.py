@@ -8,10 +8,13 @@ import torch
 
 from diffusers_pixart.default_model import TOY_MODEL_PATH, load_pipeline
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
+from diffusers_pixart.tiny import make_text_encoder, make_tokenizer
 from diffusers_pixart.toy.language import ATTRIBUTES
 from diffusers_pixart.toy.recipe import (
     MAX_EMBEDDED_BYTES,
     ToyRecipe,
+    continue_recipe,
+    extend_text_encoder,
     install_toy_model,
     loss_table,
     make_toy_text_encoder,
@@ -72,7 +75,8 @@ def test_recipe_plumbing_tiny_budget(tmp_path, bf16_cpu_attention):
     timings = json.loads((tmp_path / "run" / "timings.json").read_text())
     assert {"data", "vae", "text_encoder", "stage1", "stage2", "stage3"} <= set(timings)
     accuracy = json.loads((tmp_path / "run" / "work" / "text_encoder_accuracy.json").read_text())
-    assert sorted(accuracy) == sorted(ATTRIBUTES) and all(0 <= value <= 1 for value in accuracy.values())
+    assert sorted(accuracy) == sorted([*ATTRIBUTES, "relations"])
+    assert all(0 <= value <= 1 for value in accuracy.values())
     _, random_encoder = make_toy_text_encoder(d_model=12)  # the recipe's T5 before its language pretraining
     pretrained = dict(pipe.text_encoder.named_parameters())
     assert any(not torch.equal(p, pretrained[name]) for name, p in random_encoder.named_parameters())
@@ -82,9 +86,18 @@ def test_recipe_plumbing_tiny_budget(tmp_path, bf16_cpu_attention):
     assert not any("train_stage" in line for line in logs)
     image = pipe("a red circle", num_inference_steps=2, output_type="np").images
     assert image.shape == (1, 64, 64, 3)
+    (tmp_path / "toy_model").mkdir()
+    (tmp_path / "toy_model" / "training_record.json").write_text("{}")  # written by someone else: kept
     installed = install_toy_model(final, tmp_path / "toy_model")
     assert PixArtAlphaPipeline.from_pretrained(installed).transformer.config.num_layers == 1
     assert not list(installed.rglob("*.bin"))
+    assert (installed / "training_record.json").read_text() == "{}"
+    # Teaching the trained pipeline the language again (a grown T5, then stage 3's script on the stage-2 images).
+    logs.clear()
+    continued = continue_recipe(final, tmp_path / "continued", EXAMPLES, align_steps=2, recipe=recipe, log=logs.append)
+    assert any(line.startswith("align: ") for line in logs) and not any("train_stage2" in line for line in logs)
+    assert sorted(json.loads((tmp_path / "continued" / "loss_curves.json").read_text())) == ["align"]
+    assert PixArtAlphaPipeline.from_pretrained(continued).transformer.config.use_additional_conditions
 
 
 def test_loss_table_window_means():
@@ -121,3 +134,20 @@ def test_embedded_model_loads_and_generates():
     assert image.size == (64, 64)
     direct = PixArtAlphaPipeline.from_pretrained(TOY_MODEL_PATH)
     assert direct.transformer.config == pipe.transformer.config
+
+
+def test_extend_text_encoder_keeps_every_trained_word():
+    old_tokenizer = make_tokenizer(["a", "red", "circle", "above"])
+    old_encoder = make_text_encoder(len(old_tokenizer), d_model=12, num_layers=1, num_heads=2, seed=4)
+    tokenizer, encoder = extend_text_encoder(old_tokenizer, old_encoder)
+    assert len(tokenizer) > len(old_tokenizer) and encoder.config.d_model == 12
+    old_embeddings, new_embeddings = old_encoder.get_input_embeddings().weight, encoder.get_input_embeddings().weight
+    for piece, index in old_tokenizer.get_vocab().items():
+        assert torch.equal(new_embeddings[tokenizer.get_vocab()[piece]], old_embeddings[index])
+    text = "a red circle above"
+    with torch.no_grad():
+        old = old_encoder(old_tokenizer(text, return_tensors="pt").input_ids)[0]
+        new = encoder(tokenizer(text, return_tensors="pt").input_ids)[0]
+    torch.testing.assert_close(new, old, rtol=0, atol=0)  # the same weights on the same tokens: the same outputs
+    with pytest.raises(ValueError, match="lost"):
+        extend_text_encoder(make_tokenizer(["red", "cat"]), make_text_encoder(6, d_model=12, num_heads=2))

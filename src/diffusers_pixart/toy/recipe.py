@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler
 from PIL import Image
@@ -34,7 +35,16 @@ from ..training.config import LR_SCHEDULERS, MIXED_PRECISIONS
 from ..training.diffusion import PREDICTION_TYPES
 from ..training.engine import replace_dir
 from .language import pretrain_text_encoder
-from .world import class_names, make_dataset, sample_prompts, vocabulary
+from .world import (
+    FAMILIES,
+    TRAINING_FAMILIES,
+    class_names,
+    describe,
+    make_dataset,
+    record_meaning,
+    sample_prompts,
+    vocabulary,
+)
 
 #: Initial log-variance of the toy VAE's posterior (std ~0.02).
 INITIAL_LOGVAR = -8.0
@@ -238,8 +248,9 @@ class ToyRecipe:
     rate stays constant after the warm-up, as in the paper (``lr_scheduler``: a cosine decay scored lower here).
     The stages train in bf16 mixed precision (``mixed_precision``), as the paper trains on GPUs: CPUs with
     AVX512-BF16 run the matmuls about 2.5x faster than in float32, and the step is about 1.2x faster.
-    The toy T5 is pretrained to read the caption grammar for ``text_pretrain_steps`` (0: left random), as the
-    paper's T5-XXL comes pretrained on text (:mod:`.language`).
+    The toy T5 is pretrained to read the toy language for ``text_pretrain_steps`` (0: left random), as the
+    paper's T5-XXL comes pretrained on text (:mod:`.language`). The captions of stages 2 and 3 are written in the
+    :data:`.world.TRAINING_FAMILIES`, and a ``group_probability`` of their scenes hold two copies of one shape.
     """
 
     seed: int = 0
@@ -251,7 +262,8 @@ class ToyRecipe:
     vae_channels: tuple[int, ...] = (16, 32, 32)
     vae_learning_rate: float = 1e-3
     text_dim: int = 64
-    text_pretrain_steps: int = 1500
+    text_pretrain_steps: int = 2000
+    group_probability: float = 0.15
     num_layers: int = 6
     hidden_size: int = 144
     num_heads: int = 4
@@ -282,6 +294,8 @@ class ToyRecipe:
             raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}.")
         if self.snr_gamma < 0:
             raise ValueError(f"`snr_gamma` must be 0 (off) or positive, got {self.snr_gamma}.")
+        if not 0.0 <= self.group_probability <= 1.0:
+            raise ValueError(f"`group_probability` must be in [0, 1], got {self.group_probability}.")
 
 
 #: The example scripts of the three stages, run as subprocesses by :func:`run_recipe`.
@@ -300,18 +314,21 @@ def make_toy_datasets(data_dir: str | os.PathLike, recipe: ToyRecipe) -> dict[st
     """The recipe's image folders (each made once; an existing one is kept).
 
     ``stage1``: one plain object per image (its class label is stage 1's condition); ``stage2``: one to three plain
-    objects with dense captions; ``stage3``: the aesthetic style in aspect-ratio buckets; ``vae_aesthetic``: square
-    aesthetic images, which the VAE trains on with the first stage-2 images.
+    objects with captions in the :data:`.world.TRAINING_FAMILIES`; ``stage3``: the same in the aesthetic style in
+    aspect-ratio buckets; ``vae_aesthetic``: square aesthetic images, which the VAE trains on with the first stage-2
+    images.
     """
     data_dir = Path(data_dir)
+    captions = dict(phrasing=TRAINING_FAMILIES, group_probability=recipe.group_probability)
     plans = {
         "stage1": dict(n=recipe.stage1_images, seed=recipe.seed + 1, min_objects=1, max_objects=1),
-        "stage2": dict(n=recipe.stage2_images, seed=recipe.seed + 2),
+        "stage2": dict(n=recipe.stage2_images, seed=recipe.seed + 2, **captions),
         "stage3": dict(
             n=recipe.stage3_images,
             seed=recipe.seed + 3,
             style="aesthetic",
             aspect_ratios=list(recipe.stage3_aspect_ratios),
+            **captions,
         ),
         "vae_aesthetic": dict(n=recipe.vae_images, seed=recipe.seed + 4, style="aesthetic"),
     }
@@ -335,6 +352,16 @@ def read_loss_curve(run_dir: str | os.PathLike, tag: str = "loss") -> list[tuple
         if tag in accumulator.Tags()["scalars"]:
             points.update((event.step, event.value) for event in accumulator.Scalars(tag))
     return sorted(points.items())
+
+
+def language_corpus(folder: str | os.PathLike, seed: int = 0) -> list[str]:
+    """The toy T5's pretraining text: the captions of an image folder, and each of its scenes once more in a phrasing
+    family drawn from all :data:`.world.FAMILIES`, the held-out ones included (a T5 reads language no image caption
+    uses; the images never see those families)."""
+    records = [json.loads(line) for line in Path(folder, "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    rng = np.random.default_rng([seed, 6007])
+    rewritten = [describe(record_meaning(r), str(rng.choice(FAMILIES)), rng).text for r in records]
+    return [record["text"] for record in records] + rewritten
 
 
 def _stage_arguments(recipe: ToyRecipe, steps: int) -> list[str]:
@@ -435,12 +462,7 @@ def run_recipe(
     if not (base / "model_index.json").is_file():
         tokenizer, text_encoder = make_toy_text_encoder(d_model=recipe.text_dim, seed=recipe.seed)
         if recipe.text_pretrain_steps:
-            metadata = (data["stage2"] / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
-            captions = [json.loads(line)["text"] for line in metadata]
-            held_out = [prompt.text for prompt in sample_prompts(500, seed=recipe.seed + 5)]
-            accuracy = pretrain_text_encoder(
-                tokenizer, text_encoder, captions, recipe.text_pretrain_steps, held_out=held_out, seed=recipe.seed
-            )
+            accuracy = _pretrain_language(tokenizer, text_encoder, data["stage2"], recipe)
             write_json_atomic(work / "text_encoder_accuracy.json", accuracy)
             log(f"text encoder: held-out accuracy {', '.join(f'{k} {v:.3f}' for k, v in accuracy.items())}")
         transformer = make_toy_transformer(
@@ -456,15 +478,7 @@ def run_recipe(
 
     # Each stage trains on precomputed features: its images go through the frozen VAE and T5 once, not every epoch.
     start = time.perf_counter()
-    features = {stage: work / "features" / f"stage{stage}" for stage in STAGE_SCRIPTS}
-    for stage, folder in features.items():
-        done = folder.with_name(f"{folder.name}.done")  # beside the folder: the loader reads every file in it
-        if not done.is_file():
-            flags = _features_arguments(stage, data[f"stage{stage}"], base, folder, recipe)
-            command = [sys.executable, str(scripts_dir / FEATURES_SCRIPT), *flags]
-            log(f"features {stage}: {' '.join(command)}")
-            subprocess.run(command, check=True)
-            done.touch()
+    features = {stage: _features(stage, data, base, work, recipe, scripts_dir, log) for stage in STAGE_SCRIPTS}
     timings["features"] = time.perf_counter() - start
 
     runs = {stage: work / f"stage{stage}" for stage in STAGE_SCRIPTS}
@@ -492,8 +506,44 @@ def run_recipe(
             subprocess.run(command, check=True)
         timings[f"stage{stage}"] = time.perf_counter() - start
         log(f"stage {stage}: done ({timings[f'stage{stage}']:.0f} s)")
+    return _finish(out_dir, {f"stage{stage}": run for stage, run in runs.items()}, timings)
 
-    curves = {f"stage{stage}": read_loss_curve(run) for stage, run in runs.items()}
+
+def _pretrain_language(tokenizer, text_encoder, stage2: Path, recipe: ToyRecipe) -> dict[str, float]:
+    """Pretrain the toy T5 on :func:`language_corpus` of the stage-2 images; its accuracy on prompts of every
+    phrasing family (:func:`.language.pretrain_text_encoder`)."""
+    held_out = [
+        prompt.text
+        for family in FAMILIES
+        for prompt in sample_prompts(
+            500 // len(FAMILIES), recipe.seed + 5, family=family, group_probability=recipe.group_probability
+        )
+    ]
+    captions = language_corpus(stage2, seed=recipe.seed)
+    return pretrain_text_encoder(
+        tokenizer, text_encoder, captions, recipe.text_pretrain_steps, held_out=held_out, seed=recipe.seed
+    )
+
+
+def _features(
+    stage: int, data: dict[str, Path], base: Path, work: Path, recipe: ToyRecipe, scripts_dir: Path, log
+) -> Path:
+    """Precompute one stage's latents and caption embeddings with :data:`FEATURES_SCRIPT` (once); their folder."""
+    folder = work / "features" / f"stage{stage}"
+    done = folder.with_name(f"{folder.name}.done")  # beside the folder: the loader reads every file in it
+    if not done.is_file():
+        flags = _features_arguments(stage, data[f"stage{stage}"], base, folder, recipe)
+        command = [sys.executable, str(scripts_dir / FEATURES_SCRIPT), *flags]
+        log(f"features {stage}: {' '.join(command)}")
+        subprocess.run(command, check=True)
+        done.touch()
+    return folder
+
+
+def _finish(out_dir: Path, runs: dict[str, Path], timings: dict[str, float]) -> Path:
+    """Write the runs' loss curves (JSON and a table) and the timings; copy the last run's pipeline to
+    ``out_dir/pipeline``."""
+    curves = {name: read_loss_curve(run) for name, run in runs.items()}
     write_json_atomic(out_dir / "loss_curves.json", curves)
     table = out_dir / ".loss_curves.md.tmp"
     table.write_text(loss_table(curves) + "\n", encoding="utf-8")
@@ -503,9 +553,100 @@ def run_recipe(
     tmp = final.with_name(f".tmp-{final.name}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    shutil.copytree(runs[3] / "pipeline", tmp)
+    shutil.copytree(list(runs.values())[-1] / "pipeline", tmp)
     replace_dir(tmp, final)
     return final
+
+
+def extend_text_encoder(old_tokenizer, old_encoder, seed: int = 0):
+    """A toy T5 for the current :func:`.world.vocabulary` that starts from a trained one of an older, smaller
+    vocabulary: every layer is copied, and each word keeps its trained embedding (new words start random).
+
+    Returns:
+        ``(tokenizer, text_encoder)``.
+    """
+    config = old_encoder.config
+    tokenizer, encoder = make_toy_text_encoder(config.d_model, config.num_layers, config.num_heads, seed)
+    old_vocab, new_vocab = old_tokenizer.get_vocab(), tokenizer.get_vocab()
+    missing = sorted(set(old_vocab) - set(new_vocab))
+    if missing:
+        raise ValueError(f"The old tokenizer has words the toy vocabulary lost: {missing[:10]}.")
+    state = {
+        k: v for k, v in old_encoder.state_dict().items() if k not in ("shared.weight", "encoder.embed_tokens.weight")
+    }
+    encoder.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        old = old_encoder.get_input_embeddings().weight
+        new = encoder.get_input_embeddings().weight
+        for piece, index in old_vocab.items():
+            new[new_vocab[piece]] = old[index]
+    return tokenizer, encoder
+
+
+def continue_recipe(
+    start_from: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    scripts_dir: str | os.PathLike,
+    align_steps: int,
+    aesthetic_steps: int = 0,
+    recipe: ToyRecipe | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Teach a trained toy pipeline the current toy language, without training it again from nothing.
+
+    The toy T5 grows to the current vocabulary (:func:`extend_text_encoder`) and is pretrained on the language
+    (:func:`language_corpus`, ``recipe.text_pretrain_steps``); the transformer (with its VAE) is then fine-tuned
+    with the stage-3 script (it keeps the micro-conditions) for ``align_steps`` on the stage-2 images (plain,
+    square, captions of the :data:`.world.TRAINING_FAMILIES`), then, if ``aesthetic_steps``, on the stage-3 images.
+    Results are kept under ``out_dir/work`` and reused by a rerun, as in :func:`run_recipe`.
+
+    Returns:
+        The final pipeline folder ``out_dir/pipeline``.
+    """
+    recipe = recipe or ToyRecipe()
+    out_dir, scripts_dir = Path(out_dir), Path(scripts_dir)
+    work = out_dir / "work"
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    data = make_toy_datasets(work / "data", recipe)
+    timings["data"] = time.perf_counter() - start
+    start = time.perf_counter()
+    base = work / "base"
+    if not (base / "model_index.json").is_file():
+        trained = PixArtAlphaPipeline.from_pretrained(start_from)
+        tokenizer, text_encoder = extend_text_encoder(trained.tokenizer, trained.text_encoder, recipe.seed)
+        accuracy = _pretrain_language(tokenizer, text_encoder, data["stage2"], recipe)
+        write_json_atomic(work / "text_encoder_accuracy.json", accuracy)
+        log(f"text encoder: held-out accuracy {', '.join(f'{k} {v:.3f}' for k, v in accuracy.items())}")
+        save_base_pipeline(base, trained.vae, tokenizer, text_encoder, trained.transformer)
+    timings["text_encoder"] = time.perf_counter() - start
+    start = time.perf_counter()
+    phases = {"align": (2, base, align_steps)}
+    if aesthetic_steps:
+        phases["stage3"] = (3, work / "align" / "pipeline", aesthetic_steps)
+    features = {stage: _features(stage, data, base, work, recipe, scripts_dir, log) for stage, _, _ in phases.values()}
+    timings["features"] = time.perf_counter() - start
+    runs = {name: work / name for name in phases}
+    script = scripts_dir / STAGE_SCRIPTS[3]
+    for name, run in runs.items():
+        start = time.perf_counter()
+        stage, source, steps = phases[name]
+        folder = features[stage]
+        if not (run / "pipeline" / "model_index.json").is_file():
+            command = [
+                sys.executable,
+                str(script),
+                "--output_dir",
+                str(run),
+                "--pretrained_model_name_or_path",
+                str(source),
+            ]
+            command += ["--features", str(folder), *_stage_arguments(recipe, steps)]
+            log(f"{name}: {' '.join(command)}")
+            subprocess.run(command, check=True)
+        timings[name] = time.perf_counter() - start
+        log(f"{name}: done ({timings[name]:.0f} s)")
+    return _finish(out_dir, runs, timings)
 
 
 #: The most the embedded model may weigh, in bytes (it ships inside the package).
@@ -514,6 +655,9 @@ MAX_EMBEDDED_BYTES = 15 * 1024 * 1024
 
 def install_toy_model(pipeline_dir: str | os.PathLike, target: str | os.PathLike | None = None) -> Path:
     """Save a trained toy pipeline as the package's embedded default model (safetensors), atomically.
+
+    The pipeline's components replace the old ones; other entries of ``target`` (a training record, a model card)
+    are kept.
 
     Args:
         pipeline_dir: the recipe's final pipeline folder.
@@ -530,6 +674,10 @@ def install_toy_model(pipeline_dir: str | os.PathLike, target: str | os.PathLike
     if tmp.exists():
         shutil.rmtree(tmp)
     pipeline.save_pretrained(tmp, safe_serialization=True)
+    if target.is_dir():  # keep what others put beside the pipeline's components (e.g. a training record)
+        for path in target.iterdir():
+            if not (tmp / path.name).exists():
+                (shutil.copytree if path.is_dir() else shutil.copy2)(path, tmp / path.name)
     size = sum(path.stat().st_size for path in tmp.rglob("*") if path.is_file())
     if size > MAX_EMBEDDED_BYTES:
         shutil.rmtree(tmp)
