@@ -3,7 +3,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PROMPT ?= a red circle above a blue square
+PROMPT ?= two objects. a large red circle at the top and a large blue square at the bottom. the red circle is above the blue square.
 OUT ?= image.png
 
 $(BIN)/python:
