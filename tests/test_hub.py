@@ -376,6 +376,12 @@ def test_embedded_model_push_has_a_complete_card_and_says_plain_diffusers_cannot
         _images(PixArtAlphaPipeline.from_pretrained(repo_id)), _images(pipe)
     )
 
+    # A fine-tune of it pushed by a training run (which passes its own settings) is not described by its record.
+    tuned = push_to_hub(pipe, _name("tuned"), token=TOKEN, card_info={"training": {"steps": 5}}).repo_url.repo_id
+    text = ModelCard.load(tuned).text
+    assert "| steps | 5 |" in text and record["training_time"] not in text and record["limitations"][0] not in text
+    assert TRAINING_RECORD_NAME not in HfApi().list_repo_files(tuned)
+
 
 def test_pushed_pipeline_generates_with_diffusers_classes_only(hub):
     """A pipeline diffusers can run: the card shows the plain-diffusers code, and diffusers alone generates with it."""

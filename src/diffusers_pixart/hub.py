@@ -402,7 +402,8 @@ def push_to_hub(
         samples: ``(prompt, image)`` pairs, uploaded as ``images/sample_<i>.png`` and shown in the card.
         card_info: keyword arguments of :func:`render_model_card` (training settings, evaluation, base model, a
             ``record``, ...). A pipeline or model loaded from a folder with a :data:`TRAINING_RECORD_NAME` uses that
-            record by default, and the record goes up with the weights.
+            record by default, and the record goes up with the weights; not when ``card_info`` has ``training``,
+            the settings of a new run (a fine-tune of that folder's model is not what its record describes).
         private: create the repo private (ignored when it exists).
         token: the Hub token; defaults to the stored one.
         revision: the branch to commit to, created from ``main`` when missing; ``main`` by default.
@@ -441,8 +442,9 @@ def push_to_hub(
         else:
             obj.save_pretrained(staging, safe_serialization=True)
             facts = pipeline_facts(obj)
-            card_info.setdefault("record", _pipeline_record(obj))
-            if card_info["record"] is not None and not isinstance(card_info["record"], Mapping):
+            if "training" not in card_info:
+                card_info.setdefault("record", _pipeline_record(obj))
+            if card_info.get("record") is not None and not isinstance(card_info["record"], Mapping):
                 shutil.copyfile(card_info["record"], os.path.join(staging, TRAINING_RECORD_NAME))
         if kind == "pipeline":
             facts["plain_diffusers_blockers"] = make_hub_loadable(staging)
