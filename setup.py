@@ -27,8 +27,10 @@ TRAIN = [
     "opencv-python-headless>=4.8",
 ]
 SPACE = ["gradio>=6.0"]
-BENCH = ["matplotlib>=3.8", "psutil>=5.9"]
-DEV = TRAIN + SPACE + ["pytest>=8.0", "ruff>=0.6", "playwright>=1.50"]
+#: The low-memory mode's int8 T5: torchao's weight-only quantization, which runs on CPU and CUDA.
+LOWMEM = ["torchao>=0.18"]
+BENCH = ["matplotlib>=3.8", "psutil>=5.9"] + LOWMEM
+DEV = TRAIN + SPACE + LOWMEM + ["pytest>=8.0", "ruff>=0.6", "playwright>=1.50"]
 
 setup(
     name="diffusers_pixart",
@@ -43,6 +45,6 @@ setup(
     package_data={"diffusers_pixart": ["model_card.md", "toy_model/**/*"]},
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"train": TRAIN, "space": SPACE, "bench": BENCH, "dev": DEV},
+    extras_require={"train": TRAIN, "space": SPACE, "lowmem": LOWMEM, "bench": BENCH, "dev": DEV},
     entry_points={"console_scripts": ["pixart=diffusers_pixart.cli:main"]},
 )

@@ -16,23 +16,28 @@ RANDOM_MODEL_LABEL = "tiny randomly initialised pipeline (untrained: its images 
 
 
 def load_pipeline(
-    model: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+    model: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32, low_memory: bool = False
 ) -> tuple[PixArtAlphaPipeline, str]:
     """Load ``model`` (a pipeline folder or Hub id), or the default model; returns the pipeline and its description.
 
     Without ``model``: the embedded toy model when the package ships it, else :func:`.tiny.make_pipeline`
-    (described by :data:`RANDOM_MODEL_LABEL`).
+    (described by :data:`RANDOM_MODEL_LABEL`). ``low_memory``: the pipeline's low-memory mode
+    (``from_pretrained(low_memory=True)``; the random fallback, which has no folder to reload T5 from, keeps it).
     """
     if model is not None:
         if Path(model).exists() and not (Path(model) / "model_index.json").is_file():
             raise ValueError(f"{model} is not a pipeline folder: it has no model_index.json.")
-        pipe, description = PixArtAlphaPipeline.from_pretrained(model, dtype=dtype), model
+        pipe = PixArtAlphaPipeline.from_pretrained(model, dtype=dtype, low_memory=low_memory)
+        description = model
     elif (TOY_MODEL_PATH / "model_index.json").is_file():
-        pipe, description = PixArtAlphaPipeline.from_pretrained(TOY_MODEL_PATH, dtype=dtype), "embedded toy model"
+        pipe = PixArtAlphaPipeline.from_pretrained(TOY_MODEL_PATH, dtype=dtype, low_memory=low_memory)
+        description = "embedded toy model"
     else:
         from .tiny import make_pipeline
 
         pipe, description = make_pipeline(), RANDOM_MODEL_LABEL
         if dtype != torch.float32:
             pipe = pipe.to(dtype=dtype)
+        if low_memory:
+            pipe.enable_low_memory(drop_text_encoder=False)
     return pipe.to(device), description

@@ -30,6 +30,7 @@ from ..models.attention import caption_cache
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..schedulers import make_scheduler, uses_learned_variance
 from ..text import CaptionProcessingMixin, TextEncodingCache
+from .low_memory import DEFAULT_VAE_TILE_SIZE, LowMemoryMode, enable_low_memory, pretrained_text_encoder_loader
 
 logger = logging.get_logger(__name__)
 
@@ -69,6 +70,8 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
     _optional_components = ["tokenizer", "text_encoder"]
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "prompt_attention_mask"]
+    #: The low-memory mode's state, once :meth:`enable_low_memory` has switched it on.
+    _low_memory: LowMemoryMode | None = None
 
     def __init__(
         self,
@@ -94,8 +97,18 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         :class:`PixArtTransformer2DModel` (same config and weights; see :meth:`load_config`), and ``save_pretrained``
         then records ours. Every keyword argument of ``DiffusionPipeline.from_pretrained`` is accepted, and diffusers
         loads every component, ours too (with its variant checks, dtypes, device maps and "Loaded ..." log lines).
+        ``low_memory=True`` loads the T5 encoder int8-quantized and switches on :meth:`enable_low_memory` (the
+        encoder reloads from the same place).
         """
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        low_memory = kwargs.pop("low_memory", False)
+        if not low_memory:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        loader = pretrained_text_encoder_loader(pretrained_model_name_or_path, kwargs)
+        if "text_encoder" not in kwargs:
+            kwargs["text_encoder"] = loader()
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        pipe.enable_low_memory(text_encoder_loader=loader)
+        return pipe
 
     @classmethod
     def load_config(
@@ -125,6 +138,20 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
                 PixArtTransformer2DModel.__name__,
             ]
         return loaded
+
+    def enable_low_memory(
+        self,
+        text_encoder_loader: Callable[[], T5EncoderModel] | None = None,
+        int8_text_encoder: bool = True,
+        drop_text_encoder: bool = True,
+        vae_tile_size: int | None = DEFAULT_VAE_TILE_SIZE,
+    ) -> None:
+        """Low-memory generation: int8 T5, dropped before denoising and reloaded for new prompts, tiled VAE decode.
+
+        See :func:`~diffusers_pixart.pipelines.low_memory.enable_low_memory` for the options. For the lowest peak,
+        load with ``from_pretrained(..., low_memory=True)``, which quantizes T5 while loading it.
+        """
+        enable_low_memory(self, text_encoder_loader, int8_text_encoder, drop_text_encoder, vae_tile_size)
 
     def set_scheduler(self, name: str) -> None:
         """Switch the sampler by name (``dpm``, ``sa`` or ``iddpm``), keeping the noise schedule of the current one."""
@@ -185,6 +212,8 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         are not encoded again in later calls (:class:`~diffusers_pixart.text.TextEncodingCache`). T5 runs on its own
         device (it may stay on the CPU while the transformer runs on a GPU); the results go to ``device``.
         """
+        if self.text_encoder is None and self._low_memory is not None:
+            self._low_memory.reload_text_encoder(self)
         if self.tokenizer is None or self.text_encoder is None:
             raise ValueError("This pipeline has no tokenizer/text encoder: pass `prompt_embeds` and masks instead.")
         texts = self._text_preprocessing(texts, clean_caption=clean_caption)
