@@ -411,3 +411,23 @@ def test_training_record_errors_name_the_key(tmp_path):
         load_training_record(path)
     with pytest.raises(ValueError, match="`benchmark` and a `scores` mapping"):
         render_model_card("alice/model", record={"evaluation": {"steps": 20}})
+
+
+@pytest.mark.skipif(not (TOY_MODEL_PATH / "model_index.json").is_file(), reason="the package ships no toy model")
+def test_embedded_model_pushed_for_plain_diffusers_generates_there_as_here(hub):
+    """``plain_diffusers=True`` builds the native size's micro-conditions in: diffusers' classes alone generate the
+    images this package's pipeline makes at that size."""
+    pipe = PixArtAlphaPipeline.from_pretrained(TOY_MODEL_PATH)
+    repo_id = push_to_hub(pipe, _name("toy-plain"), token=TOKEN, plain_diffusers=True).repo_url.repo_id
+    card = ModelCard.load(repo_id)
+    assert "those of 64 x 64 px are built into the transformer" in card.text and "does not generate" not in card.text
+    plain = diffusers.DiffusionPipeline.from_pretrained(repo_id)
+    assert type(plain) is diffusers.PixArtAlphaPipeline
+    assert type(plain.transformer) is diffusers.PixArtTransformer2DModel
+    assert not plain.transformer.config.use_additional_conditions
+    prompt = "one object. a large red circle in the center."
+    kwargs = dict(num_inference_steps=4, height=64, width=64, use_resolution_binning=False, output_type="np")
+    ours = pipe(prompt, generator=torch.Generator().manual_seed(0), **kwargs).images
+    theirs = plain(prompt, generator=torch.Generator().manual_seed(0), **kwargs).images
+    # Float32 sums in another order (the constant added into the bias, diffusers' attention): 1.1e-6 measured.
+    np.testing.assert_allclose(theirs, ours, atol=1e-4)

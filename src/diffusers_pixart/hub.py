@@ -286,6 +286,44 @@ def plain_diffusers_blockers(pipeline_folder: str | os.PathLike) -> list[str]:
     return reasons
 
 
+#: The micro-condition embedders of a transformer's timestep embedding, dropped by :func:`fold_micro_conditions`.
+MICRO_CONDITION_PREFIXES = ("adaln_single.emb.resolution_embedder.", "adaln_single.emb.aspect_ratio_embedder.")
+
+
+def fold_micro_conditions(pipeline_folder: str | os.PathLike, transformer: ModelMixin, size: int) -> None:
+    """Rewrite a saved pipeline's transformer without micro-conditions, the ``size`` x ``size`` ones built in.
+
+    The embedding of that size and aspect ratio 1 is a constant added to the timestep embedding, so it goes into the
+    bias of the timestep embedder's last layer and the size and ratio embedders are dropped: at that size the model
+    computes what it computed with micro-conditions, and it no longer needs them, so diffusers (which passes them
+    only at sample size 128) runs it. Every other size is then conditioned as that one.
+
+    Raises:
+        FileNotFoundError: the transformer's weights are not one ``diffusion_pytorch_model.safetensors`` file.
+    """
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(pipeline_folder) / "transformer"
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing: folding micro-conditions needs the weights in one file.")
+    emb = transformer.adaln_single.emb
+    param = next(emb.parameters())
+    with torch.no_grad():
+        resolution = torch.tensor([float(size), float(size)], dtype=param.dtype, device=param.device)
+        ratio = torch.tensor([1.0], dtype=param.dtype, device=param.device)
+        size_emb = emb.resolution_embedder(emb.additional_condition_proj(resolution).to(param.dtype)).reshape(1, -1)
+        ratio_emb = emb.aspect_ratio_embedder(emb.additional_condition_proj(ratio).to(param.dtype)).reshape(1, -1)
+        constant = torch.cat([size_emb, ratio_emb], dim=1)[0].cpu()
+    state = load_file(weights)
+    bias = "adaln_single.emb.timestep_embedder.linear_2.bias"
+    state[bias] = state[bias] + constant.to(state[bias].dtype)
+    save_file({k: v for k, v in state.items() if not k.startswith(MICRO_CONDITION_PREFIXES)}, weights, {"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    config["use_additional_conditions"] = False
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def pipeline_facts(obj: DiffusionPipeline | ModelMixin) -> dict[str, Any]:
     """What a model card states of a pipeline or model from its config: resolution, micro-conditions, parameters."""
     modules = obj.components if isinstance(obj, DiffusionPipeline) else {"model": obj}
@@ -391,6 +429,7 @@ def push_to_hub(
     revision: str | None = None,
     commit_message: str | None = None,
     create_pr: bool = False,
+    plain_diffusers: bool = False,
 ) -> CommitInfo:
     """Push a pipeline, a transformer, or (with ``lora_adapter``) a transformer's LoRA weights, with a model card.
 
@@ -409,6 +448,10 @@ def push_to_hub(
         revision: the branch to commit to, created from ``main`` when missing; ``main`` by default.
         commit_message: defaults to "Upload <what>".
         create_pr: open a pull request instead of committing to the branch.
+        plain_diffusers: for a pipeline whose transformer uses micro-conditions at a sample size other than 128,
+            which diffusers cannot run, push it with the native size's micro-conditions built in
+            (:func:`fold_micro_conditions`), so that plain diffusers generates with it; the card says so. Without it
+            such a pipeline is pushed as it is, and the card and the log say that plain diffusers cannot run it.
 
     Returns:
         The ``CommitInfo`` of the commit (``.oid``, ``.commit_url``, ``.repo_url.repo_id``).
@@ -446,11 +489,20 @@ def push_to_hub(
                 card_info.setdefault("record", _pipeline_record(obj))
             if card_info.get("record") is not None and not isinstance(card_info["record"], Mapping):
                 shutil.copyfile(card_info["record"], os.path.join(staging, TRAINING_RECORD_NAME))
+        if kind == "pipeline" and plain_diffusers and obj.transformer.use_additional_conditions:
+            if obj.transformer.config.sample_size != 128:
+                facts["folded_size"] = facts["resolution"]
+                fold_micro_conditions(staging, obj.transformer, facts["folded_size"])
         if kind == "pipeline":
             facts["plain_diffusers_blockers"] = make_hub_loadable(staging)
             for reason in facts["plain_diffusers_blockers"]:
                 logger.warning(
-                    "%s will not generate with plain diffusers (only with diffusers_pixart): %s", repo_id, reason
+                    "%s will not generate with plain diffusers (only with diffusers_pixart): %s%s",
+                    repo_id,
+                    reason,
+                    " Push with plain_diffusers=True to build in the native size's micro-conditions."
+                    if "micro-conditions" in reason
+                    else "",
                 )
         sample_paths = []
         for index, (prompt, image) in enumerate(samples):
