@@ -283,6 +283,10 @@ class _Token(NamedTuple):
     end: int
 
 
+#: A word or a punctuation mark of a lower-cased prompt (a hyphen separates words like a space).
+_WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9-]")
+
+
 def _phrase_table() -> dict[tuple[str, ...], tuple[str, object]]:
     """Every word sequence of the prompt language -> (token kind, value)."""
     table: dict[tuple[str, ...], tuple[str, object]] = {
@@ -309,7 +313,7 @@ def _phrase_table() -> dict[tuple[str, ...], tuple[str, object]]:
     for region, wordings in REGION_WORDINGS.items():
         for wording in wordings:
             for preposition in PLACE_PREPOSITIONS:
-                table[(preposition, "the", *_words(wording))] = ("place", region)
+                table[(preposition, "the", *_WORD.findall(wording))] = ("place", region)
     for relation, wordings in RELATION_WORDINGS.items():
         for wording in wordings:
             table[tuple(wording.split())] = ("relation", relation)
@@ -319,18 +323,13 @@ def _phrase_table() -> dict[tuple[str, ...], tuple[str, object]]:
     return table
 
 
-def _words(text: str) -> list[str]:
-    """The words and punctuation marks of a lower-cased text (a hyphen separates words like a space)."""
-    return re.findall(r"[a-z0-9]+|[^\sa-z0-9-]", text)
-
-
 _PHRASES = _phrase_table()
 _LONGEST_PHRASE = max(len(key) for key in _PHRASES)
 
 
 def _tokens(text: str) -> list[_Token]:
     """The prompt's phrases (longest match first), with their character spans in ``text`` (lower-cased)."""
-    words = [(m.group(), m.start(), m.end()) for m in re.finditer(r"[a-z0-9]+|[^\sa-z0-9-]", text)]
+    words = [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
     tokens, index = [], 0
     while index < len(words):
         for length in range(min(_LONGEST_PHRASE, len(words) - index), 0, -1):
