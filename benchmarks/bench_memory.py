@@ -176,6 +176,7 @@ def run_worker(config: str, device: torch.device, steps: int, size: int, out: Pa
         PROMPT,
         num_inference_steps=steps,
         height=size,
+        use_resolution_binning=False,
         width=size,
         generator=torch.Generator(device=device).manual_seed(0),
         output_type="pt",
@@ -230,6 +231,7 @@ def int8_error(device: torch.device, steps: int, size: int) -> dict[str, float]:
                 negative_prompt_attention_mask=mask[1:],
                 num_inference_steps=steps,
                 height=size,
+                use_resolution_binning=False,
                 width=size,
                 generator=torch.Generator(device=device).manual_seed(0),
                 output_type="pt",
@@ -270,7 +272,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=2, help="Denoising steps (CFG on: batch 2 per forward).")
-    parser.add_argument("--size", type=int, default=1024, help="Image side in pixels.")
+    parser.add_argument("--size", type=int, default=1024, help="Image side in pixels (no resolution binning).")
     parser.add_argument(
         "--int8-error",
         action="store_true",
