@@ -110,7 +110,8 @@ def test_prompts_of_every_phrasing_family_score_one_on_their_scene(family):
 
 
 def test_copies_of_one_shape_are_matched_by_place_and_counted():
-    prompt = "two red circles, one at the top left and one at the bottom right, and a blue star in the center"
+    prompt = "two red circles, a large one at the top left and a small one at the bottom right, and a small blue star "
+    prompt += "in the middle"
     meaning = parse_prompt(prompt)
     image = render(meaning, 64)
     assert score_image(image, prompt) == {"color": 1.0, "shape": 1.0, "spatial": 1.0, "count": 1.0, "overall": 1.0}

@@ -99,10 +99,10 @@ def test_pretraining_teaches_the_encoder_where_each_object_is():
     held_out = [prompt.text for prompt in sample_prompts(100, seed=2)]
     tokenizer, frozen = make_toy_text_encoder(d_model=32, num_heads=2)
     frozen.requires_grad_(False)  # a linear probe of the random encoder
-    probe = pretrain_text_encoder(tokenizer, frozen, captions, 200, 32, 1e-2, held_out=held_out)
+    probe = pretrain_text_encoder(tokenizer, frozen, captions, 400, 32, 1e-2, held_out=held_out)
     tokenizer, encoder = make_toy_text_encoder(d_model=32, num_heads=2)
     before = [p.detach().clone() for p in encoder.parameters()]
-    trained = pretrain_text_encoder(tokenizer, encoder, captions, 200, 32, 1e-2, held_out=held_out)
+    trained = pretrain_text_encoder(tokenizer, encoder, captions, 400, 32, 1e-2, held_out=held_out)
     assert any(not torch.equal(a, b) for a, b in zip(before, encoder.parameters()))
     assert not encoder.training
     assert trained["region"] > probe["region"] + 0.3
