@@ -17,8 +17,8 @@
 # it measured: gpu_check.log (every step's output), gpu.jsonl, memory_gpu.jsonl, the two fsdp_deepspeed_*.log, and
 # scaling_gpu.{json,png} with --full (at most 8 files: the device tool's limit on what comes back).
 # Run from the repository root with diffusers_pixart importable (installed, or PYTHONPATH=src).
-# On a lent machine, point OUT at the folder that comes back and set BUDGET from what the lease has left: on
-# 2026-11-29 the machine's start took 11 of the lease's 15 minutes, and the command was stopped after 241 s.
+# On a lent machine, point OUT at the folder that comes back and set BUDGET from what the lease has left (on
+# 2026-11-29 another run had spent most of the session's device time first, and the check was stopped after 241 s).
 set -u
 OUT=$(realpath -m "${OUT:-benchmarks/gpu_results}")
 mkdir -p "$OUT"
