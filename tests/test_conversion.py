@@ -267,9 +267,7 @@ def test_original_round_trip_matches_diffusers(micro):
     added = {"resolution": torch.tensor([[128.0, 96.0], [96.0, 128.0]]), "aspect_ratio": torch.tensor([[0.75], [1.3]])}
     added = added if micro else None
     expected = pixart_output(reference, latents, caption, t, mask, added)
-    assert (
-        pixart_output(model, latents, caption, t, mask, added) - expected
-    ).abs().max() <= FORWARD
+    assert (pixart_output(model, latents, caption, t, mask, added) - expected).abs().max() <= FORWARD
 
 
 def test_original_key_mapping_by_hand():
@@ -438,9 +436,7 @@ def test_cli_convert_original_and_back(tmp_path, capsys):
     latents, caption = torch.randn(1, 4, 16, 16), torch.randn(1, 3, CAPTION)
     added = {"resolution": torch.tensor([[128.0, 128.0]]), "aspect_ratio": torch.tensor([[1.0]])}
     expected = pixart_output(reference, latents, caption, torch.tensor([10]), added=added)
-    assert (
-        pixart_output(model, latents, caption, torch.tensor([10]), added=added) - expected
-    ).abs().max() <= FORWARD
+    assert (pixart_output(model, latents, caption, torch.tensor([10]), added=added) - expected).abs().max() <= FORWARD
 
     assert cli(["convert", "original", str(path), str(out), "--num-heads", str(HEADS)]) == 2  # never overwrites
     assert "already exists" in capsys.readouterr().err
