@@ -174,12 +174,7 @@ def run_worker(config: str, device: torch.device, steps: int, size: int, out: Pa
     start = time.perf_counter()
     image = pipe(
         PROMPT,
-        num_inference_steps=steps,
-        height=size,
-        use_resolution_binning=False,
-        width=size,
-        generator=torch.Generator(device=device).manual_seed(0),
-        output_type="pt",
+        **generation_options(device, steps, size),
         callback_on_step_end=capture,
         callback_on_step_end_tensor_inputs=["prompt_embeds", "prompt_attention_mask"],
     ).images
@@ -199,6 +194,18 @@ def run_worker(config: str, device: torch.device, steps: int, size: int, out: Pa
             **captured,
         },
         out,
+    )
+
+
+def generation_options(device: torch.device, steps: int, size: int) -> dict:
+    """The pipeline arguments every measured generation shares: ``size`` px square, no binning, seed 0, a tensor."""
+    return dict(
+        num_inference_steps=steps,
+        height=size,
+        width=size,
+        use_resolution_binning=False,
+        generator=torch.Generator(device=device).manual_seed(0),
+        output_type="pt",
     )
 
 
@@ -229,12 +236,7 @@ def int8_error(device: torch.device, steps: int, size: int) -> dict[str, float]:
                 negative_prompt=None,
                 negative_prompt_embeds=embeds[1:].to(dtype),
                 negative_prompt_attention_mask=mask[1:],
-                num_inference_steps=steps,
-                height=size,
-                use_resolution_binning=False,
-                width=size,
-                generator=torch.Generator(device=device).manual_seed(0),
-                output_type="pt",
+                **generation_options(device, steps, size),
             )
             .images.float()
             .cpu()
