@@ -16,13 +16,19 @@ from diffusers_pixart.tiny import make_components
 PROMPTS = ["a red circle above a blue square", "two green stars on the left"]
 
 
-def pipelines(**transformer_overrides) -> tuple[PixArtAlphaPipeline, diffusers.PixArtAlphaPipeline]:
-    """Ours and diffusers' pipeline on the same components; diffusers' gets its own transformer class."""
+def pipelines(
+    ours_class: type = PixArtAlphaPipeline, theirs_class: type = diffusers.PixArtAlphaPipeline, **transformer_overrides
+) -> tuple[PixArtAlphaPipeline, diffusers.PixArtAlphaPipeline]:
+    """Ours and diffusers' pipeline on the same components; diffusers' gets its own transformer class.
+
+    ``ours_class`` / ``theirs_class``: the pipeline classes (the α ones by default; :mod:`test_pipeline_sigma` passes
+    the Σ ones).
+    """
     components = make_components(**transformer_overrides)
-    ours = PixArtAlphaPipeline(**components)
+    ours = ours_class(**components)
     transformer = diffusers.PixArtTransformer2DModel.from_config(components["transformer"].config).eval()
     transformer.load_state_dict(components["transformer"].state_dict(), strict=True)
-    theirs = diffusers.PixArtAlphaPipeline(**{**components, "transformer": transformer})
+    theirs = theirs_class(**{**components, "transformer": transformer})
     for pipe in (ours, theirs):
         pipe.set_progress_bar_config(disable=True)
     return ours, theirs

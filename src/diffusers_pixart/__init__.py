@@ -1,4 +1,4 @@
-"""PixArt-alpha on diffusers' base classes: transformer, pipelines, conversion, training and tools."""
+"""PixArt-alpha and PixArt-Sigma on diffusers' base classes: transformer, pipelines, conversion, training and tools."""
 
 from diffusers import ModelMixin
 from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
@@ -8,6 +8,7 @@ from .models.controlnet import PixArtControlNetModel
 from .models.pixart_transformer import PixArtTransformer2DModel
 from .pipelines.pixart_alpha import PixArtAlphaPipeline
 from .pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline
+from .pipelines.pixart_sigma import PixArtSigmaPipeline
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,7 @@ __all__ = [
     "PixArtAlphaControlNetPipeline",
     "PixArtAlphaPipeline",
     "PixArtControlNetModel",
+    "PixArtSigmaPipeline",
     "PixArtTransformer2DModel",
     "__version__",
 ]
