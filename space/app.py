@@ -1,10 +1,11 @@
-"""PixArt-α text-to-image demo (Gradio), for a Hugging Face Space or a local machine.
+"""PixArt-α / PixArt-Σ text-to-image demo (Gradio), for a Hugging Face Space or a local machine.
 
-``PIXART_MODEL`` (a Hub id or a pipeline folder) chooses the checkpoint. Without it the package's embedded toy model
-serves, or, when the package ships none, a tiny randomly initialised pipeline, labelled as such: ``python app.py``
-works on a fresh machine with no network. LoRA weight files at the top of the model repo can be switched on in the UI.
-``PIXART_EXAMPLES`` names a text file of example prompts (one a line) to show instead of the model's own.
-On ZeroGPU the generation runs under ``@spaces.GPU``; elsewhere that decorator is not used.
+``PIXART_MODEL`` (a Hub id or a pipeline folder) chooses the checkpoint, α or Σ (the pipeline class its
+``model_index.json`` names). Without it the package's embedded toy model serves, or, when the package ships none, a
+tiny randomly initialised pipeline, labelled as such: ``python app.py`` works on a fresh machine with no network.
+LoRA weight files at the top of the model repo can be switched on in the UI. ``PIXART_EXAMPLES`` names a text file
+of example prompts (one a line) to show instead of the model's own. On ZeroGPU the generation runs under
+``@spaces.GPU``; elsewhere that decorator is not used.
 
 What a visitor gets: the model's name and what its prompts may say, examples it draws well, limits that follow the
 device (checked against an estimate of each request's time, made before it runs), a cancel button, a queue that runs
@@ -32,6 +33,7 @@ from PIL import Image
 
 from diffusers_pixart.default_model import TOY_MODEL_PATH, load_pipeline
 from diffusers_pixart.hub import LORA_PREFIX, TRAINING_RECORD_NAME, find_lora_weights, load_training_record
+from diffusers_pixart.pipelines.auto import FAMILY_NAMES, family_of
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.schedulers import SCHEDULERS
 
@@ -407,7 +409,7 @@ def create_demo(model: str | None = None, max_seconds: float | None = None) -> g
     # One pipeline per concurrent request: the weights are shared, each has its own scheduler and caption cache.
     workers: queue.Queue[PixArtAlphaPipeline] = queue.Queue()
     for _ in range(limits.concurrency):
-        worker = PixArtAlphaPipeline(**pipe.components)
+        worker = type(pipe)(**pipe.components)  # α or Σ, as loaded
         worker.set_progress_bar_config(disable=False)
         workers.put(worker)
 
@@ -529,8 +531,9 @@ def create_demo(model: str | None = None, max_seconds: float | None = None) -> g
 
     _, _, dpm_steps, dpm_guidance = SCHEDULERS["dpm"]
     name = escape_markdown(model_name(model, description))
-    with gr.Blocks(title="PixArt-α") as demo:
-        gr.Markdown(f"# PixArt-α text-to-image\nModel: **{name}**. {prompt_guide(model)}")
+    family = FAMILY_NAMES[family_of(pipe)]
+    with gr.Blocks(title=family) as demo:
+        gr.Markdown(f"# {family} text-to-image\nModel: **{name}**. {prompt_guide(model)}")
         with gr.Row():
             prompt = gr.Textbox(
                 label="Prompt", placeholder="Enter your prompt", max_lines=3, max_length=MAX_PROMPT_CHARS, scale=4

@@ -50,3 +50,16 @@ def test_generate_bad_input_exits_2_with_message(tmp_path, capsys):
     assert main(["generate", "x", "--model", str(tmp_path), "--out", str(tmp_path / "a.png")]) == 2
     assert "no model_index.json" in capsys.readouterr().err
     assert not (tmp_path / "a.png").exists()
+
+
+def test_generate_with_a_sigma_folder_loads_the_sigma_pipeline(tmp_path):
+    from diffusers_pixart import PixArtSigmaPipeline
+    from diffusers_pixart.default_model import load_pipeline
+
+    folder = tmp_path / "sigma"
+    PixArtSigmaPipeline(**make_pipeline(seed=3).components).save_pretrained(folder)
+    pipe, _ = load_pipeline(str(folder))
+    assert type(pipe) is PixArtSigmaPipeline  # 300 caption tokens
+    out = tmp_path / "x.png"
+    assert main(["generate", "a blue star", "--model", str(folder), "--out", str(out), "--steps", "1"]) == 0
+    assert Image.open(out).size == (256, 256)

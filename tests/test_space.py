@@ -279,6 +279,16 @@ def test_header_names_the_model_not_the_server_path(served, model_dir):
     assert "English" in header  # what its prompts may say
 
 
+def test_a_sigma_model_is_served_as_sigma(tmp_path):
+    from diffusers_pixart import PixArtSigmaPipeline
+
+    folder = tmp_path / "sigma"
+    PixArtSigmaPipeline(**make_pipeline(seed=11).components).save_pretrained(folder)
+    demo = app.create_demo(str(folder), max_seconds=NO_TIME_LIMIT)
+    header = next(block.value for block in demo.blocks.values() if isinstance(block, gr.Markdown))
+    assert header.startswith("# PixArt-Σ text-to-image") and demo.title == "PixArt-Σ"
+
+
 def test_examples_come_from_the_environment_the_record_or_the_card(tmp_path, monkeypatch, model_dir):
     examples = tmp_path / "examples.txt"
     examples.write_text("a lighthouse at night\n\nan owl in the snow\n")

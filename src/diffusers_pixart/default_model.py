@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from .pipelines.auto import pipeline_class
 from .pipelines.pixart_alpha import PixArtAlphaPipeline
 
 #: The embedded default model: a pipeline folder shipped inside the package, trained on the toy world.
@@ -20,14 +21,16 @@ def load_pipeline(
 ) -> tuple[PixArtAlphaPipeline, str]:
     """Load ``model`` (a pipeline folder or Hub id), or the default model; returns the pipeline and its description.
 
-    Without ``model``: the embedded toy model when the package ships it, else :func:`.tiny.make_pipeline`
-    (described by :data:`RANDOM_MODEL_LABEL`). ``low_memory``: the pipeline's low-memory mode
-    (``from_pretrained(low_memory=True)``; the random fallback, which has no folder to reload T5 from, keeps it).
+    ``model`` loads as a :class:`~.pipelines.pixart_sigma.PixArtSigmaPipeline` when its ``model_index.json`` names a
+    PixArt-Σ pipeline, else as a :class:`PixArtAlphaPipeline` (:func:`.pipelines.auto.pipeline_class`). Without
+    ``model``: the embedded toy model when the package ships it, else :func:`.tiny.make_pipeline` (described by
+    :data:`RANDOM_MODEL_LABEL`). ``low_memory``: the pipeline's low-memory mode (``from_pretrained(low_memory=True)``;
+    the random fallback, which has no folder to reload T5 from, keeps it).
     """
     if model is not None:
         if Path(model).exists() and not (Path(model) / "model_index.json").is_file():
             raise ValueError(f"{model} is not a pipeline folder: it has no model_index.json.")
-        pipe = PixArtAlphaPipeline.from_pretrained(model, dtype=dtype, low_memory=low_memory)
+        pipe = pipeline_class(model).from_pretrained(model, dtype=dtype, low_memory=low_memory)
         description = model
     elif (TOY_MODEL_PATH / "model_index.json").is_file():
         pipe = PixArtAlphaPipeline.from_pretrained(TOY_MODEL_PATH, dtype=dtype, low_memory=low_memory)
