@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..atomic import atomic_dir, atomic_file
 from ..models import conversion
 from ..models.controlnet import PixArtControlNetModel
 from ..models.pixart_transformer import PixArtTransformer2DModel
@@ -75,16 +74,8 @@ def write_folder(out_dir: str | os.PathLike, write: Callable[[Path], None]) -> P
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ValueError(f"{out_dir} already exists and is not an empty folder.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         write(tmp)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out_dir
 
 
@@ -216,19 +207,12 @@ def run_to_original(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".pth", ".pt", ".safetensors"):
         raise ValueError(f"The output must be a .pth, .pt or .safetensors file, got {out}.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_file(out) as tmp:
         if out.suffix == ".safetensors":
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in state_dict.items()}, tmp)
         else:
             torch.save({"state_dict": state_dict}, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     print(f"{len(state_dict)} tensors in {out}")
     return 0

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from ..atomic import write_text_atomic
 from ..schedulers import SCHEDULERS, scheduler_name
 from .generate import DTYPES, save_png
 
@@ -118,14 +118,7 @@ def save_results(out: str | os.PathLike, images: Sequence[Image.Image], results:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_png(contact_sheet(images), out / "contact_sheet.png")
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(results, file, indent=2)
-        os.replace(tmp, out / "scores.json")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text_atomic(out / "scores.json", json.dumps(results, indent=2))
     print(f"saved {out / 'contact_sheet.png'} and {out / 'scores.json'}")
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from ..atomic import atomic_file
 from ..schedulers import SCHEDULERS, scheduler_name
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -42,15 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def save_png(image: Image.Image, path: Path) -> None:
     """Write a PNG atomically: a partly written file never replaces a previous image."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def output_paths(out: str, count: int) -> list[Path]:
