@@ -26,14 +26,13 @@ import torch
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler
 from PIL import Image
 
-from ..data.shards import write_json_atomic
+from ..atomic import atomic_dir, write_json_atomic, write_text_atomic
 from ..data.streaming import image_to_tensor
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..pipelines.pixart_alpha import PixArtAlphaPipeline
 from ..tiny import make_text_encoder, make_tokenizer
 from ..training.config import LR_SCHEDULERS, MIXED_PRECISIONS
 from ..training.diffusion import PREDICTION_TYPES
-from ..training.engine import replace_dir
 from .language import pretrain_text_encoder
 from .world import (
     FAMILIES,
@@ -217,11 +216,8 @@ def save_base_pipeline(
         scheduler=DPMSolverMultistepScheduler(),
     )
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    pipeline.save_pretrained(tmp)
-    replace_dir(tmp, path)
+    with atomic_dir(path) as tmp:
+        pipeline.save_pretrained(tmp)
     return path
 
 
@@ -545,16 +541,11 @@ def _finish(out_dir: Path, runs: dict[str, Path], timings: dict[str, float]) -> 
     ``out_dir/pipeline``."""
     curves = {name: read_loss_curve(run) for name, run in runs.items()}
     write_json_atomic(out_dir / "loss_curves.json", curves)
-    table = out_dir / ".loss_curves.md.tmp"
-    table.write_text(loss_table(curves) + "\n", encoding="utf-8")
-    os.replace(table, out_dir / "loss_curves.md")
+    write_text_atomic(out_dir / "loss_curves.md", loss_table(curves) + "\n")
     write_json_atomic(out_dir / "timings.json", timings)
     final = out_dir / "pipeline"
-    tmp = final.with_name(f".tmp-{final.name}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(list(runs.values())[-1] / "pipeline", tmp)
-    replace_dir(tmp, final)
+    with atomic_dir(final) as tmp:
+        shutil.copytree(list(runs.values())[-1] / "pipeline", tmp, dirs_exist_ok=True)
     return final
 
 
@@ -670,19 +661,15 @@ def install_toy_model(pipeline_dir: str | os.PathLike, target: str | os.PathLike
 
     target = Path(target) if target is not None else TOY_MODEL_PATH
     pipeline = PixArtAlphaPipeline.from_pretrained(pipeline_dir)
-    tmp = target.with_name(f".tmp-{target.name}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    pipeline.save_pretrained(tmp, safe_serialization=True)
-    if target.is_dir():  # keep what others put beside the pipeline's components (e.g. a training record)
-        for path in target.iterdir():
-            if not (tmp / path.name).exists():
-                (shutil.copytree if path.is_dir() else shutil.copy2)(path, tmp / path.name)
-    size = sum(path.stat().st_size for path in tmp.rglob("*") if path.is_file())
-    if size > MAX_EMBEDDED_BYTES:
-        shutil.rmtree(tmp)
-        raise ValueError(f"The pipeline takes {size / 2**20:.1f} MiB; the embedded model may take at most 15 MiB.")
-    replace_dir(tmp, target)
+    with atomic_dir(target) as tmp:
+        pipeline.save_pretrained(tmp, safe_serialization=True)
+        if target.is_dir():  # keep what others put beside the pipeline's components (e.g. a training record)
+            for path in target.iterdir():
+                if not (tmp / path.name).exists():
+                    (shutil.copytree if path.is_dir() else shutil.copy2)(path, tmp / path.name)
+        size = sum(path.stat().st_size for path in tmp.rglob("*") if path.is_file())
+        if size > MAX_EMBEDDED_BYTES:
+            raise ValueError(f"The pipeline takes {size / 2**20:.1f} MiB; the embedded model may take at most 15 MiB.")
     return target
 
 

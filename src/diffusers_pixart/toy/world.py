@@ -27,8 +27,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,8 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from ..atomic import atomic_dir
 
 #: The palette: saturated colours whose hues are at least 25 degrees apart, so that they stay apart under shading.
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -1139,22 +1139,13 @@ def make_dataset(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        digits = max(5, len(str(n - 1)))
-        with open(tmp / "metadata.jsonl", "w", encoding="utf-8") as metadata:
-            for index in range(n):
-                image, record = make_example(
-                    seed, index, sizes, style, min_objects, max_objects, phrasing, group_probability
-                )
-                file_name = f"{index:0{digits}d}.png"
-                image.save(tmp / file_name)
-                metadata.write(json.dumps({"file_name": file_name, **record}) + "\n")
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    digits = max(5, len(str(n - 1)))
+    with atomic_dir(out_dir) as tmp, open(tmp / "metadata.jsonl", "w", encoding="utf-8") as metadata:
+        for index in range(n):
+            image, record = make_example(
+                seed, index, sizes, style, min_objects, max_objects, phrasing, group_probability
+            )
+            file_name = f"{index:0{digits}d}.png"
+            image.save(tmp / file_name)
+            metadata.write(json.dumps({"file_name": file_name, **record}) + "\n")
     return out_dir
