@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from diffusers_pixart.atomic import write_json_atomic
 from diffusers_pixart.data.concepts import dataset_concept_density
-from diffusers_pixart.data.shards import write_json_atomic
 
 
 def main(argv: list[str] | None = None) -> None:

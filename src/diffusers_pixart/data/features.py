@@ -25,8 +25,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from ..atomic import write_json_atomic
 from ..text import encode_prompts
-from .shards import ShardWriter, write_json_atomic, write_loader
+from .shards import ShardWriter, write_loader
 from .streaming import ImageTextLoader, StreamingBatchLoader, load_streaming_dataset, micro_conditions
 
 #: Name of the settings file of a features folder.

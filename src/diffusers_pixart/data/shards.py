@@ -17,13 +17,7 @@ from typing import Any
 
 import datasets
 
-
-def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
-    """Write ``value`` as JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True))
-    os.replace(temporary, path)
+from ..atomic import atomic_file, write_json_atomic
 
 
 class ShardWriter:
@@ -85,9 +79,8 @@ class ShardWriter:
         """Write the buffered rows (if any) as one shard and record ``loader_state`` as the resume point."""
         if self._rows:
             path = self.output_dir / f"{self.prefix}-r{self.rank:03d}-{self._progress['shards']:05d}.parquet"
-            temporary = path.with_name(f".{path.name}.tmp")
-            datasets.Dataset.from_list(self._rows, features=self.features).to_parquet(str(temporary))
-            os.replace(temporary, path)
+            with atomic_file(path) as temporary:
+                datasets.Dataset.from_list(self._rows, features=self.features).to_parquet(str(temporary))
             self._progress["shards"] += 1
             self._progress["rows"] += len(self._rows)
             self._rows = []

@@ -86,14 +86,18 @@ def load_streaming_dataset(
         path: a Hub dataset id (``"user/name"``), a local folder or a local file. A folder of ``.tar`` shards is read
             as ``webdataset``, a folder of ``.parquet`` files as ``parquet``, any other folder as ``imagefolder``
             (captions and labels in its ``metadata.jsonl``); a single ``.tar``/``.parquet``/``.jsonl`` file by its
-            extension.
+            extension. Hidden files and folders (the ``.tmp-`` leftovers of an interrupted write) are not read.
         split: the split to read.
         name: the Hub dataset's configuration name.
         data_files: explicit data files (overrides the folder inspection).
     """
     local = Path(path)
     if local.is_dir():
-        files = data_files or sorted(str(f) for f in local.rglob("*") if f.suffix in (".tar", ".parquet"))
+        files = data_files or sorted(
+            str(f)
+            for f in local.rglob("*")
+            if f.suffix in (".tar", ".parquet") and not any(part.startswith(".") for part in f.relative_to(local).parts)
+        )
         suffixes = {Path(f).suffix for f in ([files] if isinstance(files, str) else files)}
         if not files:
             return datasets.load_dataset("imagefolder", data_dir=str(local), split=split, streaming=True)

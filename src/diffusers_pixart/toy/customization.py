@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..atomic import write_json_atomic
 from ..cli.generate import save_png
 from ..data.edges import canny_edges, check_canny_thresholds
-from ..data.shards import write_json_atomic
 from ..evaluation import contact_sheet, sample_images
 from ..models.controlnet import PixArtControlNetModel
 from ..pipelines.pixart_alpha import PixArtAlphaPipeline
