@@ -78,8 +78,10 @@ def test_padding_changes_output_and_bias_mask_is_accepted():
 def test_config_keys_and_defaults_match_diffusers():
     ours = inspect.signature(PixArtTransformer2DModel.__init__).parameters
     theirs = inspect.signature(diffusers.PixArtTransformer2DModel.__init__).parameters
-    assert list(ours) == list(theirs)
-    assert {k: p.default for k, p in ours.items()} == {k: p.default for k, p in theirs.items()}
+    kv_compression = ["kv_compress_factor", "kv_compress_layers", "kv_compress_sampling"]  # PixArt-Σ's, off by default
+    assert list(ours) == list(theirs) + kv_compression
+    assert {k: ours[k].default for k in theirs} == {k: p.default for k, p in theirs.items()}
+    assert ours["kv_compress_factor"].default == 1
 
 
 def test_xl2_parameter_count_and_fallbacks():

@@ -11,7 +11,10 @@ and the model computes exactly what diffusers' model computes. With regional com
 the caption projection and padding drop, outside the compiled blocks, are cached; the keys and values, inside them,
 are not.
 
-Shapes: ``B`` batch, ``N`` image tokens, ``L`` caption tokens, ``h`` heads, ``d`` head size.
+PixArt-Σ's key-value token compression (:class:`KVCompression`) is part of the self-attention here: a block's
+``attn1.kv_compress``, applied by the processor to the keys and values of the image tokens before the product.
+
+Shapes: ``B`` batch, ``N`` image tokens, ``L`` caption tokens, ``h`` heads, ``d`` head size, ``D = h * d``.
 """
 
 from __future__ import annotations
@@ -138,13 +141,72 @@ def _uses_fused(attn: Attention, layers: tuple[nn.Module, ...]) -> bool:
     return fused and all(_plain_linear(layer) for layer in layers)
 
 
+#: The down-sampling operators of :class:`KVCompression`.
+KV_COMPRESS_SAMPLINGS = ("conv", "conv_no_norm", "uniform")
+
+
+class KVCompression(nn.Module):
+    """PixArt-Σ's key-value token compression: keys or values of an H x W token grid down-sampled R x R.
+
+    Self-attention then attends from all N queries to N / R^2 keys and values, so its two products cost R^2 times
+    less (the Σ paper's KV token compression, used in the deep half of the blocks for 2K and 4K images).
+    ``sampling`` chooses the operator, as in the Σ training code:
+
+    - ``"conv"``: a depthwise R x R convolution of stride R, then a LayerNorm over the channels (its default eps),
+      the operator of PixArt-Σ's training code, whose checkpoints store ``sr`` and ``norm`` (here ``conv`` and
+      ``norm``). The convolution starts as the mean of each window ("Conv Avg Init": weights 1 / R^2, bias 0), the
+      LayerNorm as the plain normalisation (weight 1, bias 0).
+    - ``"conv_no_norm"``: the same convolution without the LayerNorm, the paper's formula. At its initialisation it
+      is exactly the window mean, so where keys and values are constant over each R x R window the attention output
+      is unchanged (each window's logit and value are those of its R^2 equal tokens: the same softmax weights).
+    - ``"uniform"``: the first token of each window (the Σ code's ``uniform``; its ``ave``, nearest-neighbour
+      interpolation by 1 / R, picks the same token). No weights; unchanged output on window-constant keys and values.
+
+    A grid side not divisible by R loses its last partial window (``conv``) or keeps it (``uniform``), as in Σ.
+    """
+
+    def __init__(self, dim: int, factor: int, sampling: str = "conv"):
+        super().__init__()
+        if sampling not in KV_COMPRESS_SAMPLINGS:
+            raise ValueError(f"Unknown KV compression sampling {sampling!r}: choose one of {KV_COMPRESS_SAMPLINGS}.")
+        if int(factor) != factor or factor < 2:
+            raise ValueError(f"The KV compression factor must be an integer >= 2, got {factor}.")
+        self.factor, self.sampling = int(factor), sampling
+        self.conv = nn.Conv2d(dim, dim, self.factor, stride=self.factor, groups=dim) if sampling != "uniform" else None
+        self.norm = nn.LayerNorm(dim) if sampling == "conv" else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The initialisation of the Σ code: the convolution is the window mean, the LayerNorm the identity affine."""
+        if self.conv is not None:
+            nn.init.constant_(self.conv.weight, 1.0 / self.factor**2)
+            nn.init.zeros_(self.conv.bias)
+        if self.norm is not None:
+            self.norm.reset_parameters()
+
+    def forward(self, tokens: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+        """Tokens (B, N, D) of a ``grid_size`` (H, W) grid, N = H * W, to (B, N', D) of the (H / R, W / R) grid."""
+        height, width = grid_size
+        batch, count, dim = tokens.shape
+        if count != height * width:
+            raise ValueError(f"KV compression of {count} tokens as a {height} x {width} grid.")
+        grid = tokens.transpose(1, 2).reshape(batch, dim, height, width)  # (B, D, H, W)
+        if self.conv is None:
+            grid = grid[:, :, :: self.factor, :: self.factor]
+        else:
+            grid = self.conv(grid)  # (B, D, H / R, W / R)
+        out = grid.flatten(2).transpose(1, 2)  # (B, N', D)
+        return out if self.norm is None else self.norm(out)
+
+
 class PixArtAttnProcessor:
     """Scaled-dot-product attention for PixArt's self- and cross-attention.
 
     Compared with diffusers' ``AttnProcessor2_0`` (same math): the caption bias (B, 1, L) is broadcast over heads
     instead of copied ``h`` times; fused ``to_qkv`` / ``to_kv`` projections are used when the model has them (see
     :func:`fuse_projections`) and no adapter is attached; inside :func:`caption_cache` the cross-attention keys and
-    values are computed once per caption.
+    values are computed once per caption. A self-attention with ``attn.kv_compress`` (:class:`KVCompression`)
+    compresses its keys and values, which needs the token grid, ``grid_size``.
     """
 
     def __call__(
@@ -153,14 +215,23 @@ class PixArtAttnProcessor:
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        grid_size: tuple[int, int] | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
         """``hidden_states`` (B, N, D), ``encoder_hidden_states`` (B, L, D) or None, mask (B, 1, L) -> (B, N, D).
 
-        Extra keyword arguments (for example PEFT's ``scale``) are accepted and ignored, as diffusers' processor does.
+        ``grid_size``: the (H, W) token grid of ``hidden_states``, for KV compression. Extra keyword arguments (for
+        example PEFT's ``scale``) are accepted and ignored, as diffusers' processor does.
         """
         batch = hidden_states.shape[0]
-        if encoder_hidden_states is None:
+        compress = getattr(attn, "kv_compress", None) if encoder_hidden_states is None else None
+        if compress is not None:
+            if grid_size is None:
+                raise ValueError("This self-attention compresses keys and values: pass its token grid `grid_size`.")
+            query, key, value = self._project(attn, hidden_states, (attn.to_q, attn.to_k, attn.to_v), "to_qkv", False)
+            key, value = compress(key, grid_size), compress(value, grid_size)  # (B, N / R^2, D)
+            query, key, value = (self._heads(attn, x) for x in (query, key, value))
+        elif encoder_hidden_states is None:
             query, key, value = self._project(attn, hidden_states, (attn.to_q, attn.to_k, attn.to_v), "to_qkv")
         else:
             query = self._heads(attn, attn.to_q(hidden_states))
@@ -187,14 +258,15 @@ class PixArtAttnProcessor:
         return x.unflatten(-1, (attn.heads, -1)).transpose(1, 2)
 
     def _project(
-        self, attn: Attention, x: torch.Tensor, layers: tuple[nn.Module, ...], fused_name: str
+        self, attn: Attention, x: torch.Tensor, layers: tuple[nn.Module, ...], fused_name: str, heads: bool = True
     ) -> tuple[torch.Tensor, ...]:
-        """Apply ``layers`` to ``x`` (B, S, D), through the fused ``fused_name`` when usable; each (B, h, S, d)."""
+        """Apply ``layers`` to ``x`` (B, S, D), through the fused ``fused_name`` when usable; each (B, h, S, d), or
+        (B, S, D) with ``heads=False``."""
         if _uses_fused(attn, layers):
             outputs = getattr(attn, fused_name)(x).chunk(len(layers), dim=-1)
         else:
             outputs = [layer(x) for layer in layers]
-        return tuple(self._heads(attn, out) for out in outputs)
+        return tuple(self._heads(attn, out) if heads else out for out in outputs)
 
 
 def fuse_projections(model: nn.Module) -> None:

@@ -24,6 +24,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .attention import (
+    KVCompression,
     PixArtAttnProcessor,
     active_caption_cache,
     fuse_projections,
@@ -206,9 +207,25 @@ class PixArtBlock(nn.Module):
         return x + gate_mlp * self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 
+def kv_compressed_layers(config: Any, num_layers: int) -> list[int]:
+    """The blocks whose self-attention compresses keys and values, by a config's ``kv_compress_*`` keys.
+
+    None without compression (``kv_compress_factor`` 1, or a config without the keys, such as the ControlNet's);
+    ``kv_compress_layers=None`` means every block.
+    """
+    if (config.get("kv_compress_factor") or 1) <= 1:
+        return []
+    layers = config.get("kv_compress_layers")
+    layers = list(range(num_layers)) if layers is None else [int(i) for i in layers]
+    if any(i < 0 or i >= num_layers for i in layers) or len(set(layers)) != len(layers):
+        raise ValueError(f"`kv_compress_layers` {layers} must be distinct block indices in [0, {num_layers}).")
+    return sorted(layers)
+
+
 def make_blocks(config: Any, num_layers: int) -> nn.ModuleList:
-    """``num_layers`` T2I blocks as a model ``config`` with PixArt's keys describes them (heads, sizes, norms, FFN)."""
-    return nn.ModuleList(
+    """``num_layers`` T2I blocks as a model ``config`` with PixArt's keys describes them (heads, sizes, norms, FFN,
+    and KV compression: :func:`kv_compressed_layers`)."""
+    blocks = nn.ModuleList(
         PixArtBlock(
             config.num_attention_heads * config.attention_head_dim,
             config.num_attention_heads,
@@ -223,6 +240,10 @@ def make_blocks(config: Any, num_layers: int) -> nn.ModuleList:
         )
         for _ in range(num_layers)
     )
+    for i in kv_compressed_layers(config, num_layers):
+        dim = config.num_attention_heads * config.attention_head_dim
+        blocks[i].attn1.kv_compress = KVCompression(dim, config.kv_compress_factor, config.kv_compress_sampling)
+    return blocks
 
 
 class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
@@ -240,6 +261,12 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
     serves every block, and the caption projection and padding drop around them stay eager and cached by
     :func:`~diffusers_pixart.models.attention.caption_cache` (the compiled blocks recompute their caption keys and
     values, on the trimmed caption).
+
+    PixArt-Σ's KV token compression is the one addition to diffusers' config, off by default (so every α and Σ
+    checkpoint loads unchanged): ``kv_compress_factor`` R >= 2 compresses the self-attention keys and values of the
+    blocks ``kv_compress_layers`` (None: every block; the Σ code's 2K/4K configs use the deep half, 14-27 of 28) R x R
+    with the operator ``kv_compress_sampling`` (:class:`~diffusers_pixart.models.attention.KVCompression`: ``"conv"``,
+    Σ's, by default). :meth:`enable_kv_compression` adds it to a trained model.
     """
 
     _supports_gradient_checkpointing = True
@@ -271,6 +298,9 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
         use_additional_conditions: bool | None = None,
         caption_channels: int | None = None,
         attention_type: str | None = "default",
+        kv_compress_factor: int = 1,
+        kv_compress_layers: list[int] | None = None,
+        kv_compress_sampling: str = "conv",
     ):
         super().__init__()
         if norm_type != "ada_norm_single":
@@ -385,6 +415,24 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
         """Undo :meth:`fuse_qkv_projections`, restoring diffusers' state-dict keys."""
         unfuse_projections(self)
 
+    def enable_kv_compression(self, factor: int = 2, layers: list[int] | None = None, sampling: str = "conv") -> None:
+        """Add PixArt-Σ's KV token compression to this model (the weak-to-strong step from a model without it).
+
+        The blocks ``layers`` (None: every block) compress their self-attention keys and values ``factor`` x
+        ``factor`` with ``sampling`` (see :class:`~diffusers_pixart.models.attention.KVCompression`), whose new
+        weights start as the Σ code starts them (the convolution the window mean); blocks that had compression get a
+        new one. The config records it, so ``save_pretrained`` / ``from_pretrained`` keep it.
+        """
+        config = {"kv_compress_factor": factor, "kv_compress_layers": layers, "kv_compress_sampling": sampling}
+        chosen = kv_compressed_layers(config, len(self.transformer_blocks))
+        if not chosen:
+            raise ValueError(f"KV compression needs a factor >= 2 and at least one layer, got {factor} and {layers}.")
+        param = next(self.parameters())
+        for i, block in enumerate(self.transformer_blocks):
+            compress = KVCompression(self.inner_dim, factor, sampling) if i in chosen else None
+            block.attn1.kv_compress = None if compress is None else compress.to(param.device, param.dtype)
+        self.register_to_config(**{**config, "kv_compress_layers": None if layers is None else chosen})
+
     def run_block(
         self,
         block: nn.Module,
@@ -431,6 +479,9 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
         x, caption, t, t_emb, caption_bias = self.embed(
             hidden_states, encoder_hidden_states, timestep, added_cond_kwargs, encoder_attention_mask
         )
+        if (self.config.kv_compress_factor or 1) > 1:  # compressed self-attentions need the token grid
+            grid = tuple(side // self.config.patch_size for side in hidden_states.shape[-2:])
+            cross_attention_kwargs = {**(cross_attention_kwargs or {}), "grid_size": grid}
         residuals = block_residuals or []
         if len(residuals) > len(self.transformer_blocks):
             raise ValueError(f"{len(residuals)} block residuals for {len(self.transformer_blocks)} blocks.")
