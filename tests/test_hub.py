@@ -431,3 +431,39 @@ def test_embedded_model_pushed_for_plain_diffusers_generates_there_as_here(hub):
     theirs = plain(prompt, generator=torch.Generator().manual_seed(0), **kwargs).images
     # Float32 sums in another order (the constant added into the bias, diffusers' attention): 1.1e-6 measured.
     np.testing.assert_allclose(theirs, ours, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ PixArt-Σ
+def test_sigma_pipeline_push_says_sigma_pulls_as_sigma_and_runs_in_plain_diffusers(hub):
+    from diffusers_pixart import PixArtSigmaPipeline
+
+    pipe = PixArtSigmaPipeline(**make_pipeline(seed=12).components)
+    repo_id = push_to_hub(pipe, _name("sigma"), token=TOKEN).repo_url.repo_id
+    card = ModelCard.load(repo_id)
+    assert "pixart-sigma" in card.data.tags and "pixart-alpha" not in card.data.tags
+    assert "PixArt-Σ text-to-image pipeline (`PixArtSigmaPipeline`)" in card.text
+    assert f'PixArtSigmaPipeline.from_pretrained("{repo_id}"' in card.text and "Caption tokens: 300" in card.text
+    assert "from diffusers import PixArtSigmaPipeline" in card.text and "chen2024pixartsigma" in card.text
+    pulled = PixArtSigmaPipeline.from_pretrained(repo_id)
+    assert type(pulled.transformer) is PixArtTransformer2DModel
+    np.testing.assert_array_equal(_images(pulled), _images(pipe))
+    plain = diffusers.DiffusionPipeline.from_pretrained(repo_id)
+    assert type(plain) is diffusers.PixArtSigmaPipeline
+    assert np.abs(_images(plain) - _images(pipe)).max() <= IMAGES
+
+
+def test_sigma_cards_of_transformers_and_micro_condition_blockers(tmp_path):
+    from diffusers_pixart import PixArtSigmaPipeline
+    from diffusers_pixart.hub import plain_diffusers_blockers
+
+    card = render_model_card("alice/sigma-lora", "lora", family="sigma")
+    assert card.data.base_model == "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS" and "pixart-sigma" in card.data.tags
+    assert 'PixArtSigmaPipeline.from_pretrained("PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"' in card.text
+    with pytest.raises(ValueError, match="family 'gamma'"):
+        render_model_card("alice/x", "pipeline", family="gamma")
+    # diffusers' Σ pipeline never passes micro-conditions, even at sample size 128 where the α one does
+    for cls, blocked in ((PixArtAlphaPipeline, False), (PixArtSigmaPipeline, True)):
+        folder = tmp_path / cls.__name__
+        cls(**make_pipeline(sample_size=128, use_additional_conditions=True).components).save_pretrained(folder)
+        reasons = plain_diffusers_blockers(folder)
+        assert bool([r for r in reasons if "micro-conditions" in r]) == blocked, reasons

@@ -4,8 +4,12 @@ A thin layer over ``huggingface_hub``: the object is saved with its own ``save_p
 diffusers' ``pytorch_lora_weights.safetensors`` convention) into a temporary folder, the model card rendered from
 ``model_card.md`` and the sample images are added, and the folder goes up as one commit with ``HfApi.create_commit``.
 A Hub commit is atomic, so a push that fails leaves the repository as it was. Pulling needs nothing from here:
-``PixArtAlphaPipeline.from_pretrained(repo_id)``, ``PixArtTransformer2DModel.from_pretrained(repo_id)`` and
+``PixArtAlphaPipeline.from_pretrained(repo_id)`` (``PixArtSigmaPipeline`` for a PixArt-Σ repo),
+``PixArtTransformer2DModel.from_pretrained(repo_id)`` and
 ``transformer.load_lora_adapter(repo_id, weight_name=LORA_WEIGHT_NAME, prefix="transformer")``.
+
+The card says which family the model is (PixArt-α or PixArt-Σ): a pipeline's from its class, a transformer's or a
+LoRA's from ``card_info={"family": "sigma"}`` (or a training record's ``family``); α by default.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from huggingface_hub.errors import HfHubHTTPError
 from peft.utils import get_peft_model_state_dict
 from PIL import Image
 
+from .pipelines.auto import family_of
+
 #: The Jinja template of every model card, at the root of the repository.
 MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card.md"  # a link to the repository's model_card.md
 
@@ -39,6 +45,14 @@ LORA_PREFIX = "transformer"
 
 #: The official checkpoint the how-to-use code of transformer and LoRA cards loads when no base model is given.
 DEFAULT_BASE_MODEL = "PixArt-alpha/PixArt-XL-2-1024-MS"
+#: The same for each family (``"alpha"``, ``"sigma"``).
+DEFAULT_BASE_MODELS = {"alpha": DEFAULT_BASE_MODEL, "sigma": "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"}
+
+#: What a card says of each family: its name, our pipeline class, and its caption tokens.
+FAMILIES = {
+    "alpha": {"family_name": "PixArt-α", "pipeline_class": "PixArtAlphaPipeline", "caption_tokens": 120},
+    "sigma": {"family_name": "PixArt-Σ", "pipeline_class": "PixArtSigmaPipeline", "caption_tokens": 300},
+}
 
 CARD_KINDS = ("pipeline", "transformer", "lora", "controlnet")
 
@@ -49,6 +63,7 @@ TRAINING_RECORD_NAME = "training_record.json"
 #: The keys of a training record, each optional, and the type of their values.
 RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "model_name": str,
+    "family": str,
     "description": str,
     "base_model": (str, type(None)),
     "datasets": list,
@@ -68,6 +83,8 @@ RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
 
 #: The sample sizes for which diffusers' ``PixArtAlphaPipeline`` has resolution-binning tables.
 DIFFUSERS_BINNING_SAMPLE_SIZES = (32, 64, 128)
+#: The same for each family: diffusers' ``PixArtSigmaPipeline`` also has the 2048 px table (sample size 256).
+DIFFUSERS_BINNING_BY_FAMILY = {"alpha": DIFFUSERS_BINNING_SAMPLE_SIZES, "sigma": (32, 64, 128, 256)}
 
 #: What the card says of the prompts of a model whose record does not say it.
 DEFAULT_PROMPT_LANGUAGE = "English (T5 text encoder; other languages work poorly)"
@@ -84,6 +101,7 @@ def render_model_card(
     kind: str = "pipeline",
     *,
     model_name: str | None = None,
+    family: str | None = None,
     description: str | None = None,
     base_model: str | None = None,
     datasets: Sequence[str] | None = None,
@@ -104,11 +122,15 @@ def render_model_card(
         kind: ``"pipeline"``, ``"transformer"``, ``"lora"`` or ``"controlnet"``: what the repo holds, which sets the
             how-to-use code.
         model_name: the card's title; defaults to the record's, then to the repo name.
+        family: ``"alpha"`` (PixArt-α) or ``"sigma"`` (PixArt-Σ): the name, tag, pipeline class and default base
+            model of the card; default: ``facts``' (a pipeline's class), then the record's, then ``"alpha"``.
         description: a paragraph about this model; the record's, or a generic one by default.
         base_model: the Hub id the model was trained from (default: the record's); transformer and LoRA cards need
-            one to load the rest of the pipeline, and default to :data:`DEFAULT_BASE_MODEL`.
+            one to load the rest of the pipeline, and default to the family's official 1024 px model
+            (:data:`DEFAULT_BASE_MODELS`).
         datasets: Hub ids of the training data (default: the record's).
-        tags: extra tags; ``pixart-alpha``, ``text-to-image`` and ``diffusers`` are always there (and ``lora``).
+        tags: extra tags; ``pixart-alpha`` (or ``pixart-sigma``), ``text-to-image`` and ``diffusers`` are always
+            there (and ``lora``).
         samples: ``(prompt, path in repo)`` of sample images, shown in the card and in the Hub widget.
         prompt: the prompt of the how-to-use code when there are no samples.
         training: settings of the training run (steps, learning rate, batch size, ...), shown as a table; default:
@@ -132,6 +154,9 @@ def render_model_card(
     if record is not None and not isinstance(record, Mapping):
         record = load_training_record(record)
     record = dict(record or {})
+    family = family or (facts or {}).get("family") or record.get("family") or "alpha"
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown PixArt family {family!r}: choose one of {sorted(FAMILIES)}.")
     protocol: dict[str, Any] = {}
     if evaluation is None and "evaluation" in record:
         evaluation, eval_dataset, protocol = evaluation_from_scores(record["evaluation"])
@@ -142,13 +167,15 @@ def render_model_card(
     if base_model:
         base_model_text = f"`{base_model}`"
     elif kind != "pipeline":
-        base_model = DEFAULT_BASE_MODEL
+        base_model = DEFAULT_BASE_MODELS[family]
         base_model_text = f"`{base_model}`"
     else:
         base_model_text = "none: trained from scratch" if "base_model" in record else "not recorded"
     datasets = list(record.get("datasets", []) if datasets is None else datasets)
     language = list(record.get("language", ["en"]))
-    default_tags = ["pixart-alpha", "text-to-image", "diffusers"] + ([kind] if kind in ("lora", "controlnet") else [])
+    default_tags = [f"pixart-{family}", "text-to-image", "diffusers"] + (
+        [kind] if kind in ("lora", "controlnet") else []
+    )
     eval_results = [
         EvalResult(
             task_type="text-to-image",
@@ -175,7 +202,9 @@ def render_model_card(
     )
     context = {key: record.get(key) for key in RECORD_FIELDS}
     context.update(facts or {})
+    context.update(FAMILIES[family])
     context.update(
+        family=family,
         model_name=model_name,
         repo_id=repo_id,
         kind=kind,
@@ -183,7 +212,7 @@ def render_model_card(
         base_model_text=base_model_text,
         description=description
         or record.get("description")
-        or "A PixArt-α text-to-image model, trained with `diffusers_pixart`.",
+        or f"A {FAMILIES[family]['family_name']} text-to-image model, trained with `diffusers_pixart`.",
         prompt_language=record.get("prompt_language", DEFAULT_PROMPT_LANGUAGE),
         datasets=datasets,
         samples=list(samples),
@@ -261,9 +290,10 @@ def evaluation_from_scores(scores: Mapping[str, Any]) -> tuple[dict[str, float],
 def plain_diffusers_blockers(pipeline_folder: str | os.PathLike) -> list[str]:
     """Why a saved pipeline cannot generate with diffusers' own classes; empty when it can.
 
-    Reasons: a pipeline or component class that diffusers does not have, and a transformer with micro-conditions
-    at a sample size other than 128 (diffusers' ``PixArtAlphaPipeline`` passes them only then, and its transformer
-    fails at the first step without them).
+    Reasons: a pipeline or component class that diffusers does not have, a transformer with micro-conditions that
+    diffusers' pipeline does not pass (``PixArtAlphaPipeline`` passes them only at sample size 128,
+    ``PixArtSigmaPipeline`` never; its transformer fails at the first step without them), and a transformer with KV
+    token compression, which diffusers' transformer does not have.
     """
     folder = Path(pipeline_folder)
     index = json.loads((folder / "model_index.json").read_text())
@@ -277,13 +307,25 @@ def plain_diffusers_blockers(pipeline_folder: str | os.PathLike) -> list[str]:
     config_path = folder / "transformer" / "config.json"
     if config_path.is_file():
         config = json.loads(config_path.read_text())
-        if config.get("use_additional_conditions") and config.get("sample_size") != 128:
+        sigma = family_of(str(index["_class_name"])) == "sigma"
+        if _uses_micro_conditions(config) and (sigma or config.get("sample_size") != 128):
+            passes = "never passes them" if sigma else "passes them only to models of sample size 128"
             reasons.append(
                 f"its transformer uses size and aspect-ratio micro-conditions at sample size {config['sample_size']}, "
-                "and diffusers' `PixArtAlphaPipeline` passes micro-conditions only to models of sample size 128 (its "
-                "transformer then fails at the first step)."
+                f"and diffusers' `{index['_class_name']}` {passes} (its transformer then fails at the first step)."
+            )
+        if (config.get("kv_compress_factor") or 1) > 1:
+            reasons.append(
+                "its transformer compresses the keys and values of self-attention (PixArt-Σ's KV token compression), "
+                "which diffusers' `PixArtTransformer2DModel` does not have."
             )
     return reasons
+
+
+def _uses_micro_conditions(config: Mapping[str, Any]) -> bool:
+    """Whether a transformer config uses micro-conditions, resolved as diffusers does (unset: sample size 128)."""
+    value = config.get("use_additional_conditions")
+    return config.get("sample_size") == 128 if value is None else bool(value)
 
 
 #: The micro-condition embedders of a transformer's timestep embedding, dropped by :func:`fold_micro_conditions`.
@@ -336,6 +378,8 @@ def pipeline_facts(obj: DiffusionPipeline | ModelMixin) -> dict[str, Any]:
         parameters["in all"] = sum(parameters.values())
     transformer = getattr(obj, "transformer", obj)
     facts: dict[str, Any] = {"parameters": parameters}
+    if isinstance(obj, DiffusionPipeline):
+        facts["family"] = family_of(obj)
     sample_size = getattr(transformer.config, "sample_size", None)
     if isinstance(obj, DiffusionPipeline) and sample_size and hasattr(obj, "vae_scale_factor"):
         facts.update(
@@ -343,8 +387,11 @@ def pipeline_facts(obj: DiffusionPipeline | ModelMixin) -> dict[str, Any]:
             sample_size=sample_size,
             vae_scale_factor=obj.vae_scale_factor,
             micro_conditions=bool(getattr(transformer, "use_additional_conditions", False)),
-            diffusers_binning=sample_size in DIFFUSERS_BINNING_SAMPLE_SIZES,
+            diffusers_binning=sample_size in DIFFUSERS_BINNING_BY_FAMILY[facts["family"]],
         )
+    kv_factor = getattr(transformer.config, "kv_compress_factor", 1) or 1
+    if kv_factor > 1:
+        facts["kv_compression"] = kv_factor
     return facts
 
 
@@ -434,7 +481,8 @@ def push_to_hub(
     """Push a pipeline, a transformer, or (with ``lora_adapter``) a transformer's LoRA weights, with a model card.
 
     Args:
-        obj: a ``PixArtAlphaPipeline`` or a ``PixArtTransformer2DModel`` (any diffusers pipeline or model saves).
+        obj: a ``PixArtAlphaPipeline``, ``PixArtSigmaPipeline`` or ``PixArtTransformer2DModel`` (any diffusers
+            pipeline or model saves).
         repo_id: ``"name"`` (in the token's namespace) or ``"namespace/name"``; the repo is created if needed.
         lora_adapter: push only this LoRA adapter of the transformer (``obj`` or ``obj.transformer``), as
             :data:`LORA_WEIGHT_NAME`.
@@ -448,10 +496,11 @@ def push_to_hub(
         revision: the branch to commit to, created from ``main`` when missing; ``main`` by default.
         commit_message: defaults to "Upload <what>".
         create_pr: open a pull request instead of committing to the branch.
-        plain_diffusers: for a pipeline whose transformer uses micro-conditions at a sample size other than 128,
-            which diffusers cannot run, push it with the native size's micro-conditions built in
-            (:func:`fold_micro_conditions`), so that plain diffusers generates with it; the card says so. Without it
-            such a pipeline is pushed as it is, and the card and the log say that plain diffusers cannot run it.
+        plain_diffusers: for a pipeline whose transformer uses micro-conditions that diffusers' pipeline does not
+            pass (an α one at a sample size other than 128, any Σ one), which diffusers cannot run, push it with the
+            native size's micro-conditions built in (:func:`fold_micro_conditions`), so that plain diffusers
+            generates with it; the card says so. Without it such a pipeline is pushed as it is, and the card and the
+            log say that plain diffusers cannot run it.
 
     Returns:
         The ``CommitInfo`` of the commit (``.oid``, ``.commit_url``, ``.repo_url.repo_id``).
@@ -490,7 +539,7 @@ def push_to_hub(
             if card_info.get("record") is not None and not isinstance(card_info["record"], Mapping):
                 shutil.copyfile(card_info["record"], os.path.join(staging, TRAINING_RECORD_NAME))
         if kind == "pipeline" and plain_diffusers and obj.transformer.use_additional_conditions:
-            if obj.transformer.config.sample_size != 128:
+            if obj.transformer.config.sample_size != 128 or facts["family"] == "sigma":
                 facts["folded_size"] = facts["resolution"]
                 fold_micro_conditions(staging, obj.transformer, facts["folded_size"])
         if kind == "pipeline":
