@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from diffusers.loaders.lora_pipeline import SanaLoraLoaderMixin
-from diffusers.utils.peft_utils import get_peft_kwargs
 from torch import nn
+
+from .diffusers_compat import SanaLoraLoaderMixin, get_peft_kwargs
 
 #: The prefix of the transformer's keys in diffusers' pipeline LoRA files.
 TRANSFORMER_PREFIX = "transformer."

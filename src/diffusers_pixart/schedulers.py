@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler, SASolverScheduler
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler, SASolverScheduler, SchedulerMixin
 
 #: Sampler name -> (scheduler class, config overrides, default steps, default guidance) as in the official demos.
 SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any], int, float]] = {

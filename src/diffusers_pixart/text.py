@@ -12,15 +12,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
-from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import PixArtAlphaPipeline as _DiffusersPixArtAlphaPipeline
 
-
-class CaptionProcessingMixin:
-    """``_text_preprocessing(texts, clean_caption)`` and the cleaning it relies on, for pipelines."""
-
-    bad_punct_regex = _DiffusersPixArtAlphaPipeline.bad_punct_regex
-    _text_preprocessing = _DiffusersPixArtAlphaPipeline._text_preprocessing
-    _clean_caption = _DiffusersPixArtAlphaPipeline._clean_caption
+from .diffusers_compat import CaptionProcessingMixin  # diffusers' own caption cleaning, as pipeline methods
 
 
 def preprocess_captions(texts: str | list[str], clean_caption: bool = True) -> list[str]:

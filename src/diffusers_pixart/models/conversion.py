@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from diffusers import DiTTransformer2DModel
-from diffusers.models.embeddings import get_2d_sincos_pos_embed
 from diffusers.utils import logging
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+
+from ..diffusers_compat import config_init_keys, get_2d_sincos_pos_embed
 
 if TYPE_CHECKING:
     from .controlnet import PixArtControlNetModel
@@ -326,7 +327,7 @@ def _load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], wh
 
 def _check_overrides(cls: type, overrides: dict[str, Any], fixed: dict[str, Any], what: str) -> None:
     """Overrides must be config arguments of ``cls`` and must not contradict what the checkpoint fixes."""
-    unknown = sorted(set(overrides) - set(cls._get_init_keys(cls)))
+    unknown = sorted(set(overrides) - config_init_keys(cls))
     if unknown:
         raise ValueError(f"Unknown config arguments {unknown} for {cls.__name__}.")
     clashes = {k: (v, fixed[k]) for k, v in overrides.items() if k in fixed and v != fixed[k]}

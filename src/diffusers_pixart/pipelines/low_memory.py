@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import T5EncoderModel
 
+from ..diffusers_compat import enable_vae_tiling
+
 if TYPE_CHECKING:
     from .pixart_alpha import PixArtAlphaPipeline
 
@@ -226,9 +228,6 @@ def enable_low_memory(
 
         mode.hook = pipe.transformer.register_forward_pre_hook(drop_before_forward)
     if vae_tile_size is not None:
-        pipe.vae.enable_tiling()
-        pipe.vae.enable_slicing()
-        pipe.vae.tile_sample_min_size = vae_tile_size
-        pipe.vae.tile_latent_min_size = vae_tile_size // pipe.vae_scale_factor
+        enable_vae_tiling(pipe.vae, vae_tile_size, pipe.vae_scale_factor)
     pipe._low_memory = mode
     return mode

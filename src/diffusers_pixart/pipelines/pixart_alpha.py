@@ -15,16 +15,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, ImagePipelineOutput
+from diffusers import AutoencoderKL, DiffusionPipeline, ImagePipelineOutput, SchedulerMixin
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import PixArtImageProcessor
-from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import retrieve_timesteps
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import deprecate, logging
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import T5EncoderModel, T5Tokenizer
 
 from ..data.buckets import bucket_table
+from ..diffusers_compat import retrieve_timesteps
 from ..loaders import PixArtLoraLoaderMixin
 from ..models.attention import caption_cache
 from ..models.pixart_transformer import PixArtTransformer2DModel

@@ -15,8 +15,7 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers import AutoencoderKL, SchedulerMixin
 from transformers import T5EncoderModel, T5Tokenizer
 
 from ..models.controlnet import PixArtControlNetModel
