@@ -26,12 +26,12 @@ from typing import Any
 import diffusers
 import torch
 from diffusers import DiffusionPipeline, ModelMixin
-from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE, LoraBaseMixin
 from huggingface_hub import CommitInfo, CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError
 from peft.utils import get_peft_model_state_dict
 from PIL import Image
 
+from .diffusers_compat import LORA_WEIGHT_NAME_SAFE, write_lora_file
 from .pipelines.auto import family_of
 
 #: The Jinja template of every model card, at the root of the repository.
@@ -413,15 +413,9 @@ def save_lora_weights(model: ModelMixin, save_directory: str | os.PathLike, adap
     peft_config = getattr(model, "peft_config", None) or {}
     if adapter_name not in peft_config:
         raise ValueError(f"The model has no LoRA adapter named {adapter_name!r} (it has: {sorted(peft_config)}).")
-    LoraBaseMixin.write_lora_layers(
-        state_dict=LoraBaseMixin.pack_weights(get_peft_model_state_dict(model, adapter_name=adapter_name), LORA_PREFIX),
-        save_directory=str(save_directory),
-        is_main_process=True,
-        weight_name=LORA_WEIGHT_NAME,
-        save_function=None,
-        safe_serialization=True,
-        lora_adapter_metadata=LoraBaseMixin.pack_weights(peft_config[adapter_name].to_dict(), LORA_PREFIX),
-    )
+    state_dict = get_peft_model_state_dict(model, adapter_name=adapter_name)
+    config = peft_config[adapter_name].to_dict()
+    write_lora_file(str(save_directory), state_dict, config, LORA_WEIGHT_NAME, LORA_PREFIX)
     return Path(save_directory) / LORA_WEIGHT_NAME
 
 

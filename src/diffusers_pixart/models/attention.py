@@ -25,8 +25,9 @@ from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention
 from torch import nn
+
+from ..diffusers_compat import Attention
 
 T = TypeVar("T")
 

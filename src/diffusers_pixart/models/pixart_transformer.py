@@ -14,15 +14,20 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from diffusers.loaders import PeftAdapterMixin
-from diffusers.models.attention import AttentionMixin, FeedForward
-from diffusers.models.attention_processor import Attention
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_2d_sincos_pos_embed
-from diffusers.models.modeling_outputs import Transformer2DModelOutput
-from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ..diffusers_compat import (
+    Attention,
+    AttentionMixin,
+    FeedForward,
+    TimestepEmbedding,
+    Timesteps,
+    Transformer2DModelOutput,
+    get_2d_sincos_pos_embed,
+)
 from .attention import (
     KVCompression,
     PixArtAttnProcessor,
