@@ -270,7 +270,12 @@ def append_json(path: Path | None, row: dict) -> None:
 
 def main() -> None:
     """Run each configuration in a subprocess, one at a time; print the table, optionally append JSON lines."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=(
+            "Peak memory of one 1024 px generation with the real-size PixArt-alpha models, default bf16 vs the "
+            "low-memory options."
+        )
+    )
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=2, help="Denoising steps (CFG on: batch 2 per forward).")

@@ -25,7 +25,9 @@ from diffusers_pixart.data.streaming import load_streaming_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description="Dense captions with LLaVA (paper section 2.4): caption an image dataset, batched and resumable."
+    )
     parser.add_argument("--data", required=True, help="Hub dataset id, or a local imagefolder/webdataset/parquet path.")
     parser.add_argument("--split", default="train")
     parser.add_argument("--image_column", default="image")

@@ -13,7 +13,12 @@ from diffusers_pixart.data.concepts import dataset_concept_density
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=(
+            "Concept density of caption columns (paper Table 1): valid and distinct nouns, VN/DN, total nouns, "
+            "nouns per image."
+        )
+    )
     parser.add_argument("--data", required=True, help="Hub dataset id, or a local imagefolder/webdataset/parquet path.")
     parser.add_argument("--split", default="train")
     parser.add_argument("--columns", nargs="+", default=["text"], help="Caption columns to measure.")

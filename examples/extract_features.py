@@ -22,7 +22,12 @@ from diffusers_pixart.data.streaming import DEFAULT_MIN_IMAGE_SIDE, ImageTextLoa
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=(
+            "Precompute PixArt-alpha training features: T5 caption embeddings (120 tokens, masks) and VAE latent "
+            "moments."
+        )
+    )
     parser.add_argument("--data", required=True, help="Hub dataset id, or a local imagefolder/webdataset/parquet path.")
     parser.add_argument("--split", default="train")
     parser.add_argument("--image_column", default="image")

@@ -24,7 +24,12 @@ from diffusers_pixart.toy.world import FAMILIES, HELD_OUT_FAMILIES, TRAINING_FAM
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=(
+            "Toy CompBench per phrasing family: does a toy model read prompts written the ways it never saw in "
+            "training?"
+        )
+    )
     parser.add_argument("--model", default=None, help="Pipeline folder (default: the embedded model).")
     parser.add_argument("--num-prompts", type=int, default=100, help="Prompts per family (seeds with --prompt).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the prompts and of image 0.")

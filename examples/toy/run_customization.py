@@ -19,7 +19,12 @@ from diffusers_pixart.toy.customization import EXAMPLES, CustomizationSettings, 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=(
+            "Customization on the toy model (issue #7): DreamBooth of a new colour token, and a ControlNet on "
+            "edge maps."
+        )
+    )
     parser.add_argument("--out", default="runs/customization", help="Output folder.")
     parser.add_argument("--model", default=str(TOY_MODEL_PATH), help="Toy pipeline folder (default: the embedded one).")
     parser.add_argument("--only", choices=list(EXAMPLES), default=None, help="Run one example only.")

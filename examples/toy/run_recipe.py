@@ -22,7 +22,11 @@ from diffusers_pixart.toy.recipe import ToyRecipe, continue_recipe, install_toy_
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=(
+            "The toy recipe: PixArt-alpha's three training stages on the toy world, end to end, on a 2-core CPU."
+        )
+    )
     parser.add_argument("--out", default="runs/toy", help="Run folder.")
     parser.add_argument("--install", action="store_true", help="Copy the final pipeline into the package.")
     parser.add_argument("--continue_from", default=None, help="A trained toy pipeline to teach the current language.")
