@@ -30,15 +30,16 @@ def forward(model: PixArtTransformer2DModel, **overrides) -> torch.Tensor:
         return model(**{**inputs(height=12, width=20), **overrides}).sample
 
 
-def sigma_attention(attn, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """The Σ code's ``AttentionKVCompress`` with ``sampling="conv"``, evaluated directly on ``attn``'s weights."""
-    compress, (h, w), dim = attn.kv_compress, grid, x.shape[-1]
+def sigma_attention(attn, x: torch.Tensor, grid: tuple[int, int], sr: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The Σ code's ``AttentionKVCompress`` with ``sampling="conv"``, evaluated directly: ``attn``'s projections and
+    the compression weights ``sr`` (``sr.weight`` (D, 1, R, R), ``sr.bias``, ``norm.weight``, ``norm.bias``)."""
+    (h, w), dim, factor = grid, x.shape[-1], sr["sr.weight"].shape[-1]
     q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
 
     def down(t: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N / R^2, D)
         t = t.reshape(t.shape[0], h, w, dim).permute(0, 3, 1, 2)
-        t = F.conv2d(t, compress.conv.weight, compress.conv.bias, stride=compress.factor, groups=dim)
-        return F.layer_norm(t.flatten(2).transpose(1, 2), (dim,), compress.norm.weight, compress.norm.bias, 1e-5)
+        t = F.conv2d(t, sr["sr.weight"], sr["sr.bias"], stride=factor, groups=dim)
+        return F.layer_norm(t.flatten(2).transpose(1, 2), (dim,), sr["norm.weight"], sr["norm.bias"], 1e-5)
 
     k, v = down(k), down(v)
     q, k, v = (t.unflatten(-1, (attn.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B, h, S, d)
@@ -63,9 +64,12 @@ def test_off_by_default_so_every_checkpoint_loads_unchanged():
 def test_compressed_attention_is_the_sigma_code_s():
     model = make_transformer(**SIGMA_LIKE)  # every weight random, the convolution and LayerNorm too
     attn, grid = model.transformer_blocks[1].attn1, (6, 10)
+    compress = attn.kv_compress
+    sr = {"sr.weight": compress.conv.weight, "sr.bias": compress.conv.bias}
+    sr.update({"norm.weight": compress.norm.weight, "norm.bias": compress.norm.bias})
     x = torch.randn(2, 60, 24, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        torch.testing.assert_close(attn(x, grid_size=grid), sigma_attention(attn, x, grid), rtol=0, atol=FORWARD)
+        torch.testing.assert_close(attn(x, grid_size=grid), sigma_attention(attn, x, grid, sr), rtol=0, atol=FORWARD)
 
 
 def test_conv_starts_as_the_window_mean_and_uniform_takes_the_first_token():

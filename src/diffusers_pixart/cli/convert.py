@@ -1,6 +1,7 @@
 """``pixart convert``: official checkpoints and DiTs to diffusers-format folders, and back to the original layout.
 
-- ``pixart convert original PATH OUT_DIR [--sample-size N]``: an official PixArt-alpha ``.pth``.
+- ``pixart convert original PATH OUT_DIR [--sample-size N]``: an official PixArt-α or PixArt-Σ ``.pth`` (Σ's KV
+  compression weights and 300-token null caption included).
 - ``pixart convert dit PATH_OR_ID OUT_DIR``: a DiT (diffusers folder, Hub id or original ``.pt``) re-parameterized to
   a text-to-image PixArt model, the stage-1 init of the paper.
 - ``pixart convert controlnet PATH OUT_DIR``: an official PixArt ControlNet ``.pth`` (such as
@@ -9,7 +10,8 @@
 - ``pixart convert to-original MODEL_DIR OUT.pth``: a diffusers-format transformer back to the official layout.
 
 With ``--pipeline --components REPO_OR_DIR`` the first three write a full pipeline folder whose tokenizer, text encoder,
-VAE and scheduler come from ``REPO_OR_DIR`` (and, for a ControlNet file without its base, the transformer). Folders are
+VAE and scheduler come from ``REPO_OR_DIR`` (and, for a ControlNet file without its base, the transformer); it is a
+``PixArtSigmaPipeline`` when ``REPO_OR_DIR`` is a PixArt-Σ pipeline, else a ``PixArtAlphaPipeline``. Folders are
 written beside ``OUT_DIR`` and renamed into place, so a failed conversion leaves nothing behind.
 """
 
@@ -37,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("convert", help="Convert checkpoints: original PixArt, DiT, back to original.")
     kinds = parser.add_subparsers(dest="kind", required=True)
 
-    original = kinds.add_parser("original", help="An official PixArt-alpha .pth to a diffusers-format folder.")
+    original = kinds.add_parser("original", help="An official PixArt-α or -Σ .pth to a diffusers-format folder.")
     original.set_defaults(func=run_original)
     control = kinds.add_parser("controlnet", help="An official PixArt ControlNet .pth (and its base) to diffusers.")
     control.set_defaults(func=run_controlnet)
@@ -118,9 +120,9 @@ def _save(model: PixArtTransformer2DModel, args: argparse.Namespace) -> Path:
     _check_pipeline_args(args)
     pipe = None
     if args.pipeline:
-        from ..pipelines.pixart_alpha import PixArtAlphaPipeline
+        from ..pipelines.auto import pipeline_class
 
-        pipe = _pipeline(args, PixArtAlphaPipeline, transformer=model)
+        pipe = _pipeline(args, pipeline_class(args.components), transformer=model)
     null_caption = getattr(model, conversion.NULL_CAPTION_ATTRIBUTE, None)
 
     def write(folder: Path) -> None:
@@ -142,6 +144,10 @@ def run_original(args: argparse.Namespace) -> int:
     out = _save(model, args)
     kept = " and its null caption" if hasattr(model, conversion.NULL_CAPTION_ATTRIBUTE) else ""
     print(f"{args.path}: {model.config.num_layers} blocks, sample size {model.config.sample_size}")
+    config = model.config
+    if config.kv_compress_factor > 1:
+        layers = config.kv_compress_layers if config.kv_compress_layers is not None else "all"
+        print(f"KV compression {config.kv_compress_factor}x ({config.kv_compress_sampling}) in blocks {layers}")
     print(f"model{kept} in {out}")
     return 0
 

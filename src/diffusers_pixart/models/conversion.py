@@ -1,9 +1,14 @@
-"""Checkpoint conversion: the official PixArt-alpha ``.pth`` files, and a class-conditional DiT as the stage-1 init.
+"""Checkpoint conversion: the official PixArt-α and PixArt-Σ ``.pth`` files, and a DiT as the stage-1 init.
 
-Two directions for the official layout (PixArt-alpha's ``diffusion/model/nets/PixArt.py`` / ``PixArtMS.py``):
-:func:`from_original` reads a training checkpoint into :class:`PixArtTransformer2DModel`, :func:`to_original` writes one
-back. Fused tensors split and join along their first dimension: ``attn.qkv`` is ``[q; k; v]`` and
-``cross_attn.kv_linear`` is ``[k; v]`` (the original reshapes them to ``(B, N, 3 or 2, heads, head_dim)``).
+Two directions for the official layout (``diffusion/model/nets/PixArt.py`` / ``PixArtMS.py`` of PixArt-alpha and of
+PixArt-sigma, which share it): :func:`from_original` reads a training checkpoint into
+:class:`PixArtTransformer2DModel`, :func:`to_original` writes one back. Fused tensors split and join along their first
+dimension: ``attn.qkv`` is ``[q; k; v]`` and ``cross_attn.kv_linear`` is ``[k; v]`` (the original reshapes them to
+``(B, N, 3 or 2, heads, head_dim)``). PixArt-Σ's files differ only in values and in the blocks with KV token
+compression, whose self-attention holds ``attn.sr`` (the depthwise R x R convolution, weight (D, 1, R, R)) and
+``attn.norm`` (its LayerNorm), ours ``attn1.kv_compress.conv`` / ``.norm``; their null caption
+``y_embedder.y_embedding`` has 300 rows (120 for α) and their ``pos_embed`` is built at interpolation scale 0.5 / 1 /
+2 / 4 for 256 / 512 / 1024 / 2048 px.
 :func:`controlnet_from_original` / :func:`controlnet_to_original` do the same for the released ControlNet checkpoints
 (``diffusion/model/nets/pixart_controlnet.py``): block copies under ``controlnet.N.``, the base under ``base_model.``.
 
@@ -28,6 +33,7 @@ import math
 import os
 import pickle
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +46,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..diffusers_compat import config_init_keys, get_2d_sincos_pos_embed
+from .pixart_transformer import kv_compressed_layers
 
 if TYPE_CHECKING:
     from .controlnet import PixArtControlNetModel
@@ -225,11 +232,19 @@ def _linear(source: str, *targets: str) -> list[_Entry]:
     return [_Entry(f"{source}.{p}", tuple(f"{t}.{p}" for t in targets)) for p in ("weight", "bias")]
 
 
-def _block_entries(src: str, dst: str) -> list[_Entry]:
-    """The key map of one original T2I block (``PixArtBlock`` of PixArt.py) at ``src`` to our ``PixArtBlock``."""
+def _block_entries(src: str, dst: str, kv_compression: str | None = None) -> list[_Entry]:
+    """The key map of one original T2I block (``PixArtBlock`` of PixArt.py) at ``src`` to our ``PixArtBlock``.
+
+    ``kv_compression``: the block's KV compression operator (``"conv"``: Σ's ``attn.sr`` and ``attn.norm``;
+    ``"conv_no_norm"``: ``attn.sr`` alone; ``"uniform"`` or None: no weights).
+    """
     entries = [_Entry(f"{src}.scale_shift_table", (f"{dst}.scale_shift_table",))]
     entries += _linear(f"{src}.attn.qkv", f"{dst}.attn1.to_q", f"{dst}.attn1.to_k", f"{dst}.attn1.to_v")
     entries += _linear(f"{src}.attn.proj", f"{dst}.attn1.to_out.0")
+    if kv_compression in ("conv", "conv_no_norm"):
+        entries += _linear(f"{src}.attn.sr", f"{dst}.attn1.kv_compress.conv")
+    if kv_compression == "conv":
+        entries += _linear(f"{src}.attn.norm", f"{dst}.attn1.kv_compress.norm")
     entries += _linear(f"{src}.cross_attn.q_linear", f"{dst}.attn2.to_q")
     entries += _linear(f"{src}.cross_attn.kv_linear", f"{dst}.attn2.to_k", f"{dst}.attn2.to_v")
     entries += _linear(f"{src}.cross_attn.proj", f"{dst}.attn2.to_out.0")
@@ -238,8 +253,12 @@ def _block_entries(src: str, dst: str) -> list[_Entry]:
     return entries
 
 
-def _pixart_entries(num_layers: int, micro_conditions: bool) -> list[_Entry]:
-    """The key map of the official PixArt layout to diffusers' ``PixArtTransformer2DModel``."""
+def _pixart_entries(
+    num_layers: int, micro_conditions: bool, kv_layers: Iterable[int] = (), kv_sampling: str | None = None
+) -> list[_Entry]:
+    """The key map of the official PixArt layout to diffusers' ``PixArtTransformer2DModel`` (and, for the blocks
+    ``kv_layers``, our KV compression weights of the operator ``kv_sampling``)."""
+    kv_layers = set(kv_layers)
     entries = _linear("x_embedder.proj", "pos_embed.proj")
     entries += _linear("t_embedder.mlp.0", "adaln_single.emb.timestep_embedder.linear_1")
     entries += _linear("t_embedder.mlp.2", "adaln_single.emb.timestep_embedder.linear_2")
@@ -251,7 +270,7 @@ def _pixart_entries(num_layers: int, micro_conditions: bool) -> list[_Entry]:
     entries += _linear("y_embedder.y_proj.fc1", "caption_projection.linear_1")
     entries += _linear("y_embedder.y_proj.fc2", "caption_projection.linear_2")
     for i in range(num_layers):
-        entries += _block_entries(f"blocks.{i}", f"transformer_blocks.{i}")
+        entries += _block_entries(f"blocks.{i}", f"transformer_blocks.{i}", kv_sampling if i in kv_layers else None)
     entries.append(_Entry("final_layer.scale_shift_table", ("scale_shift_table",)))
     entries += _linear("final_layer.linear", "proj_out")
     return entries
@@ -342,11 +361,35 @@ def _check_overrides(cls: type, overrides: dict[str, Any], fixed: dict[str, Any]
 
 
 def _sample_size_from_name(name: str) -> int | None:
-    """The latent size named by an official file name: ``...-256x256.pth`` -> 32, ``...-1024-MS.pth`` -> 128."""
-    match = re.search(r"(?:^|[-_])(\d{3,4})(?:x(\d{3,4}))?(?:-MS)?$", Path(name).stem)
+    """The latent size named by an official file name: ``...-256x256.pth`` -> 32, ``...-1024-MS.pth`` -> 128,
+    ``PixArt-Sigma-XL-2-2K-MS.pth`` -> 256. Other names (the training code's ``epoch_1_step_500.pth``) name none."""
+    match = re.search(r"(?:^|[-_])(\d{3,4}|\dK)(?:x(\d{3,4})|-MS)$", Path(name).stem)
     if match is None or (match.group(2) is not None and match.group(2) != match.group(1)):
         return None
-    return int(match.group(1)) // _VAE_SCALE
+    side = match.group(1)
+    return (int(side[:-1]) * 1024 if side.endswith("K") else int(side)) // _VAE_SCALE
+
+
+def _kv_compression(state_dict: dict[str, torch.Tensor], num_layers: int, what: str) -> dict[str, Any]:
+    """The KV compression config of a PixArt-Σ state dict, from its blocks' ``attn.sr`` weights; {} without any.
+
+    The factor is the convolution's kernel size; ``attn.norm`` beside it makes the operator Σ's ``"conv"``, its
+    absence ``"conv_no_norm"``. Σ's ``uniform`` sampling has no weights to tell it: pass its config as overrides.
+    """
+    if any(".attn.q_norm." in key or ".attn.k_norm." in key for key in state_dict):
+        raise ValueError(f"{what} was trained with qk_norm (attn.q_norm, attn.k_norm), which this model does not have.")
+    layers = [i for i in range(num_layers) if f"blocks.{i}.attn.sr.weight" in state_dict]
+    if not layers:
+        return {}
+    factors = sorted({state_dict[f"blocks.{i}.attn.sr.weight"].shape[-1] for i in layers})
+    normed = {f"blocks.{i}.attn.norm.weight" in state_dict for i in layers}
+    if len(factors) != 1 or len(normed) != 1:
+        raise ValueError(
+            f"{what} compresses keys and values by factors {factors}, with{'out' if normed == {False} else ''} "
+            "LayerNorms in some blocks only: one factor and one operator for all compressed blocks is supported."
+        )
+    sampling = "conv" if normed.pop() else "conv_no_norm"
+    return {"kv_compress_factor": factors[0], "kv_compress_layers": layers, "kv_compress_sampling": sampling}
 
 
 def from_original(
@@ -356,7 +399,9 @@ def from_original(
     ema: bool | None = None,
     **overrides: Any,
 ) -> PixArtTransformer2DModel:
-    """Load an official PixArt-alpha checkpoint (``PixArt-XL-2-256x256.pth``, ``-512x512.pth``, ``-1024-MS.pth``).
+    """Load an official PixArt-α or PixArt-Σ checkpoint (``PixArt-XL-2-256x256.pth``, ``-512x512.pth``,
+    ``-1024-MS.pth``; ``PixArt-Sigma-XL-2-256x256.pth``, ``-512-MS.pth``, ``-1024-MS.pth``, ``-2K-MS.pth``), or one
+    written by either training code.
 
     Args:
         cls: the model class to build.
@@ -365,15 +410,17 @@ def from_original(
         sample_size: latent size (image size / 8) the model was trained at; by default read from the saved
             ``pos_embed`` table or the file name.
         ema: take the EMA weights (``None``: when present).
-        **overrides: config arguments, e.g. ``num_attention_heads`` for a hidden size that is not a named size.
+        **overrides: config arguments, e.g. ``num_attention_heads`` for a hidden size that is not a named size, or
+            the ``kv_compress_*`` of a Σ model trained with weightless (``uniform``) KV compression.
 
     The layer count, hidden size, caption channels, patch size, channels and micro-conditions (``csize_embedder`` /
     ``ar_embedder``) come from the keys; the ``interpolation_scale`` (the original's ``lewei_scale``) from the values
     of the saved ``pos_embed`` table, which is then dropped (the model recomputes it; without a table the scale is
     diffusers' default, ``max(sample_size // 64, 1)``; an ``interpolation_scale`` override that contradicts the table
-    raises ``ValueError`` naming both). The fixed
-    null caption ``y_embedder.y_embedding`` (L, caption_channels), when present, is kept on the returned model as
-    the attribute ``null_caption`` (see :func:`save_null_caption`).
+    raises ``ValueError`` naming both). KV compression comes from the blocks' ``attn.sr`` / ``attn.norm`` weights
+    (:func:`_kv_compression`). The fixed null caption ``y_embedder.y_embedding`` (L, caption_channels: 120 rows for
+    α, 300 for Σ), when present, is kept on the returned model as the attribute ``null_caption`` (see
+    :func:`save_null_caption`).
     """
     state_dict, name = _read(path_or_state_dict, ema)
     what = f"{name} (as an original PixArt checkpoint)"
@@ -387,12 +434,12 @@ def from_original(
     dim, in_channels, patch_size = patch.shape[0], patch.shape[1], patch.shape[2]
     micro = "csize_embedder.mlp.0.weight" in keys
     num_layers = _layer_count(keys, "blocks")
-    _check_keys(
-        keys,
-        {e.source for e in _pixart_entries(num_layers, micro)},
-        what,
-        optional={"pos_embed", "y_embedder.y_embedding"},
+    kv_found = _kv_compression(state_dict, num_layers, what)
+    kv = {**kv_found, **{k: v for k, v in overrides.items() if k.startswith("kv_compress_")}}
+    entries = _pixart_entries(
+        num_layers, micro, kv_compressed_layers(kv, num_layers), kv.get("kv_compress_sampling", "conv")
     )
+    _check_keys(keys, {e.source for e in entries}, what, optional={"pos_embed", "y_embedder.y_embedding"})
     if state_dict["blocks.0.mlp.fc1.weight"].shape[0] != 4 * dim:
         raise ValueError(f"{name}: the feed-forward is not 4x the hidden size {dim} (mlp_ratio 4 is assumed).")
 
@@ -424,11 +471,12 @@ def from_original(
         sample_size=sample_size,
         patch_size=patch_size,
         use_additional_conditions=micro,
+        **kv_found,
     )
     _check_overrides(cls, overrides, fixed, "checkpoint")
     with torch.device("meta"):
         model = cls(**{**fixed, **overrides})
-    _load_strict(model, _split(state_dict, _pixart_entries(num_layers, micro)), what, assign=True)
+    _load_strict(model, _split(state_dict, entries), what, assign=True)
     null_caption = state_dict.get("y_embedder.y_embedding")
     if null_caption is not None:
         setattr(model, NULL_CAPTION_ATTRIBUTE, null_caption.clone())
@@ -440,12 +488,18 @@ def to_original(model: PixArtTransformer2DModel, null_caption: torch.Tensor | No
 
     Includes the ``pos_embed`` table of the training grid and ``y_embedder.y_embedding``: ``null_caption``
     (L, caption_channels), else the one the model was loaded with by :func:`from_original`. Without either the key
-    is left out (with a warning): the original code then keeps its random null caption.
+    is left out (with a warning): the original code then keeps its random null caption. A model with KV compression
+    writes Σ's ``attn.sr`` / ``attn.norm`` in its compressed blocks; the Σ code reads them with a
+    ``kv_compress_config`` of the same factor, layers and sampling (``uniform`` compression has no weights to write).
     """
     config = model.config
     if config.caption_channels is None:
         raise ValueError("The original layout has a caption projection (y_embedder): caption_channels is None here.")
-    original = _join(model, _pixart_entries(config.num_layers, model.use_additional_conditions), "The model")
+    kv_layers = kv_compressed_layers(config, config.num_layers)
+    entries = _pixart_entries(
+        config.num_layers, model.use_additional_conditions, kv_layers, config.get("kv_compress_sampling")
+    )
+    original = _join(model, entries, "The model")
     grid = config.sample_size // config.patch_size
     original["pos_embed"] = model.pos_embed.position_table(grid, grid, model.device).detach().clone()
     null_caption = getattr(model, NULL_CAPTION_ATTRIBUTE, None) if null_caption is None else null_caption
