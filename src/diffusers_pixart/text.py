@@ -8,6 +8,7 @@ a prompt becomes exactly the same tokens here as in diffusers' pipeline.
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -53,7 +54,8 @@ class TextEncodingCache:
     """T5 encodings of recent texts, reused across pipeline calls (the negative prompt "", a prompt asked again).
 
     Entries hold for one tokenizer, text encoder state and length: any change of the encoder's weights (in place,
-    dtype or device) or of ``max_length`` empties the cache. Only used with gradients off.
+    dtype or device) or of ``max_length`` empties the cache. Only used with gradients off. Safe to share between
+    threads (one pipeline serving concurrent calls): one encodes at a time.
 
     Args:
         size: how many texts to keep (least recently used go first).
@@ -63,11 +65,24 @@ class TextEncodingCache:
         self.size = size
         self._state: tuple = ()
         self._entries: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # copies and pickles make a lock of their own
+        return {**self.__dict__, "_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def encode(self, tokenizer, text_encoder, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``encode_prompts`` of processed ``texts`` (no further cleaning): (B, max_length, C) and (B, max_length)."""
         if torch.is_grad_enabled():
             return encode_prompts(tokenizer, text_encoder, texts, max_length, clean_caption=False)
+        with self._lock:
+            return self._encode_cached(tokenizer, text_encoder, texts, max_length)
+
+    def _encode_cached(
+        self, tokenizer, text_encoder, texts: list[str], max_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         state = (id(tokenizer), max_length, *((p.data_ptr(), p._version) for p in text_encoder.parameters()))
         if state != self._state:
             self._state, self._entries = state, OrderedDict()

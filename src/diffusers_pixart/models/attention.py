@@ -19,6 +19,7 @@ Shapes: ``B`` batch, ``N`` image tokens, ``L`` caption tokens, ``h`` heads, ``d`
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -63,10 +64,13 @@ class CaptionCache:
         return result
 
 
-class _ActiveCache:
-    """Holder of the cache in use (a class attribute, which ``torch.compile`` reads without a graph break)."""
+class _ActiveCache(threading.local):
+    """Holder of the cache in use, one per thread: concurrent generations (threads) each use their own context's."""
 
     cache: CaptionCache | None = None
+
+
+_active = _ActiveCache()
 
 
 @contextmanager
@@ -77,14 +81,14 @@ def caption_cache(drop_padding: bool | None = None) -> Iterator[CaptionCache]:
     also drop padded caption tokens. Contexts nest and the innermost one is used; ``drop_padding=None`` takes the
     setting of the enclosing context (False outside any).
     """
-    previous = _ActiveCache.cache
+    previous = _active.cache
     if drop_padding is None:
         drop_padding = previous is not None and previous.drop_padding
-    _ActiveCache.cache = CaptionCache(drop_padding)
+    _active.cache = CaptionCache(drop_padding)
     try:
-        yield _ActiveCache.cache
+        yield _active.cache
     finally:
-        _ActiveCache.cache = previous
+        _active.cache = previous
 
 
 def active_caption_cache() -> CaptionCache | None:
@@ -92,7 +96,7 @@ def active_caption_cache() -> CaptionCache | None:
     (its lookups by tensor identity would break the graph: a compiled model computes everything at every call)."""
     if torch.compiler.is_compiling():
         return None
-    return _ActiveCache.cache
+    return _active.cache
 
 
 def drop_padding(caption: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
