@@ -26,7 +26,7 @@ from test_conversion import (
 from test_kv_compression import sigma_attention
 from tolerances import FORWARD
 
-from diffusers_pixart import PixArtSigmaPipeline, PixArtTransformer2DModel
+from diffusers_pixart import PixArtAlphaPipeline, PixArtSigmaPipeline, PixArtTransformer2DModel
 from diffusers_pixart.cli import main as cli
 from diffusers_pixart.models import conversion
 from diffusers_pixart.tiny import make_components
@@ -167,8 +167,10 @@ def test_cli_converts_a_sigma_checkpoint_to_a_sigma_pipeline_and_back(tmp_path, 
     original = sigma_original(reference)
     path = tmp_path / "PixArt-Sigma-XL-2-128x128.pth"
     torch.save({"state_dict": original}, path)
-    components = tmp_path / "sigma-components"
-    PixArtSigmaPipeline(**make_components(caption_channels=CAPTION)).save_pretrained(components)
+    # Components whose model_index.json names the α pipeline (as the Hub's pixart_sigma_sdxlvae_T5_diffusers may):
+    # the checkpoint's 300-row null caption and KV compression make the pipeline Σ's.
+    components = tmp_path / "components"
+    PixArtAlphaPipeline(**make_components(caption_channels=CAPTION)).save_pretrained(components)
 
     out = tmp_path / "pipeline"
     args = ["convert", "original", str(path), str(out), "--num-heads", str(HEADS)]

@@ -10,9 +10,10 @@
 - ``pixart convert to-original MODEL_DIR OUT.pth``: a diffusers-format transformer back to the official layout.
 
 With ``--pipeline --components REPO_OR_DIR`` the first three write a full pipeline folder whose tokenizer, text encoder,
-VAE and scheduler come from ``REPO_OR_DIR`` (and, for a ControlNet file without its base, the transformer); it is a
-``PixArtSigmaPipeline`` when ``REPO_OR_DIR`` is a PixArt-Σ pipeline, else a ``PixArtAlphaPipeline``. Folders are
-written beside ``OUT_DIR`` and renamed into place, so a failed conversion leaves nothing behind.
+VAE and scheduler come from ``REPO_OR_DIR`` (and, for a ControlNet file without its base, the transformer); an
+``original`` checkpoint makes a ``PixArtSigmaPipeline`` when it is a Σ one (KV compression, or a 300-token null
+caption), a ``PixArtAlphaPipeline`` when its null caption has another length, else the class ``REPO_OR_DIR`` names.
+Folders are written beside ``OUT_DIR`` and renamed into place, so a failed conversion leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -119,11 +120,20 @@ def _save(model: PixArtTransformer2DModel, args: argparse.Namespace) -> Path:
     """Save ``model`` (and its original null caption, if any) as a transformer or a pipeline folder."""
     _check_pipeline_args(args)
     pipe = None
+    null_caption = getattr(model, conversion.NULL_CAPTION_ATTRIBUTE, None)
     if args.pipeline:
         from ..pipelines.auto import pipeline_class
+        from ..pipelines.pixart_alpha import PixArtAlphaPipeline
+        from ..pipelines.pixart_sigma import SIGMA_MAX_SEQUENCE_LENGTH, PixArtSigmaPipeline
 
-        pipe = _pipeline(args, pipeline_class(args.components), transformer=model)
-    null_caption = getattr(model, conversion.NULL_CAPTION_ATTRIBUTE, None)
+        # The checkpoint tells its family when it can (Σ: KV compression or a 300-row null caption; α: other rows):
+        # Σ's components repo on the Hub, pixart_sigma_sdxlvae_T5_diffusers, does not reliably name Σ's pipeline.
+        rows = None if null_caption is None else null_caption.shape[0]
+        if model.config.kv_compress_factor > 1 or rows == SIGMA_MAX_SEQUENCE_LENGTH:
+            cls = PixArtSigmaPipeline
+        else:
+            cls = PixArtAlphaPipeline if rows is not None else pipeline_class(args.components)
+        pipe = _pipeline(args, cls, transformer=model)
 
     def write(folder: Path) -> None:
         if pipe is not None:
