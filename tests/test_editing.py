@@ -18,7 +18,6 @@ def test_the_last_int_steps_times_strength_steps_run(scheduler_class, steps, str
     edit = ImageEdit(torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2), strength)
     timesteps, count = edit.timesteps(scheduler, scheduler.timesteps, steps)
     assert count == run and torch.equal(timesteps, scheduler.timesteps[steps - run :])
-    assert getattr(scheduler, "begin_index", steps - run) == steps - run
 
 
 def test_initial_latents_are_the_image_noised_to_the_first_step():

@@ -8,6 +8,12 @@ from .models.controlnet import PixArtControlNetModel
 from .models.pixart_transformer import PixArtTransformer2DModel
 from .pipelines.pixart_alpha import PixArtAlphaPipeline
 from .pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline
+from .pipelines.pixart_img2img import (
+    PixArtAlphaImg2ImgPipeline,
+    PixArtAlphaInpaintPipeline,
+    PixArtSigmaImg2ImgPipeline,
+    PixArtSigmaInpaintPipeline,
+)
 from .pipelines.pixart_sigma import PixArtSigmaPipeline
 
 __version__ = "0.1.0"
@@ -21,8 +27,12 @@ __all__ = [
     "TOY_MODEL_PATH",
     "ModelMixin",
     "PixArtAlphaControlNetPipeline",
+    "PixArtAlphaImg2ImgPipeline",
+    "PixArtAlphaInpaintPipeline",
     "PixArtAlphaPipeline",
     "PixArtControlNetModel",
+    "PixArtSigmaImg2ImgPipeline",
+    "PixArtSigmaInpaintPipeline",
     "PixArtSigmaPipeline",
     "PixArtTransformer2DModel",
     "__version__",

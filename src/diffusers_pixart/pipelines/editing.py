@@ -11,14 +11,16 @@ After the last step they are the image's latents, so that decoded, pixels away f
 trip ``vae.decode(vae.encode(image))`` gives (near the mask the decoder mixes both sides).
 
 :class:`ImageEdit` holds what a call needs (the image's latents, the noise, the strength, the latent-resolution mask)
-and does the three steps; :func:`prepare_image`, :func:`prepare_mask` and :func:`encode_image` make it from user
-inputs. ``PixArtAlphaImg2ImgPipeline`` and ``PixArtAlphaInpaintPipeline`` pass it to the text-to-image pipeline's
-sampling loop. Shapes: ``B`` images, ``C`` latent channels, ``h x w`` the latent grid (pixels / VAE factor).
+and does the three steps. ``PixArtAlphaImg2ImgPipeline`` and ``PixArtAlphaInpaintPipeline`` pass the user's inputs
+as an :class:`EditRequest` to the text-to-image pipeline's ``__call__``, which turns it into an :class:`ImageEdit`
+once it knows the generation size (after resolution binning).
+Shapes: ``B`` images, ``C`` latent channels, ``h x w`` the latent grid (pixels / VAE factor).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import ImageFilter
 
 
@@ -145,13 +148,10 @@ class ImageEdit:
     def timesteps(
         self, scheduler: SchedulerMixin, timesteps: torch.Tensor, num_inference_steps: int
     ) -> tuple[torch.Tensor, int]:
-        """The steps that run: the last ``int(num_inference_steps * strength)`` of the schedule (and their count);
-        the scheduler is told where its schedule now begins."""
+        """The steps that run: the last ``int(num_inference_steps * strength)`` of the schedule (and their count).
+        The sampling loop then tells the scheduler where its schedule begins (``set_begin_index``)."""
         run = min(int(num_inference_steps * self.strength), num_inference_steps)
-        begin = (num_inference_steps - run) * scheduler.order
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(begin)
-        return timesteps[begin:], run
+        return timesteps[(num_inference_steps - run) * scheduler.order :], run
 
     def _noised(self, scheduler: SchedulerMixin, timestep: torch.Tensor) -> torch.Tensor:
         """The image's latents at ``timestep`` of the forward process (the scheduler's own ``add_noise``)."""
@@ -171,3 +171,63 @@ class ImageEdit:
         known = self.image_latents if next_timestep is None else self._noised(scheduler, next_timestep)
         mask = self.mask.to(latents.dtype)
         return (1.0 - mask) * known.to(latents.dtype) + mask * latents
+
+
+@dataclass
+class EditRequest:
+    """The user's img2img / inpainting inputs, before the generation size is known.
+
+    Args:
+        image: the image(s) to edit (PIL, array or tensor in [0, 1] / [-1, 1], or a list; one per prompt, or one).
+        strength: in (0, 1]: how much of the schedule runs (1: from pure noise).
+        mask_image: for inpainting, one mask of the image's size (white = repaint).
+        mask_blur: Gaussian blur of the mask's edge in pixels (0: a hard edge).
+        crop: (x1, y1, x2, y2) in the image's pixels: only this region is edited, at the generation size
+            (``padding_mask_crop``), or None.
+    """
+
+    image: PipelineImageInput
+    strength: float
+    mask_image: PipelineImageInput | None = None
+    mask_blur: float = 0.0
+    crop: tuple[int, int, int, int] | None = None
+
+    def check(self, num_inference_steps: int) -> None:
+        """Named errors for a strength outside (0, 1] or leaving no step, a mask that is not one image, or an image
+        and a mask of different sizes."""
+        check_strength(self.strength, num_inference_steps)
+        if self.mask_image is not None:
+            image, mask = image_size(self.image), image_size(self.mask_image)
+            if image != mask:
+                raise ValueError(f"`image` is {image[0]}x{image[1]} (HxW) but `mask_image` is {mask[0]}x{mask[1]}.")
+            mask_to_pil(self.mask_image)
+
+    def prepare(
+        self,
+        pipeline: Any,
+        batch_size: int,
+        height: int,
+        width: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        generator: torch.Generator | list[torch.Generator] | None,
+        noise: torch.Tensor | None = None,
+    ) -> ImageEdit:
+        """The :class:`ImageEdit` of a call generating ``batch_size`` images of ``height`` x ``width`` pixels: the
+        image(s) resized and encoded (repeated to the batch), the noise (``noise``, else drawn from ``generator``),
+        and the mask at the latent grid."""
+        pixels = prepare_image(pipeline.image_processor, self.image, height, width, self.crop)
+        if batch_size % pixels.shape[0]:
+            raise ValueError(f"{pixels.shape[0]} images for a batch of {batch_size}: pass one, or one per prompt.")
+        pixels = pixels.repeat_interleave(batch_size // pixels.shape[0], dim=0)
+        latents = encode_image(pipeline.vae, pixels, generator).to(device=device, dtype=dtype)
+        if noise is None:
+            noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
+        elif noise.shape != latents.shape:
+            raise ValueError(f"`latents` has shape {tuple(noise.shape)}, expected {tuple(latents.shape)}.")
+        mask = None
+        if self.mask_image is not None:
+            mask_pil = mask_to_pil(self.mask_image)
+            mask = prepare_mask(mask_pil, height, width, pipeline.vae_scale_factor, self.mask_blur, self.crop)
+            mask = mask.to(device=device, dtype=dtype)
+        return ImageEdit(latents, noise.to(device=device, dtype=dtype), self.strength, mask)

@@ -29,6 +29,7 @@ from ..models.attention import caption_cache
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..schedulers import make_scheduler, uses_learned_variance
 from ..text import CaptionProcessingMixin, TextEncodingCache
+from .editing import EditRequest
 from .low_memory import DEFAULT_VAE_TILE_SIZE, LowMemoryMode, enable_low_memory, pretrained_text_encoder_loader
 
 logger = logging.get_logger(__name__)
@@ -407,6 +408,8 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         max_sequence_length: int = 120,
         callback_on_step_end: Callable[..., dict[str, torch.Tensor]] | PipelineCallback | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        *,
+        image_edit: EditRequest | None = None,
         **kwargs: Any,
     ) -> ImagePipelineOutput | tuple:
         """Generate images from text.
@@ -433,6 +436,9 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
             max_sequence_length: caption tokens (120 for PixArt-alpha).
             callback_on_step_end: ``fn(pipeline, step, t, tensors) -> dict`` called after each step with the
                 tensors named in ``callback_on_step_end_tensor_inputs``; returned tensors replace them.
+            image_edit: start from an image (img2img) and keep what is outside a mask (inpainting): what
+                ``PixArtAlphaImg2ImgPipeline`` and ``PixArtAlphaInpaintPipeline`` pass (:mod:`.editing`); ``latents``
+                is then the noise the image is noised with.
             kwargs: only diffusers' deprecated ``mask_feature``, accepted with a ``FutureWarning`` and ignored.
 
         Returns:
@@ -469,6 +475,8 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
             negative_prompt_attention_mask,
             callback_on_step_end_tensor_inputs,
         )
+        if image_edit is not None:
+            image_edit.check(num_inference_steps)
         self._guidance_scale = guidance_scale
         self._interrupt = False
         batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
@@ -497,18 +505,26 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         timesteps, num_inference_steps = retrieve_timesteps(
             self.scheduler, num_inference_steps, device, timesteps, sigmas
         )
-        self._num_timesteps = len(timesteps)
         images = batch_size * num_images_per_prompt
         latent_channels = self.transformer.config.in_channels
-        latents = self.prepare_latents(
-            images, latent_channels, height, width, prompt_embeds.dtype, device, generator, latents
-        )
+        begin_index = 0
+        if image_edit is None:
+            latents = self.prepare_latents(
+                images, latent_channels, height, width, prompt_embeds.dtype, device, generator, latents
+            )
+        else:
+            edit = image_edit.prepare(self, images, height, width, prompt_embeds.dtype, device, generator, latents)
+            full = len(timesteps)
+            timesteps, num_inference_steps = edit.timesteps(self.scheduler, timesteps, num_inference_steps)
+            begin_index = full - len(timesteps)
+            latents = edit.initial_latents(self.scheduler, timesteps[0])
+        self._num_timesteps = len(timesteps)
         step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         added_cond_kwargs = self._micro_conditions(height, width, prompt_embeds.shape[0], prompt_embeds.dtype, device)
 
         warmup_steps = max(len(timesteps) - num_inference_steps * self.scheduler.order, 0)
         if hasattr(self.scheduler, "set_begin_index"):
-            self.scheduler.set_begin_index(0)
+            self.scheduler.set_begin_index(begin_index)
         # caption_cache: the caption projection and cross-attention keys/values are computed once, not every step.
         with self.progress_bar(total=num_inference_steps) as progress_bar, caption_cache():
             for i, t in enumerate(timesteps):
@@ -519,7 +535,9 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
                 model_output = self.predict(model_input, t, prompt_embeds, prompt_attention_mask, added_cond_kwargs)
                 noise_pred = self._guide(model_output, guidance_scale, guided)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
-
+                if image_edit is not None:  # inpainting: the image outside the mask, noised to the next step
+                    following = timesteps[i + 1] if i + 1 < len(timesteps) else None
+                    latents = edit.after_step(self.scheduler, latents, following)
                 if callback_on_step_end is not None:
                     available = {
                         "latents": latents,
