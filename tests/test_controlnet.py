@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -137,6 +140,28 @@ def test_one_control_image_per_prompt_matches_single_prompt_calls():
     for i in range(2):
         single = pipe(PROMPTS[i], image=pair[i], latents=latents[i : i + 1], **CALL).images
         assert np.abs(single[0] - both[i]).max() < IMAGES  # batch of 2 vs 1: other blocking
+
+
+def test_one_pipeline_serves_concurrent_calls_with_different_control_images():
+    _, pipe = pipelines()
+    randomise(pipe.controlnet, seed=2)
+    controls = [edge_image(), PIL.Image.fromarray(np.asarray(edge_image()).T.copy(), mode="L")]
+    sequential = [generate(pipe, image=control) for control in controls]
+    assert np.abs(sequential[0] - sequential[1]).max() > 10 * IMAGES  # each control image shows in its images
+
+    # Both calls wait for each other after every step, so their steps interleave on the one pipeline object.
+    barrier = threading.Barrier(2, timeout=120)
+
+    def in_step(pipeline, step, t, tensors):
+        barrier.wait()
+        return {}
+
+    with ThreadPoolExecutor(2) as pool:
+        concurrent = list(
+            pool.map(lambda control: generate(pipe, image=control, callback_on_step_end=in_step), controls)
+        )
+    for alone, together in zip(sequential, concurrent):
+        assert np.array_equal(alone, together)
 
 
 def test_bad_control_images_and_sizes_are_refused():

@@ -9,6 +9,7 @@ sampling works with every scheduler; with IDDPM the learned variance is used; mi
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 from collections.abc import Callable
@@ -296,8 +297,10 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         device: torch.device,
         generator: torch.Generator | list[torch.Generator] | None,
         latents: torch.Tensor | None = None,
+        scheduler: SchedulerMixin | None = None,
     ) -> torch.Tensor:
-        """Initial noise (B, C, height / f, width / f), scaled by the scheduler's initial sigma."""
+        """Initial noise (B, C, height / f, width / f), scaled by the initial sigma of ``scheduler`` (default: the
+        pipeline's)."""
         shape = (batch_size, num_channels_latents, height // self.vae_scale_factor, width // self.vae_scale_factor)
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"`generator` is a list of {len(generator)} generators for a batch of {batch_size}.")
@@ -305,7 +308,7 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape}.")
-        return latents.to(device) * self.scheduler.init_noise_sigma
+        return latents.to(device) * (scheduler or self.scheduler).init_noise_sigma
 
     def prepare_extra_step_kwargs(
         self, generator: torch.Generator | list[torch.Generator] | None, eta: float
@@ -410,6 +413,7 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         *,
         image_edit: EditRequest | None = None,
+        predict: Callable[..., torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> ImagePipelineOutput | tuple:
         """Generate images from text.
@@ -439,6 +443,8 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
             image_edit: start from an image (img2img) and keep what is outside a mask (inpainting): what
                 ``PixArtAlphaImg2ImgPipeline`` and ``PixArtAlphaInpaintPipeline`` pass (:mod:`.editing`); ``latents``
                 is then the noise the image is noised with.
+            predict: the model call of each step, with the arguments of :meth:`predict` (the default); the ControlNet
+                pipeline passes its ``predict`` bound to the call's control image.
             kwargs: only diffusers' deprecated ``mask_feature``, accepted with a ``FutureWarning`` and ignored.
 
         Returns:
@@ -502,42 +508,44 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
             prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds], dim=0)
             prompt_attention_mask = torch.cat([negative_prompt_attention_mask, prompt_attention_mask], dim=0)
 
-        timesteps, num_inference_steps = retrieve_timesteps(
-            self.scheduler, num_inference_steps, device, timesteps, sigmas
-        )
+        # The call samples with its own copy of the scheduler (whose state changes every step) and passes everything
+        # per call explicitly, so that one pipeline serves concurrent calls (threads).
+        scheduler = copy.deepcopy(self.scheduler)
+        predict = predict or self.predict
+        timesteps, num_inference_steps = retrieve_timesteps(scheduler, num_inference_steps, device, timesteps, sigmas)
         images = batch_size * num_images_per_prompt
         latent_channels = self.transformer.config.in_channels
         begin_index = 0
         if image_edit is None:
             latents = self.prepare_latents(
-                images, latent_channels, height, width, prompt_embeds.dtype, device, generator, latents
+                images, latent_channels, height, width, prompt_embeds.dtype, device, generator, latents, scheduler
             )
         else:
             edit = image_edit.prepare(self, images, height, width, prompt_embeds.dtype, device, generator, latents)
             full = len(timesteps)
-            timesteps, num_inference_steps = edit.timesteps(self.scheduler, timesteps, num_inference_steps)
+            timesteps, num_inference_steps = edit.timesteps(scheduler, timesteps, num_inference_steps)
             begin_index = full - len(timesteps)
-            latents = edit.initial_latents(self.scheduler, timesteps[0])
+            latents = edit.initial_latents(scheduler, timesteps[0])
         self._num_timesteps = len(timesteps)
         step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         added_cond_kwargs = self._micro_conditions(height, width, prompt_embeds.shape[0], prompt_embeds.dtype, device)
 
-        warmup_steps = max(len(timesteps) - num_inference_steps * self.scheduler.order, 0)
-        if hasattr(self.scheduler, "set_begin_index"):
-            self.scheduler.set_begin_index(begin_index)
+        warmup_steps = max(len(timesteps) - num_inference_steps * scheduler.order, 0)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(begin_index)
         # caption_cache: the caption projection and cross-attention keys/values are computed once, not every step.
         with self.progress_bar(total=num_inference_steps) as progress_bar, caption_cache():
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     break
                 model_input = torch.cat([latents] * 2) if guided else latents
-                model_input = self.scheduler.scale_model_input(model_input, t)
-                model_output = self.predict(model_input, t, prompt_embeds, prompt_attention_mask, added_cond_kwargs)
+                model_input = scheduler.scale_model_input(model_input, t)
+                model_output = predict(model_input, t, prompt_embeds, prompt_attention_mask, added_cond_kwargs)
                 noise_pred = self._guide(model_output, guidance_scale, guided)
-                latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+                latents = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
                 if image_edit is not None:  # inpainting: the image outside the mask, noised to the next step
                     following = timesteps[i + 1] if i + 1 < len(timesteps) else None
-                    latents = edit.after_step(self.scheduler, latents, following)
+                    latents = edit.after_step(scheduler, latents, following)
                 if callback_on_step_end is not None:
                     available = {
                         "latents": latents,
@@ -549,10 +557,10 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
                     latents = updated.pop("latents", latents)
                     prompt_embeds = updated.pop("prompt_embeds", prompt_embeds)
                     prompt_attention_mask = updated.pop("prompt_attention_mask", prompt_attention_mask)
-                if i == len(timesteps) - 1 or ((i + 1) > warmup_steps and (i + 1) % self.scheduler.order == 0):
+                if i == len(timesteps) - 1 or ((i + 1) > warmup_steps and (i + 1) % scheduler.order == 0):
                     progress_bar.update()
                     if callback is not None and i % callback_steps == 0:
-                        callback(i // getattr(self.scheduler, "order", 1), t, latents)
+                        callback(i // getattr(scheduler, "order", 1), t, latents)
 
         if output_type == "latent":
             image = latents

@@ -5,10 +5,15 @@ arguments, ``image`` and ``controlnet_conditioning_scale``. Everything else (pro
 schedulers, decoding) is the base pipeline's: only its per-step :meth:`~PixArtAlphaPipeline.predict` is overridden to
 add the ControlNet's block residuals. The control image is encoded by the pipeline's VAE (the latent mean, scaled by
 the VAE factor) at the size the latents are generated at, and controls both branches of classifier-free guidance.
+
+A call's control image travels with the call (a :class:`Control` handed to ``predict``), never through the pipeline
+object, so one pipeline serves concurrent calls (threads) with different control images.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,6 +80,18 @@ def control_image_to_tensor(image: ControlImage) -> torch.Tensor:
     return torch.cat(parts)
 
 
+@dataclass
+class Control:
+    """One call's control: its pixels (n, 3, H, W) in [0, 1], one per generated image, and the ControlNet's weight.
+
+    ``latents`` holds their VAE latents once the denoising loop has asked for them at its latent size.
+    """
+
+    pixels: torch.Tensor
+    scale: float = 1.0
+    latents: torch.Tensor | None = None
+
+
 class PixArtAlphaControlNetPipeline(PixArtAlphaPipeline):
     """PixArt-alpha text-to-image guided by a control image.
 
@@ -97,9 +114,6 @@ class PixArtAlphaControlNetPipeline(PixArtAlphaPipeline):
         super().__init__(tokenizer, text_encoder, vae, transformer, scheduler)
         self.register_modules(controlnet=controlnet)
         controlnet.check_transformer(transformer)
-        self._control_pixels: torch.Tensor | None = None
-        self._control_latents: torch.Tensor | None = None
-        self._controlnet_conditioning_scale = 1.0
 
     def control_latents(self, pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """VAE latents (n, C, height / f, width / f) of control pixels (n, 3, H, W) in [0, 1], resized to the size.
@@ -119,22 +133,28 @@ class PixArtAlphaControlNetPipeline(PixArtAlphaPipeline):
         prompt_attention_mask: torch.Tensor,
         added_cond_kwargs: dict[str, torch.Tensor | None],
         block_residuals: list[torch.Tensor] | None = None,
+        control: Control | None = None,
     ) -> torch.Tensor:
-        """The base prediction with the ControlNet's residuals; see :meth:`PixArtAlphaPipeline.predict`."""
-        size = tuple(s * self.vae_scale_factor for s in model_input.shape[-2:])
-        if self._control_latents is None or tuple(self._control_latents.shape[-2:]) != tuple(model_input.shape[-2:]):
-            self._control_latents = self.control_latents(self._control_pixels, *size)
-        control = self._control_latents.to(model_input.device, model_input.dtype)
-        control = torch.cat([control] * (model_input.shape[0] // control.shape[0]))  # both branches of CFG
+        """The base prediction with the ControlNet's residuals for ``control`` (without one, the base prediction);
+        see :meth:`PixArtAlphaPipeline.predict`."""
+        if control is None:
+            return super().predict(
+                model_input, t, prompt_embeds, prompt_attention_mask, added_cond_kwargs, block_residuals
+            )
+        if control.latents is None or tuple(control.latents.shape[-2:]) != tuple(model_input.shape[-2:]):
+            size = tuple(s * self.vae_scale_factor for s in model_input.shape[-2:])
+            control.latents = self.control_latents(control.pixels, *size)
+        latents = control.latents.to(model_input.device, model_input.dtype)
+        latents = torch.cat([latents] * (model_input.shape[0] // latents.shape[0]))  # both branches of CFG
         residuals = self.controlnet(
             self.transformer,
             model_input,
-            control,
+            latents,
             prompt_embeds,
             t.expand(model_input.shape[0]).to(model_input.device),
             added_cond_kwargs=added_cond_kwargs,
             encoder_attention_mask=prompt_attention_mask,
-            conditioning_scale=self._controlnet_conditioning_scale,
+            conditioning_scale=control.scale,
         )
         return super().predict(model_input, t, prompt_embeds, prompt_attention_mask, added_cond_kwargs, residuals)
 
@@ -177,12 +197,13 @@ class PixArtAlphaControlNetPipeline(PixArtAlphaPipeline):
         batch = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else len(prompt_embeds)
         if pixels.shape[0] not in (1, batch):
             raise ValueError(f"{pixels.shape[0]} control images for {batch} prompts: give one, or one per prompt.")
-        self._control_pixels = pixels.expand(batch, -1, -1, -1).repeat_interleave(num_images_per_prompt, dim=0)
-        self._control_latents = None
-        self._controlnet_conditioning_scale = controlnet_conditioning_scale
-        try:
-            return super().__call__(
-                prompt, height=height, width=width, num_images_per_prompt=num_images_per_prompt, **kwargs
-            )
-        finally:
-            self._control_pixels = self._control_latents = None
+        pixels = pixels.expand(batch, -1, -1, -1).repeat_interleave(num_images_per_prompt, dim=0)
+        control = Control(pixels, controlnet_conditioning_scale)
+        return super().__call__(
+            prompt,
+            height=height,
+            width=width,
+            num_images_per_prompt=num_images_per_prompt,
+            predict=functools.partial(self.predict, control=control),
+            **kwargs,
+        )
