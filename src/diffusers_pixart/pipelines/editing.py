@@ -26,8 +26,8 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
+from diffusers import SchedulerMixin
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import ImageFilter
 
