@@ -11,11 +11,18 @@ the variance learns from it. Min-SNR weighting of the MSE term (Hang et al. 2023
 
 The forward process (betas, ``alphas_cumprod``, ``add_noise``, ``get_velocity``) is diffusers' ``DDPMScheduler``.
 Shapes: ``B`` batch, ``C`` latent channels, ``H x W`` the latent grid.
+
+:class:`IDDPMDiffusion` is the training engine's objective part (:func:`~.engine.train`): per micro-batch the engine
+calls ``noise(latents, condition, generator)`` for the model's input (a :class:`Noised`), runs the model on it, and
+``loss(output, noised)`` for the per-sample losses; ``match_scheduler(pipeline)`` makes the pipeline sample what the
+model is trained to predict.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from diffusers import DDPMScheduler
@@ -47,6 +54,26 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
     log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
+
+
+@dataclass
+class Noised:
+    """A micro-batch as the model sees it: ``noisy`` latents at ``timesteps``, made from ``latents`` and ``noise``."""
+
+    latents: torch.Tensor  # x_0 (B, C, H, W)
+    noise: torch.Tensor  # (B, C, H, W)
+    timesteps: torch.Tensor  # (B,) integers
+    noisy: torch.Tensor  # x_t (B, C, H, W), the model's input
+
+
+class Objective(Protocol):
+    """What the model predicts and how the loss is formed (see the module docstring)."""
+
+    def match_scheduler(self, pipeline: Any) -> None: ...
+
+    def noise(self, latents: torch.Tensor, condition: dict[str, Any], generator: torch.Generator) -> Noised: ...
+
+    def loss(self, output: torch.Tensor, noised: Noised) -> dict[str, torch.Tensor]: ...
 
 
 class IDDPMDiffusion:
@@ -97,6 +124,28 @@ class IDDPMDiffusion:
         self.posterior_log_variance_clipped = torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]]))
         self.posterior_mean_coef_x0 = betas * torch.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod)
         self.posterior_mean_coef_xt = (1.0 - alphas_cumprod_prev) * torch.sqrt(1.0 - betas) / (1.0 - alphas_cumprod)
+
+    @classmethod
+    def for_pipeline(
+        cls, pipeline: Any, prediction_type: str | None = None, snr_gamma: float | None = None
+    ) -> IDDPMDiffusion:
+        """The objective of ``pipeline``'s transformer: it predicts ``prediction_type``, by default what the pipeline's
+        scheduler expects (epsilon for the official checkpoints), with the learned variance when it outputs twice the
+        latent channels."""
+        transformer = pipeline.transformer
+        return cls(
+            prediction_type=prediction_type or pipeline.scheduler.config.get("prediction_type", "epsilon"),
+            learn_sigma=transformer.out_channels == 2 * transformer.config.in_channels,
+            snr_gamma=snr_gamma,
+        )
+
+    def match_scheduler(self, pipeline: Any) -> None:
+        """Give ``pipeline`` a scheduler that samples what the model is trained to predict (for the validation
+        images and the saved pipeline): its own, with this ``prediction_type``."""
+        if pipeline.scheduler.config.get("prediction_type") != self.prediction_type:
+            pipeline.scheduler = type(pipeline.scheduler).from_config(
+                pipeline.scheduler.config, prediction_type=self.prediction_type
+            )
 
     @staticmethod
     def _gather(table: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -198,3 +247,14 @@ class IDDPMDiffusion:
         else:
             vb = torch.zeros_like(mse)
         return {"loss": self.mse_weights(timesteps) * mse + vb, "mse": mse, "vb": vb}
+
+    def noise(self, latents: torch.Tensor, condition: dict[str, Any], generator: torch.Generator) -> Noised:
+        """Uniform timesteps, then Gaussian noise, both drawn from ``generator``, and the noised latents.
+        ``condition`` is unused here (an objective with a teacher model would use it)."""
+        timesteps = self.sample_timesteps(latents.shape[0], latents.device, generator)
+        noise = torch.randn(latents.shape, device=latents.device, generator=generator)
+        return Noised(latents, noise, timesteps, self.add_noise(latents, noise, timesteps))
+
+    def loss(self, output: torch.Tensor, noised: Noised) -> dict[str, torch.Tensor]:
+        """:meth:`training_losses` of the model's output on ``noised``."""
+        return self.training_losses(output, noised.latents, noised.noisy, noised.noise, noised.timesteps)
