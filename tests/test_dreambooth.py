@@ -16,8 +16,8 @@ from tolerances import FORWARD
 from diffusers_pixart import tiny
 from diffusers_pixart.hub import LORA_WEIGHT_NAME
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
-from diffusers_pixart.training import engine
-from diffusers_pixart.training.engine import list_checkpoints
+from diffusers_pixart.training.checkpoints import list_checkpoints
+from diffusers_pixart.training.conditioning import CaptionConditioning
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_dreambooth.py"
 PROMPT = "a photo of a pink star"
@@ -53,14 +53,14 @@ def args(assets, out, *extra):
 def test_dreambooth_fine_tunes_on_the_instance_prompt_and_resumes(assets, tmp_path, monkeypatch):
     script = load_script()
     seen: list[str] = []
-    loss = engine.Trainer._loss
+    encode = CaptionConditioning.encode
 
-    def recording_loss(self, batch, micro_step):
+    def recording_encode(self, batch, device):
         seen.extend(batch["text"])
         assert tuple(batch["pixel_values"].shape[-2:]) == (32, 32)
-        return loss(self, batch, micro_step)
+        return encode(self, batch, device)
 
-    monkeypatch.setattr(engine.Trainer, "_loss", recording_loss)
+    monkeypatch.setattr(CaptionConditioning, "encode", recording_encode)
     out = tmp_path / "run"
     assert script.main(args(assets, out, "--max_train_steps", "2")) == 0
     assert seen == [PROMPT, PROMPT]
@@ -136,8 +136,10 @@ def test_dreambooth_lora_trains_only_the_adapter_saves_a_loadable_file_pushes_an
     assert "lora" in card.data.tags and "| LoRA rank | 4 |" in card.text
 
     seen: list[str] = []
-    loss = engine.Trainer._loss
-    monkeypatch.setattr(engine.Trainer, "_loss", lambda self, b, m: (seen.extend(b["text"]), loss(self, b, m))[1])
+    encode = CaptionConditioning.encode
+    monkeypatch.setattr(
+        CaptionConditioning, "encode", lambda self, b, d: (seen.extend(b["text"]), encode(self, b, d))[1]
+    )
     assert script.main(args(assets, out, "--max_train_steps", "3", "--resume_from_checkpoint", "latest", *lora)) == 0
     assert seen == [PROMPT]  # one more step from the LoRA checkpoint
     resumed = load_file(out / "checkpoints" / "checkpoint-3" / "model.safetensors")

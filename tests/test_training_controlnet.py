@@ -20,7 +20,10 @@ from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline
 from diffusers_pixart.toy import make_dataset
 from diffusers_pixart.training import controlnet as training
-from diffusers_pixart.training.engine import list_checkpoints
+from diffusers_pixart.training import engine
+from diffusers_pixart.training import stages as training_stages
+from diffusers_pixart.training.checkpoints import list_checkpoints
+from diffusers_pixart.training.diffusion import IDDPMDiffusion
 
 RESOLUTION = 32
 
@@ -48,6 +51,13 @@ def loader(dataset, **kwargs):
     )
 
 
+def train_controlnet_on(config, pipe, data):
+    """The ControlNet composition (captions and control images, the ControlNet copy, the IDDPM objective) on
+    ``data``."""
+    conditioning, parameters = training.ControlConditioning(config, pipe), training.ControlNetCopy(pipe)
+    return engine.train(config, pipe, data, conditioning, parameters, IDDPMDiffusion.for_pipeline(pipe))
+
+
 def test_control_maps_are_the_edges_of_the_batched_images(assets):
     batch = next(iter(loader(load_streaming_dataset(str(assets / "toy")), edge_detector=canny_edges)))
     files = sorted((assets / "toy").glob("**/*.png"))[:2]  # imagefolder's order, no shuffling
@@ -60,9 +70,15 @@ def test_control_maps_are_the_edges_of_the_batched_images(assets):
 
 
 def test_controlnet_trains_with_a_frozen_base_saves_pushes_and_resumes(assets, tmp_path, monkeypatch, hub):
-    trainers: list[training.ControlNetTrainer] = []
-    save = training.ControlNetTrainer.save_result
-    monkeypatch.setattr(training.ControlNetTrainer, "save_result", lambda self: (trainers.append(self), save(self))[1])
+    runs = []  # (pipeline, result) of every run
+    train = training_stages.train
+
+    def recording_train(config, pipeline, *args, **kwargs):
+        result = train(config, pipeline, *args, **kwargs)
+        runs.append((pipeline, result))
+        return result
+
+    monkeypatch.setattr(training_stages, "train", recording_train)
     monkeypatch.setenv("HF_TOKEN", "hf_alice_write")
     out = tmp_path / "run"
     validation = [
@@ -77,7 +93,7 @@ def test_controlnet_trains_with_a_frozen_base_saves_pushes_and_resumes(assets, t
     assert training.main_controlnet(args(assets, out, "--max_train_steps", "2", *validation, *push)) == 0
 
     base = PixArtAlphaPipeline.from_pretrained(assets / "base")
-    trained = trainers[0].pipeline
+    trained, result = runs[0]
     frozen = trained.transformer.state_dict()
     for key, value in base.transformer.state_dict().items():  # the base is bit-identical
         assert torch.equal(frozen[key], value), key
@@ -86,7 +102,7 @@ def test_controlnet_trains_with_a_frozen_base_saves_pushes_and_resumes(assets, t
     for proj in (controlnet.before_proj, *controlnet.after_proj):  # the zero layers learned
         assert proj.weight.abs().max() > 0
     # What is saved is the EMA of the ControlNet's weights (the engine's default).
-    for saved, shadow in zip(controlnet.parameters(), trainers[0].ema.shadow_params):
+    for saved, shadow in zip(controlnet.parameters(), result.ema.shadow_params):
         assert torch.equal(saved, shadow)
     assert not torch.equal(controlnet.before_proj.weight, trained.controlnet.before_proj.weight)
     assert (out / "validation" / "step-0000002.png").is_file()
@@ -107,21 +123,21 @@ def test_controlnet_trains_with_a_frozen_base_saves_pushes_and_resumes(assets, t
     assert torch.equal(pulled.before_proj.weight, controlnet.before_proj.weight)
 
     # Resume: the checkpoint's ControlNet and optimizer state continue for the one missing step.
-    steps: list[int] = []
-    loss = training.ControlNetTrainer._loss
-    monkeypatch.setattr(training.ControlNetTrainer, "_loss", lambda self, b, m: (steps.append(m), loss(self, b, m))[1])
+    steps: list[int] = []  # the micro-steps trained
+    generator = engine.step_generator
+    monkeypatch.setattr(engine, "step_generator", lambda seed, m, acc: (steps.append(m), generator(seed, m, acc))[1])
     assert (
         training.main_controlnet(args(assets, out, "--max_train_steps", "3", "--resume_from_checkpoint", "latest")) == 0
     )
     assert steps == [2] and [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-2", "checkpoint-3"]
     straight = tmp_path / "straight"
     assert training.main_controlnet(args(assets, straight, "--max_train_steps", "3")) == 0
-    resumed, uninterrupted = trainers[1], trainers[2]
-    for a, b in zip(resumed.pipeline.controlnet.parameters(), uninterrupted.pipeline.controlnet.parameters()):
+    (resumed, resumed_result), (uninterrupted, uninterrupted_result) = runs[1], runs[2]
+    for a, b in zip(resumed.controlnet.parameters(), uninterrupted.controlnet.parameters()):
         torch.testing.assert_close(a, b)
-    for a, b in zip(resumed.ema.shadow_params, uninterrupted.ema.shadow_params):
+    for a, b in zip(resumed_result.ema.shadow_params, uninterrupted_result.ema.shadow_params):
         torch.testing.assert_close(a, b)
-    assert not torch.equal(resumed.pipeline.controlnet.before_proj.weight, trained.controlnet.before_proj.weight)
+    assert not torch.equal(resumed.controlnet.before_proj.weight, trained.controlnet.before_proj.weight)
 
 
 def test_bad_input_is_refused_before_any_step(assets, tmp_path, capsys):
@@ -155,19 +171,21 @@ def test_bad_input_is_refused_before_any_step(assets, tmp_path, capsys):
     )
     batch = {"pixel_values": torch.zeros(1, 3, 32, 32), "text": ["a"], "control_values": torch.zeros(1, 3, 16, 16)}
     with pytest.raises(ValueError, match=r"control_values \(1, 3, 16, 16\) does not fit the batch"):
-        training.ControlNetTrainer(config, pipe, card_info={}).train([batch])
+        train_controlnet_on(config, pipe, [batch])
     features = {"latents": torch.zeros(1, 4, 4, 4), "prompt_embeds": torch.zeros(1, 120, 32)}
     features |= {"prompt_attention_mask": torch.ones(1, 120), "control_values": torch.zeros(1, 3, 16, 16)}
     with pytest.raises(ValueError, match=r"\(1, 3, 32, 32\), expected"):  # latents 4x4 are 32x32 pixels
-        training.ControlNetTrainer(config, pipe).train([features])
+        train_controlnet_on(config, pipe, [features])
     PIL.Image.new("RGB", (40, 20), "white").save(tmp_path / "edges.png")
     control = training.load_control_image(tmp_path / "edges.png", RESOLUTION)
     assert control.shape == (3, RESOLUTION, RESOLUTION) and control.min() == control.max() == 1.0
     config.validation_prompts = ["a", "b"]
     with pytest.raises(ValueError, match="3 validation control images for 2 prompts"):
-        training.ControlNetTrainer(config, pipe, validation_control_images=[control] * 3)
+        training.ControlConditioning(config, pipe, validation_control_images=[control] * 3)
     with pytest.raises(ValueError, match=r"shapes \[\(3, 16, 16\)\]: \(3, 32, 32\) expected"):
-        training.ControlNetTrainer(config, pipe, validation_control_images=[torch.zeros(3, 16, 16)])
+        training.ControlConditioning(config, pipe, validation_control_images=[torch.zeros(3, 16, 16)])
+    with pytest.raises(TypeError, match="needs a PixArtAlphaControlNetPipeline, got PixArtAlphaPipeline"):
+        training.ControlNetCopy(base)
     assert not (tmp_path / "batch" / "checkpoints").exists()
 
 

@@ -8,8 +8,9 @@ from diffusers import AutoencoderKL, DiTPipeline, DiTTransformer2DModel
 
 from diffusers_pixart.models.pixart_transformer import PixArtTransformer2DModel
 from diffusers_pixart.toy.world import class_names
-from diffusers_pixart.training import engine
+from diffusers_pixart.training.conditioning import ClassConditioning
 from diffusers_pixart.training.config import build_parser, parse_config
+from diffusers_pixart.training.diffusion import IDDPMDiffusion
 from diffusers_pixart.training.stages import PIXART_TRANSFORMER_DIR, Stage1Config, build_dit, main_stage1
 
 NUM_CLASSES = len(class_names())  # 40
@@ -41,22 +42,26 @@ def write_config(path, training_assets, out, **overrides):
 def record_labels(monkeypatch):
     """Record each step's loss, batch labels and the class indices the DiT's label tables look up in that step."""
     seen = {"losses": [], "labels": [], "lookups": []}
-    loss = engine.Trainer._loss
+    encode, loss = ClassConditioning.encode, IDDPMDiffusion.loss
     lookups = []
 
-    def recording_loss(self, batch, micro_step):
-        if not seen["losses"]:  # first step: hook the label tables of the model being trained
+    def recording_encode(self, batch, device):
+        if not seen["labels"]:  # first step: hook the label tables of the model being trained
             for module in self.pipeline.transformer.modules():
                 if isinstance(module, torch.nn.Embedding):
                     module.register_forward_pre_hook(lambda m, args: lookups.append(args[0].clone()))
         seen["labels"].append(batch["label"].clone())
         lookups.clear()
-        losses = loss(self, batch, micro_step)
+        return encode(self, batch, device)
+
+    def recording_loss(self, output, noised):  # after the model's forward
+        losses = loss(self, output, noised)
         seen["lookups"].append(list(lookups))
-        seen["losses"].append(losses["loss"].item())
+        seen["losses"].append(losses["loss"].mean().item())
         return losses
 
-    monkeypatch.setattr(engine.Trainer, "_loss", recording_loss)
+    monkeypatch.setattr(ClassConditioning, "encode", recording_encode)
+    monkeypatch.setattr(IDDPMDiffusion, "loss", recording_loss)
     return seen
 
 

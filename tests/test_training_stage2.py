@@ -13,7 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from diffusers_pixart.training.engine import list_checkpoints
+from diffusers_pixart.training.checkpoints import list_checkpoints
 from diffusers_pixart.training.stages import main_stage2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,23 +23,23 @@ SCRIPT = ROOT / "examples" / "train_stage2_alignment.py"
 DDP_PROBE = """
 import json, os, sys
 import torch
-from diffusers_pixart.training import engine, stages
+from diffusers_pixart.training import conditioning, stages
 
 rank, out = int(os.environ["RANK"]), sys.argv[1]
-seen, trainers = [], []
-loss, init = engine.Trainer._loss, engine.Trainer.__init__
+seen, pipelines = [], []
+encode, train = conditioning.CaptionConditioning.encode, stages.train
 
-def recording_loss(self, batch, micro_step):
+def recording_encode(self, batch, device):
     seen.extend(batch["text"])
-    return loss(self, batch, micro_step)
+    return encode(self, batch, device)
 
-def recording_init(self, *args, **kwargs):
-    init(self, *args, **kwargs)
-    trainers.append(self)
+def recording_train(config, pipeline, *args, **kwargs):
+    pipelines.append(pipeline)
+    return train(config, pipeline, *args, **kwargs)
 
-engine.Trainer._loss, engine.Trainer.__init__ = recording_loss, recording_init
+conditioning.CaptionConditioning.encode, stages.train = recording_encode, recording_train
 code = stages.main_stage2(sys.argv[2:])
-torch.save(trainers[0].pipeline.transformer.state_dict(), os.path.join(out, f"weights_{rank}.pt"))
+torch.save(pipelines[0].transformer.state_dict(), os.path.join(out, f"weights_{rank}.pt"))
 json.dump(seen, open(os.path.join(out, f"seen_{rank}.json"), "w"))
 sys.exit(code)
 """

@@ -8,7 +8,7 @@ from diffusers_pixart import tiny
 from diffusers_pixart.data.buckets import bucket_table
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.toy.world import make_dataset
-from diffusers_pixart.training import engine
+from diffusers_pixart.training.conditioning import CaptionConditioning
 from diffusers_pixart.training.config import build_parser
 from diffusers_pixart.training.stages import Stage3Config, main_stage3, prepare_stage3_transformer
 
@@ -79,14 +79,14 @@ def test_a_grid_twice_as_large_interpolates_the_trained_positions():
 
 def test_stage3_trains_one_bucket_per_batch_and_saves_a_pipeline_for_any_aspect(assets, tmp_path, monkeypatch):
     batches = []
-    loss = engine.Trainer._loss
+    encode = CaptionConditioning.encode
 
-    def recording_loss(self, batch, micro_step):
+    def recording_encode(self, batch, device):
         assert self.pipeline.transformer.use_additional_conditions
         batches.append({k: batch[k].clone() for k in ("pixel_values", "resolution", "aspect_ratio")})
-        return loss(self, batch, micro_step)
+        return encode(self, batch, device)
 
-    monkeypatch.setattr(engine.Trainer, "_loss", recording_loss)
+    monkeypatch.setattr(CaptionConditioning, "encode", recording_encode)
     out = tmp_path / "out"
     assert main_stage3(["--config", str(write_config(tmp_path / "run.yaml", assets, out))]) == 0
 

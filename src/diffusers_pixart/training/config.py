@@ -46,7 +46,7 @@ def option(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirro
 
 @dataclass
 class TrainingConfig:
-    """The options of the shared training engine (:class:`diffusers_pixart.training.engine.Trainer`)."""
+    """The options of the shared training loop (:func:`diffusers_pixart.training.engine.train`)."""
 
     output_dir: str = option("", "Run folder: checkpoints/, logs/, validation/ and the final pipeline/ go here.")
     seed: int = option(0, "Seed of the initialisation, the noise, the timesteps and the caption dropout.")

@@ -5,10 +5,10 @@ the base transformer, VAE and T5 frozen, HED edge maps of the training images as
 probability 0.5, learning rate 5e-6 for 20,000 steps. These are the defaults here, with Canny edges unless the HED
 weights are given (``--edge_detector hed --hed_weights ControlNetHED.pth``; see :mod:`diffusers_pixart.data.edges`).
 
-The loop is the shared engine's (:class:`~.engine.Trainer`) with :class:`ControlNetTrainer`'s hooks: the ControlNet is
-the trained module (optimizer, EMA, checkpoints and resume are its own), the control image of every sample is encoded
-as the pipeline encodes it at inference (``PixArtAlphaControlNetPipeline.control_latents``: VAE mean x scaling
-factor), and the prediction is the frozen base's with the ControlNet's block residuals. Batches hold
+The loop is the shared engine's (:func:`~.engine.train`) with two parts of this module: :class:`ControlConditioning`
+(captions, and the control image of every sample encoded as the pipeline encodes it at inference) and
+:class:`ControlNetCopy` (the ControlNet is the trained module: optimizer, EMA, checkpoints and resume are its own; the
+prediction is the frozen base's with the ControlNet's block residuals). Batches hold
 ``control_values`` (B, 3, H, W) in [0, 1] next to ``pixel_values``: :class:`ControlImageTextLoader` computes them on
 the fly from each (resized, cropped) training image, or reads them from ``--conditioning_image_column``.
 """
@@ -24,16 +24,16 @@ import datasets
 import numpy as np
 import PIL.Image
 import torch
-from accelerate import PartialState
 
 from ..data.buckets import resize_and_center_crop
 from ..data.edges import EDGE_DETECTORS, EdgeDetector, make_edge_detector
 from ..data.streaming import ImageTextLoader, decode_image, load_streaming_dataset
 from ..models.controlnet import PixArtControlNetModel
 from ..pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline, control_image_to_tensor
+from .conditioning import CaptionConditioning, generate
 from .config import TrainingConfig, option, run_command
-from .engine import FEATURE_KEYS, RAW_KEYS, Trainer, vae_scale_factor
-from .stages import Stage2Config, image_loader_options, load_pipeline
+from .engine import make_accelerator, vae_scale_factor
+from .stages import Stage2Config, image_loader_options, load_pipeline, train_with_iddpm
 
 #: The batch key of the control images (B, 3, H, W) in [0, 1].
 CONTROL_KEY = "control_values"
@@ -138,53 +138,49 @@ class ControlImageTextLoader(ImageTextLoader):
         return {**super().collate(items), CONTROL_KEY: torch.stack([item[CONTROL_KEY] for item in items])}
 
 
-class ControlNetTrainer(Trainer):
-    """The shared loop training the ``controlnet`` of a ``PixArtAlphaControlNetPipeline``; its base stays frozen.
+class ControlConditioning:
+    """Captions and a control image: :class:`~.conditioning.CaptionConditioning`'s captions (dropped to the null
+    caption as there), and ``controlnet_cond``, the control image's latents (B, 4, h, w) as the pipeline encodes them
+    at inference (``PixArtAlphaControlNetPipeline.control_latents``: VAE mean x scaling factor), which are never
+    dropped. Validation renders each validation prompt with its control image.
 
     Args:
-        config: the options (:class:`~.config.TrainingConfig`).
-        pipeline: the ``PixArtAlphaControlNetPipeline`` (base components and the ControlNet to train).
+        config: the options (the validation prompts and settings, ``--resolution``).
+        pipeline: the ``PixArtAlphaControlNetPipeline``.
         validation_control_images: control images (3, H, W) in [0, 1] at ``--resolution``, one for all validation
             prompts or one per prompt; empty: the control maps of the first training batch, in turn.
-        card_info: extra entries for the model card's training table.
 
-    Batches are the engine's plus ``control_values`` (B, 3, H, W) in [0, 1] at the size of the images.
+    Raises:
+        ValueError: the captions' (see ``CaptionConditioning``), or validation control images of another count
+            than one or one per prompt, or of another size than ``--resolution``.
     """
-
-    raw_keys = (*RAW_KEYS, CONTROL_KEY)
-    feature_keys = (*FEATURE_KEYS, CONTROL_KEY)
-    frozen_components = ("vae", "text_encoder", "transformer")
-    result_name = "controlnet"
 
     def __init__(
         self,
         config: TrainingConfig,
         pipeline: PixArtAlphaControlNetPipeline,
         validation_control_images: Sequence[torch.Tensor] = (),
-        card_info: Mapping[str, Any] | None = None,
     ):
-        if not isinstance(pipeline, PixArtAlphaControlNetPipeline):
-            raise TypeError(
-                f"ControlNet training needs a PixArtAlphaControlNetPipeline, got {type(pipeline).__name__}."
-            )
+        self.captions = CaptionConditioning(config, pipeline)
+        self.raw_keys = (*self.captions.raw_keys, CONTROL_KEY)
+        self.feature_keys = (*self.captions.feature_keys, CONTROL_KEY)
+        self.config = config
+        self.pipeline = pipeline
         self.validation_controls = list(validation_control_images)
-        super().__init__(config, pipeline, card_info)
-
-    def _check_conditioning(self) -> None:
-        super()._check_conditioning()
-        prompts, controls, size = self.config.validation_prompts, self.validation_controls, self.config.resolution
+        prompts, controls, size = config.validation_prompts, self.validation_controls, config.resolution
         if controls and len(controls) not in (1, len(prompts)):
             raise ValueError(f"{len(controls)} validation control images for {len(prompts)} prompts: one, or one each.")
         bad = [tuple(c.shape) for c in controls if tuple(c.shape) != (3, size, size)]
         if bad:
             raise ValueError(f"Validation control images of shapes {bad}: (3, {size}, {size}) expected (--resolution).")
 
-    def _trained_module(self) -> torch.nn.Module:
-        return self.pipeline.controlnet
+    def prepare(self) -> None:
+        self.captions.prepare()
 
-    def _check_condition(self, batch: Mapping[str, Any]) -> None:
-        """Captions as the engine checks them, and control images (B, 3, H, W) at the size of the images."""
-        super()._check_condition(batch)
+    def check_batch(self, batch: Mapping[str, Any]) -> None:
+        """Captions as :class:`CaptionConditioning` checks them, and control images (B, 3, H, W) at the size of the
+        images; the first batch's control maps become the validation controls when none were given."""
+        self.captions.check_batch(batch)
         control = batch[CONTROL_KEY]
         if "pixel_values" in batch:
             batch_size, height, width = batch["pixel_values"].shape[0], *batch["pixel_values"].shape[-2:]
@@ -199,50 +195,70 @@ class ControlNetTrainer(Trainer):
         if not self.validation_controls:
             self.validation_controls = list(control[: len(self.config.validation_prompts)].float().cpu())
 
-    def _encode_condition(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """The captions and ``controlnet_cond``: the control images' latents (B, 4, h, w), as the pipeline's."""
-        pixels = batch[CONTROL_KEY].to(self.accelerator.device)
+    def encode(self, batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+        """The captions' condition and ``controlnet_cond``: the control images' latents (B, 4, h, w)."""
+        pixels = batch[CONTROL_KEY].to(device)
         control = self.pipeline.control_latents(pixels, *pixels.shape[-2:]).float()
-        return {**super()._encode_condition(batch), "controlnet_cond": control}
+        return {**self.captions.encode(batch, device), "controlnet_cond": control}
 
-    def _drop_condition(self, condition: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Drop captions as the engine does; the control image is always kept."""
-        return {**condition, **super()._drop_condition(condition, drop)}
+    def drop(self, condition: dict[str, Any], mask: torch.Tensor) -> dict[str, Any]:
+        """Drop captions as :class:`CaptionConditioning` does; the control image is always kept."""
+        return self.captions.drop(condition, mask)
 
-    def _predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
-        """The frozen base's output (B, C_out, h, w) with the ControlNet's block residuals."""
-        kwargs = dict(kwargs)
-        control = kwargs.pop("controlnet_cond").to(noisy.dtype)
+    def sample_validation(self, device: torch.device) -> tuple[list[str], list]:
+        """(prompts, PIL images) of each validation prompt with its control image, or the first batch's."""
+        prompts, controls = list(self.config.validation_prompts), self.validation_controls
+        if not prompts or not controls:
+            return [], []
+        images = [controls[i % len(controls)] for i in range(len(prompts))]
+        return prompts, generate(self.config, self.pipeline, device, prompts, image=images)
+
+
+class ControlNetCopy:
+    """The ``controlnet`` of a ``PixArtAlphaControlNetPipeline`` trains, all of it; the base transformer, VAE and
+    T5 stay frozen. The prediction is the frozen base's with the ControlNet's block residuals; the result is the
+    ControlNet (``controlnet``, ``PixArtControlNetModel.from_pretrained(folder)`` loads it).
+
+    Raises:
+        TypeError: ``pipeline`` is not a ``PixArtAlphaControlNetPipeline``.
+    """
+
+    frozen_components = ("vae", "text_encoder", "transformer")
+    strict_checkpoints = True
+    result_name = "controlnet"
+
+    def __init__(self, pipeline: PixArtAlphaControlNetPipeline):
+        if not isinstance(pipeline, PixArtAlphaControlNetPipeline):
+            raise TypeError(
+                f"ControlNet training needs a PixArtAlphaControlNetPipeline, got {type(pipeline).__name__}."
+            )
+        self.pipeline = pipeline
+        self.module = pipeline.controlnet
+
+    def prepare(self) -> None:
+        self.module.requires_grad_(True)
+
+    def checkpointed(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return state
+
+    def forward(
+        self, model: torch.nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, condition: dict[str, Any]
+    ) -> torch.Tensor:
+        """The frozen base's output (B, C_out, h, w) with the residuals of ``model`` (the ControlNet)."""
+        condition = dict(condition)
+        control = condition.pop("controlnet_cond").to(noisy.dtype)
         transformer = self.pipeline.transformer
-        residuals = self.model(transformer, noisy, control, timestep=timesteps, **kwargs)
-        return transformer(noisy, timestep=timesteps, block_residuals=residuals, **kwargs).sample
+        residuals = model(transformer, noisy, control, timestep=timesteps, **condition)
+        return transformer(noisy, timestep=timesteps, block_residuals=residuals, **condition).sample
 
-    def _validation_conditions(self) -> list:
-        """(prompt, control image) pairs: each validation prompt with its control image, or the first batch's."""
-        prompts, controls = self.config.validation_prompts, self.validation_controls
-        if not controls:
-            return []
-        return [(prompt, controls[i % len(controls)]) for i, prompt in enumerate(prompts)]
-
-    def _sample_validation(self, conditions: list) -> tuple[list[str], list]:
-        """(prompts, PIL images) generated with the ControlNet pipeline from the prompts and their control images."""
-        prompts = [prompt for prompt, _ in conditions]
-        return prompts, self._generate(prompts, image=[control for _, control in conditions])
-
-    def _save_result(self, folder: Path) -> None:
-        """Save the ControlNet (``PixArtControlNetModel.from_pretrained(folder)`` loads it)."""
+    def save(self, folder: Path) -> None:
         self.pipeline.controlnet.save_pretrained(folder)
 
-    def push_to_hub(self) -> None:
-        """Upload the ControlNet with its model card (kind ``controlnet``) filled from the run."""
+    def push(self, repo_id: str, samples: Sequence[tuple[str, Any]], card_info: dict[str, Any]) -> None:
+        """Upload the ControlNet with its model card (kind ``controlnet``)."""
         from ..hub import push_to_hub
 
-        push_to_hub(
-            self.pipeline.controlnet,
-            self.config.hub_model_id,
-            samples=self.validation_images,
-            card_info={"training": self.training_summary(), "base_model": self.base_model_id()},
-        )
+        push_to_hub(self.pipeline.controlnet, repo_id, samples=samples, card_info=card_info)
 
 
 def load_controlnet_pipeline(config: ControlNetConfig) -> PixArtAlphaControlNetPipeline:
@@ -264,6 +280,7 @@ def train_controlnet(config: ControlNetConfig) -> Path:
     """
     if config.train_data is None or config.features is not None:
         raise ValueError("ControlNet training reads raw images (--train_data): control maps are made from them.")
+    accelerator = make_accelerator(config)
     edge_detector = None
     if config.conditioning_image_column is None:
         edge_detector = make_edge_detector(
@@ -271,27 +288,33 @@ def train_controlnet(config: ControlNetConfig) -> Path:
             hed_weights=config.hed_weights,
             low_threshold=config.canny_low_threshold,
             high_threshold=config.canny_high_threshold,
-            device=PartialState().device,
+            device=accelerator.device,
         )
     controls = [load_control_image(path, config.resolution) for path in config.validation_control_images]
     dataset = load_streaming_dataset(config.train_data)
     detector_name = config.edge_detector if edge_detector is not None else f"column {config.conditioning_image_column}"
-    trainer = ControlNetTrainer(
-        config,
-        load_controlnet_pipeline(config),
-        validation_control_images=controls,
-        card_info={"stage": "ControlNet", "control": detector_name, "data": config.train_data},
-    )
+    pipeline = load_controlnet_pipeline(config)
+    conditioning = ControlConditioning(config, pipeline, validation_control_images=controls)
+    parameters = ControlNetCopy(pipeline)
     loader = ControlImageTextLoader(
         dataset,
         edge_detector=edge_detector,
         conditioning_image_column=config.conditioning_image_column,
         caption_column=config.caption_column,
-        **image_loader_options(config, trainer),
+        **image_loader_options(config, accelerator),
     )
-    return trainer.train(loader)
+    card_info = {"stage": "ControlNet", "control": detector_name, "data": config.train_data}
+    return train_with_iddpm(config, accelerator, pipeline, loader, conditioning, parameters, card_info)
+
+
+#: The ``--help`` description of ``examples/train_controlnet.py``.
+DESCRIPTION = (
+    "Train a PixArt-alpha ControlNet (paper appendix A.9) on edge maps of image-caption data: a trainable copy of the "
+    "base's first blocks (ControlNet-Half), the base frozen, captions dropped with probability 0.5. The ControlNet is "
+    "saved to <output_dir>/controlnet."
+)
 
 
 def main_controlnet(argv: list[str] | None = None) -> int:
     """Command-line entry: parse flags (and ``--config``), train; a bad input exits with status 2."""
-    return run_command(ControlNetConfig, train_controlnet, argv, __doc__.split("\n\n")[1])
+    return run_command(ControlNetConfig, train_controlnet, argv, DESCRIPTION)

@@ -28,9 +28,11 @@ from transformers import T5EncoderModel, T5Tokenizer
 from ..data.streaming import ImageTextLoader, load_streaming_dataset
 from ..pipelines.pixart_alpha import PixArtAlphaPipeline
 from ..text import add_tokens, preprocess_captions
+from .conditioning import CaptionConditioning
 from .config import option, run_command
-from .engine import Trainer
-from .stages import Stage2Config, image_loader_options, load_pipeline
+from .engine import make_accelerator
+from .parameters import AllParameters, LoraAdapter
+from .stages import Stage2Config, image_loader_options, load_pipeline, train_with_iddpm
 
 
 @dataclass
@@ -60,7 +62,7 @@ class DreamBoothConfig(Stage2Config):
 
 
 def add_lora_adapter(transformer: torch.nn.Module, config: DreamBoothConfig) -> None:
-    """Attach the ``--lora_rank`` adapter (seeded by ``--seed``): the engine then trains only its parameters."""
+    """Attach the ``--lora_rank`` adapter (seeded by ``--seed``), which :class:`~.parameters.LoraAdapter` trains."""
     if config.lora_rank < 0:
         raise ValueError(f"--lora_rank must be at least 1 for LoRA (0: full fine-tune), got {config.lora_rank}.")
     torch.manual_seed(config.seed)
@@ -89,29 +91,6 @@ def check_prompt_words(tokenizer: Any, prompt: str) -> None:
         )
 
 
-class DreamBoothTrainer(Trainer):
-    """The shared loop, whose LoRA result also holds the tokenizer and text encoder when tokens were added."""
-
-    def __init__(self, config: DreamBoothConfig, pipeline: PixArtAlphaPipeline, **kwargs: Any):
-        self.added_tokens = list(config.add_tokens)
-        super().__init__(config, pipeline, **kwargs)
-
-    def _check_config(self) -> None:
-        super()._check_config()
-        if self.added_tokens and self.config.lora_rank and self.config.push_to_hub:
-            raise ValueError(
-                "--push_to_hub uploads only the LoRA weights, not the tokenizer and T5 that --add_tokens grew: push a "
-                "full fine-tune, or upload <output_dir>/lora yourself."
-            )
-
-    def _save_result(self, folder: Path) -> None:
-        """The engine's result; with a LoRA adapter and added tokens also ``tokenizer/`` and ``text_encoder/``."""
-        super()._save_result(folder)
-        if self.lora_adapter is not None and self.added_tokens:
-            self.pipeline.tokenizer.save_pretrained(folder / "tokenizer")
-            self.pipeline.text_encoder.save_pretrained(folder / "text_encoder")
-
-
 def train_dreambooth(config: DreamBoothConfig) -> Path:
     """Fine-tune on the instance images (the whole transformer or a LoRA adapter); returns the saved result folder
     (``<output_dir>/pipeline`` or ``<output_dir>/lora``).
@@ -121,6 +100,11 @@ def train_dreambooth(config: DreamBoothConfig) -> Path:
     """
     if not config.instance_data or not config.instance_prompt.strip():
         raise ValueError("--instance_data and --instance_prompt are required.")
+    if config.add_tokens and config.lora_rank and config.push_to_hub:
+        raise ValueError(
+            "--push_to_hub uploads only the LoRA weights, not the tokenizer and T5 that --add_tokens grew: push a "
+            "full fine-tune, or upload <output_dir>/lora yourself."
+        )
     prompt = config.instance_prompt.strip()
     pipeline = load_pipeline(config)
     card_info: dict[str, Any] = {"stage": "DreamBooth", "instance prompt": prompt}
@@ -131,10 +115,14 @@ def train_dreambooth(config: DreamBoothConfig) -> Path:
     if config.lora_rank:
         add_lora_adapter(pipeline.transformer, config)
         card_info["LoRA rank"] = config.lora_rank
-    trainer = DreamBoothTrainer(config, pipeline, card_info=card_info)
+        parameters = LoraAdapter(pipeline, save_text_encoder=bool(config.add_tokens))
+    else:
+        parameters = AllParameters(pipeline)
+    conditioning = CaptionConditioning(config, pipeline)
+    accelerator = make_accelerator(config)
     images = load_streaming_dataset(config.instance_data).map(lambda record: {"text": prompt})
-    data = ImageTextLoader(images, caption_column="text", **image_loader_options(config, trainer))
-    return trainer.train(data)
+    data = ImageTextLoader(images, caption_column="text", **image_loader_options(config, accelerator))
+    return train_with_iddpm(config, accelerator, pipeline, data, conditioning, parameters, card_info)
 
 
 def load_dreambooth_lora(pretrained: str | os.PathLike, lora_dir: str | os.PathLike) -> PixArtAlphaPipeline:
@@ -152,6 +140,15 @@ def load_dreambooth_lora(pretrained: str | os.PathLike, lora_dir: str | os.PathL
     return pipeline
 
 
+#: The ``--help`` description of ``examples/train_dreambooth.py``.
+DESCRIPTION = (
+    "DreamBooth for PixArt-alpha (paper appendix A.9): teach the model a subject from a handful of images, each "
+    "captioned with one instance prompt ('a photo of sks dog'). The paper's recipe is the default: full fine-tune of "
+    "the transformer, learning rate 5e-6, 300 steps, no prior preservation; --lora_rank R trains a LoRA adapter "
+    "instead."
+)
+
+
 def main_dreambooth(argv: list[str] | None = None) -> int:
     """Command-line entry: parse flags (and ``--config``), fine-tune, save (and push); a bad input exits with 2."""
-    return run_command(DreamBoothConfig, train_dreambooth, argv, __doc__.split("\n\n")[1])
+    return run_command(DreamBoothConfig, train_dreambooth, argv, DESCRIPTION)

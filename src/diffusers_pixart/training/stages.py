@@ -1,8 +1,8 @@
-"""The training stages of the paper as configs and entry points over the shared :class:`~.engine.Trainer`.
+"""The training stages of the paper as configs and entry points over the shared loop (:func:`~.engine.train`).
 
 Stage 1, pixel dependency (paper section 2.2, Table 4): a class-conditional DiT (diffusers' ``DiTTransformer2DModel``)
-on labelled images (ImageNet, or the toy world's labels) at 256px, with the engine's loop in class mode
-(:class:`~.engine.ClassConditionalTrainer`); the result is re-parameterized into a PixArt transformer (section 2.3,
+on labelled images (ImageNet, or the toy world's labels) at 256px, with the engine's loop conditioned on the labels
+(:class:`~.conditioning.ClassConditioning`); the result is re-parameterized into a PixArt transformer (section 2.3,
 :meth:`PixArtTransformer2DModel.from_dit`) that stage 2 starts from.
 
 Stage 2, text-image alignment (paper section 2.2, Table 4): the T2I transformer at 256px, from a re-parameterized
@@ -17,23 +17,43 @@ original size and the bucket ratio). The model is prepared by :func:`prepare_sta
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
+from accelerate import Accelerator
 from diffusers import AutoencoderKL, DiTPipeline, DiTTransformer2DModel, DPMSolverMultistepScheduler
 from transformers import AutoConfig
 
+from ..atomic import atomic_dir
 from ..data.features import FeatureLoader
 from ..data.streaming import DEFAULT_MIN_IMAGE_SIDE, ImageTextLoader, StreamingBatchLoader, load_streaming_dataset
 from ..models.conversion import REPARAM_TIMESTEP, load_dit
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..pipelines.pixart_alpha import PixArtAlphaPipeline
+from .conditioning import CaptionConditioning, ClassConditioning, Conditioning
 from .config import TrainingConfig, option, run_command
-from .engine import ClassConditionalTrainer, Trainer, check_resolution, replace_dir, vae_scale_factor
+from .diffusion import IDDPMDiffusion
+from .engine import check_resolution, make_accelerator, train, vae_scale_factor
+from .parameters import AllParameters, TrainedParameters
+
+#: The ``--help`` descriptions of the stage scripts.
+STAGE1_DESCRIPTION = (
+    "PixArt-alpha stage 1, pixel dependency (paper section 2.2): train a class-conditional DiT on labelled images "
+    "(ImageNet, or the toy world's labels) at 256px; the result is re-parameterized into a PixArt transformer "
+    "(section 2.3) that stage 2 starts from."
+)
+STAGE2_DESCRIPTION = (
+    "PixArt-alpha stage 2, text-image alignment (paper section 2.2): train the text-to-image transformer at 256px, "
+    "from a re-parameterized stage-1 model or any PixArt checkpoint, on raw image-caption data or precomputed features."
+)
+STAGE3_DESCRIPTION = (
+    "PixArt-alpha stage 3, high aesthetics (paper section 2.2, appendix A.5): from stage 2, on high-quality "
+    "image-caption data, at 256px and then higher resolutions, with aspect-ratio buckets and the micro-conditions "
+    "(original size and bucket ratio)."
+)
 
 #: Folder of a stage-1 run holding the re-parameterized PixArt transformer (next to the DiT's ``pipeline``).
 PIXART_TRANSFORMER_DIR = "pixart_transformer"
@@ -136,9 +156,15 @@ def check_data_options(config: StageConfig) -> None:
         raise ValueError("Give exactly one of --train_data (raw images) and --features (precomputed).")
 
 
-def loader_options(config: StageConfig, trainer: Trainer) -> dict[str, Any]:
+def base_model_id(config: StageConfig) -> str | None:
+    """The Hub id the run starts from (``--pretrained_model_name_or_path`` unless a local folder), for model cards."""
+    source = config.pretrained_model_name_or_path
+    return source if source and not Path(source).exists() else None
+
+
+def loader_options(config: StageConfig, accelerator: Accelerator) -> dict[str, Any]:
     """The :class:`StreamingBatchLoader` arguments of the options: batch size, shuffle buffer, seed, this process's
-    rank of the world, and ``--dataloader_num_workers``."""
+    rank of the ``accelerator``'s world, and ``--dataloader_num_workers``."""
     if config.min_image_side < 0:
         raise ValueError(f"--min_image_side must be >= 0, got {config.min_image_side}.")
     if config.dataloader_num_workers < 0:
@@ -147,16 +173,16 @@ def loader_options(config: StageConfig, trainer: Trainer) -> dict[str, Any]:
         batch_size=config.train_batch_size,
         shuffle_buffer_size=config.shuffle_buffer_size,
         seed=config.seed,
-        rank=trainer.accelerator.process_index,
-        world_size=trainer.accelerator.num_processes,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
         num_workers=config.dataloader_num_workers,
     )
 
 
-def image_loader_options(config: StageConfig, trainer: Trainer) -> dict[str, Any]:
+def image_loader_options(config: StageConfig, accelerator: Accelerator) -> dict[str, Any]:
     """:func:`loader_options` plus the :class:`ImageTextLoader` ones: resolution, image column, minimum side."""
     return dict(
-        loader_options(config, trainer),
+        loader_options(config, accelerator),
         resolution=config.resolution,
         image_column=config.image_column,
         min_size=config.min_image_side,
@@ -164,20 +190,43 @@ def image_loader_options(config: StageConfig, trainer: Trainer) -> dict[str, Any
 
 
 def make_loader(
-    config: StageConfig,
-    trainer: Trainer,
-    dataset: datasets.IterableDataset | None = None,
-    **loader_kwargs,
+    config: StageConfig, accelerator: Accelerator, dataset: datasets.IterableDataset | None = None, **loader_kwargs
 ) -> StreamingBatchLoader:
     """This process's loader of ``--features``, or of ``--train_data`` (``dataset`` if already opened).
 
     ``loader_kwargs`` go to :class:`ImageTextLoader` (columns, ``multi_scale``).
     """
     if config.features is not None:
-        return FeatureLoader(config.features, **loader_options(config, trainer))
+        return FeatureLoader(config.features, **loader_options(config, accelerator))
     if dataset is None:
         dataset = load_streaming_dataset(config.train_data)
-    return ImageTextLoader(dataset, **image_loader_options(config, trainer), **loader_kwargs)
+    return ImageTextLoader(dataset, **image_loader_options(config, accelerator), **loader_kwargs)
+
+
+def train_with_iddpm(
+    config: StageConfig,
+    accelerator: Accelerator,
+    pipeline: Any,
+    data: Any,
+    conditioning: Conditioning,
+    parameters: TrainedParameters,
+    card_info: dict[str, Any],
+) -> Path:
+    """The shared loop (:func:`~.engine.train`) with ``conditioning``, ``parameters`` and the paper's objective for
+    ``pipeline`` (``--prediction_type``, ``--snr_gamma``); returns the saved result folder."""
+    objective = IDDPMDiffusion.for_pipeline(pipeline, config.prediction_type, config.snr_gamma)
+    result = train(
+        config,
+        pipeline,
+        data,
+        conditioning,
+        parameters,
+        objective,
+        accelerator=accelerator,
+        card_info=card_info,
+        base_model=base_model_id(config),
+    )
+    return result.path
 
 
 # ------------------------------------------------------------------------------------------------------ stage 1
@@ -300,31 +349,24 @@ def train_stage1(config: Stage1Config) -> Path:
     )
     if id2label is not None:  # saved in model_index.json, passed back to DiTPipeline on load
         pipeline.register_to_config(id2label=id2label)
-    trainer = ClassConditionalTrainer(
-        config,
-        pipeline,
-        validation_labels=config.validation_class_labels,
-        card_info={"stage": "1: pixel dependency", "data": config.train_data or config.features},
-    )
-    data = make_loader(config, trainer, dataset, caption_column=None, label_column=config.label_column)
-    final = trainer.train(data)
-    if config.reparameterize and trainer.accelerator.is_main_process:
+    conditioning = ClassConditioning(config, pipeline, validation_labels=config.validation_class_labels)
+    accelerator = make_accelerator(config)
+    data = make_loader(config, accelerator, dataset, caption_column=None, label_column=config.label_column)
+    card_info = {"stage": "1: pixel dependency", "data": config.train_data or config.features}
+    final = train_with_iddpm(config, accelerator, pipeline, data, conditioning, AllParameters(pipeline), card_info)
+    if config.reparameterize and accelerator.is_main_process:
         model = PixArtTransformer2DModel.from_dit(
             str(final), reparam_timestep=config.reparam_timestep, caption_channels=caption_channels
         )
-        out = Path(config.output_dir) / PIXART_TRANSFORMER_DIR
-        tmp = out.with_name(f".tmp-{out.name}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        model.save_pretrained(tmp)
-        replace_dir(tmp, out)
-    trainer.accelerator.wait_for_everyone()
+        with atomic_dir(Path(config.output_dir) / PIXART_TRANSFORMER_DIR) as tmp:
+            model.save_pretrained(tmp)
+    accelerator.wait_for_everyone()
     return final
 
 
 def main_stage1(argv: list[str] | None = None) -> int:
     """Command-line entry of stage 1: parse flags (and ``--config``), train; a bad input exits with status 2."""
-    return run_command(Stage1Config, train_stage1, argv, __doc__.split("\n\n")[1])
+    return run_command(Stage1Config, train_stage1, argv, STAGE1_DESCRIPTION)
 
 
 # ------------------------------------------------------------------------------------------------------ stage 2
@@ -341,17 +383,17 @@ def load_pipeline(config: Stage2Config) -> PixArtAlphaPipeline:
 def train_stage2(config: Stage2Config) -> Path:
     """Run stage 2; returns the saved pipeline folder."""
     check_data_options(config)
-    trainer = Trainer(
-        config,
-        load_pipeline(config),
-        card_info={"stage": "2: text-image alignment", "data": config.train_data or config.features},
-    )
-    return trainer.train(make_loader(config, trainer, caption_column=config.caption_column))
+    pipeline = load_pipeline(config)
+    accelerator = make_accelerator(config)
+    data = make_loader(config, accelerator, caption_column=config.caption_column)
+    card_info = {"stage": "2: text-image alignment", "data": config.train_data or config.features}
+    conditioning, parameters = CaptionConditioning(config, pipeline), AllParameters(pipeline)
+    return train_with_iddpm(config, accelerator, pipeline, data, conditioning, parameters, card_info)
 
 
 def main_stage2(argv: list[str] | None = None) -> int:
     """Command-line entry of stage 2: parse flags (and ``--config``), train; a bad input exits with status 2."""
-    return run_command(Stage2Config, train_stage2, argv, __doc__.split("\n\n")[2])
+    return run_command(Stage2Config, train_stage2, argv, STAGE2_DESCRIPTION)
 
 
 # ------------------------------------------------------------------------------------------------------ stage 3
@@ -420,15 +462,13 @@ def train_stage3(config: Stage3Config) -> Path:
     pipeline.transformer = prepare_stage3_transformer(
         pipeline.transformer, config.resolution // vae_factor, config.interpolation_scale, config.micro_conditions
     )
-    trainer = Trainer(
-        config,
-        pipeline,
-        card_info={"stage": "3: high aesthetics", "data": config.train_data or config.features},
-    )
-    loader = make_loader(config, trainer, caption_column=config.caption_column, multi_scale=config.multi_scale)
-    return trainer.train(loader)
+    accelerator = make_accelerator(config)
+    data = make_loader(config, accelerator, caption_column=config.caption_column, multi_scale=config.multi_scale)
+    card_info = {"stage": "3: high aesthetics", "data": config.train_data or config.features}
+    conditioning, parameters = CaptionConditioning(config, pipeline), AllParameters(pipeline)
+    return train_with_iddpm(config, accelerator, pipeline, data, conditioning, parameters, card_info)
 
 
 def main_stage3(argv: list[str] | None = None) -> int:
     """Command-line entry of stage 3: parse flags (and ``--config``), train; a bad input exits with status 2."""
-    return run_command(Stage3Config, train_stage3, argv, __doc__.split("\n\n")[3])
+    return run_command(Stage3Config, train_stage3, argv, STAGE3_DESCRIPTION)
