@@ -63,3 +63,33 @@ def test_generate_with_a_sigma_folder_loads_the_sigma_pipeline(tmp_path):
     out = tmp_path / "x.png"
     assert main(["generate", "a blue star", "--model", str(folder), "--out", str(out), "--steps", "1"]) == 0
     assert Image.open(out).size == (256, 256)
+
+
+def test_generate_loads_a_lora_and_the_lcm_sampler_finds_the_models_own(tmp_path, capsys):
+    """``--lora`` changes the image; ``--scheduler lcm`` loads the folder's ``lcm_lora/`` unless a LoRA is named."""
+    import numpy as np
+    from peft import LoraConfig
+
+    from diffusers_pixart.default_model import LCM_LORA_DIR
+    from diffusers_pixart.hub import save_lora_weights
+
+    pipe = make_pipeline()
+    pipe.save_pretrained(tmp_path / "model")
+    transformer = pipe.transformer
+    transformer.add_adapter(LoraConfig(r=2, target_modules=["to_q", "to_v"], init_lora_weights=False))
+    save_lora_weights(transformer, tmp_path / "model" / LCM_LORA_DIR)
+    model = str(tmp_path / "model")
+
+    def image(*flags: str) -> np.ndarray:
+        out = tmp_path / f"{len(list(tmp_path.glob('*.png')))}.png"
+        assert main(["generate", "a red circle", "--model", model, "--out", str(out), "--steps", "2", *flags]) == 0
+        return np.asarray(Image.open(out), dtype=np.int16)
+
+    plain = image("--scheduler", "lcm", "--lora", str(tmp_path / "model" / LCM_LORA_DIR))
+    assert "+ LoRA" in capsys.readouterr().out
+    shipped = image("--scheduler", "lcm")
+    assert f"+ LoRA {tmp_path / 'model' / LCM_LORA_DIR}" in capsys.readouterr().out
+    assert np.array_equal(plain, shipped)
+    without = image("--scheduler", "dpm")
+    assert "LoRA" not in capsys.readouterr().out
+    assert not np.array_equal(image("--scheduler", "dpm", "--lora", str(tmp_path / "model" / LCM_LORA_DIR)), without)

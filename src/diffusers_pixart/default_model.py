@@ -6,18 +6,41 @@ from pathlib import Path
 
 import torch
 
+from .hub import LORA_WEIGHT_NAME
 from .pipelines.auto import pipeline_class
 from .pipelines.pixart_alpha import PixArtAlphaPipeline
 
 #: The embedded default model: a pipeline folder shipped inside the package, trained on the toy world.
 TOY_MODEL_PATH = Path(__file__).parent / "toy_model"
 
+#: The folder where a model keeps the LCM-LoRA distilled from it (``examples/toy/run_distill.py --install``): the
+#: ``lcm`` sampler loads it when no other LoRA is named.
+LCM_LORA_DIR = "lcm_lora"
+
 #: What the fallback is called wherever it is shown, so nobody takes its noise for a trained model.
 RANDOM_MODEL_LABEL = "tiny randomly initialised pipeline (untrained: its images are noise)"
 
 
+def shipped_lcm_lora(model: str | None) -> Path | None:
+    """The LCM-LoRA a local model folder (or, for ``None``, the embedded model) ships in :data:`LCM_LORA_DIR`."""
+    path = (TOY_MODEL_PATH if model is None else Path(model)) / LCM_LORA_DIR
+    return path if (path / LORA_WEIGHT_NAME).is_file() else None
+
+
+def sampler_lora(model: str | None, sampler: str, lora: str | None) -> str | None:
+    """The LoRA to load: ``lora`` if named, else for the ``lcm`` sampler the model's own LCM-LoRA (if it ships one)."""
+    if lora is not None or sampler != "lcm":
+        return lora
+    shipped = shipped_lcm_lora(model)
+    return None if shipped is None else str(shipped)
+
+
 def load_pipeline(
-    model: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32, low_memory: bool = False
+    model: str | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    low_memory: bool = False,
+    lora: str | None = None,
 ) -> tuple[PixArtAlphaPipeline, str]:
     """Load ``model`` (a pipeline folder or Hub id), or the default model; returns the pipeline and its description.
 
@@ -25,7 +48,8 @@ def load_pipeline(
     PixArt-Σ pipeline, else as a :class:`PixArtAlphaPipeline` (:func:`.pipelines.auto.pipeline_class`). Without
     ``model``: the embedded toy model when the package ships it, else :func:`.tiny.make_pipeline` (described by
     :data:`RANDOM_MODEL_LABEL`). ``low_memory``: the pipeline's low-memory mode (``from_pretrained(low_memory=True)``;
-    the random fallback, which has no folder to reload T5 from, keeps it).
+    the random fallback, which has no folder to reload T5 from, keeps it). ``lora``: a LoRA folder, file or Hub id
+    loaded with ``load_lora_weights`` (e.g. an LCM-LoRA).
     """
     if model is not None:
         if Path(model).exists() and not (Path(model) / "model_index.json").is_file():
@@ -43,4 +67,7 @@ def load_pipeline(
             pipe = pipe.to(dtype=dtype)
         if low_memory:
             pipe.enable_low_memory(drop_text_encoder=False)
+    if lora is not None:
+        pipe.load_lora_weights(lora)
+        description += f" + LoRA {lora}"
     return pipe.to(device), description

@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--steps", type=int, default=None, help="Denoising steps (default: the sampler's own).")
     common.add_argument("--guidance", type=float, default=None, help="Guidance scale (default: the sampler's own).")
     common.add_argument("--scheduler", default="dpm", help=f"Sampler: one of {', '.join(SCHEDULERS)}.")
+    common.add_argument(
+        "--lora", default=None, help="LoRA folder, file or Hub id (default with --scheduler lcm: the model's LCM-LoRA)."
+    )
     common.add_argument("--resolution", type=int, default=None, help="Square image side (default: the model's).")
     common.add_argument("--batch-size", type=int, default=8, help="Prompts per generation batch.")
     common.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="Device.")
@@ -78,7 +81,7 @@ def read_images(folder: str | os.PathLike) -> list[Image.Image]:
 
 def generate_images(args: argparse.Namespace, prompts: Sequence[str]) -> tuple[list[Image.Image], dict]:
     """Images of ``prompts`` from the model of ``args``, one seed per image; also the settings used."""
-    from ..default_model import load_pipeline
+    from ..default_model import load_pipeline, sampler_lora
     from ..evaluation import sample_images
 
     sampler = scheduler_name(args.scheduler)
@@ -86,7 +89,8 @@ def generate_images(args: argparse.Namespace, prompts: Sequence[str]) -> tuple[l
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}.")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device.")
-    pipe, description = load_pipeline(args.model, device=args.device, dtype=DTYPES[args.dtype])
+    lora = sampler_lora(args.model, sampler, args.lora)
+    pipe, description = load_pipeline(args.model, device=args.device, dtype=DTYPES[args.dtype], lora=lora)
     print(f"model: {description}")
     pipe.set_scheduler(sampler)
     _, _, steps, guidance = SCHEDULERS[sampler]

@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--width", type=int, default=None, help="Width in pixels (default: the model's size).")
     parser.add_argument("--scheduler", default="dpm", help=f"Sampler: one of {', '.join(SCHEDULERS)}.")
     parser.add_argument("--negative", default="", help="Negative prompt.")
+    parser.add_argument(
+        "--lora", default=None, help="LoRA folder, file or Hub id (default with --scheduler lcm: the model's LCM-LoRA)."
+    )
     parser.add_argument("--num-images", type=int, default=1, help="Images to generate.")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="Device.")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="Weights dtype.")
@@ -76,7 +79,7 @@ def toy_prompt_warning(tokenizer, prompt: str) -> str | None:
 def run(args: argparse.Namespace) -> int:
     """Generate and save the images; prints which model made them, and a warning (stderr) when the model is a toy
     model that cannot read the prompt (:func:`toy_prompt_warning`)."""
-    from ..default_model import load_pipeline
+    from ..default_model import load_pipeline, sampler_lora
 
     sampler = scheduler_name(args.scheduler)
     if args.num_images < 1:
@@ -84,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device.")
     paths = output_paths(args.out, args.num_images)
-    pipe, description = load_pipeline(args.model, args.device, DTYPES[args.dtype], low_memory=args.low_memory)
+    lora = sampler_lora(args.model, sampler, args.lora)
+    pipe, description = load_pipeline(
+        args.model, args.device, DTYPES[args.dtype], low_memory=args.low_memory, lora=lora
+    )
     print(f"model: {description}")
     warning = toy_prompt_warning(pipe.tokenizer, args.prompt)
     if warning is not None:
