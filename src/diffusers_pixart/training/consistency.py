@@ -26,9 +26,18 @@ Shapes: ``B`` batch, ``C`` latent channels, ``H x W`` the latent grid.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
-from .diffusion import PREDICTION_TYPES, mean_flat
+from ..schedulers import make_scheduler
+from .diffusion import PREDICTION_TYPES, Noised, mean_flat
+
+#: A model call: (noisy latents (B, C, h, w), timesteps (B,), condition kwargs) -> output (B, C_out, h, w).
+ModelCall = Callable[[torch.Tensor, torch.Tensor, dict[str, Any]], torch.Tensor]
 
 
 class LatentConsistency:
@@ -87,6 +96,11 @@ class LatentConsistency:
         t = self.ddim_timesteps.to(index.device)[index]
         return t, (t - self.step_ratio).clamp(min=0)
 
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise`` (B, C, H, W) at ``timesteps`` (B,)."""
+        abar = self._gather(timesteps, latents)
+        return abar.sqrt() * latents + (1.0 - abar).sqrt() * noise
+
     def boundary_scalings(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``c_skip(t)`` and ``c_out(t)``, each (B, 1, ..., 1) like ``like``; ``c_skip(0) ~ 1``, ``c_out(0) = 0``."""
         scaled = timesteps.to(like.device).float().view(-1, *([1] * (like.ndim - 1))) * self.timestep_scaling
@@ -138,3 +152,100 @@ class LatentConsistency:
         """The pseudo-Huber distance per sample (B,) between consistency outputs (B, C, H, W); ``target`` detached."""
         c = self.huber_c
         return mean_flat(torch.sqrt((student.float() - target.detach().float()) ** 2 + c**2) - c)
+
+
+@dataclass
+class ConsistencyNoised(Noised):
+    """A micro-batch of consistency distillation: the student's input at ``t_n`` and the target it is pulled to."""
+
+    previous: torch.Tensor  # t_{n-1} (B,)
+    target: torch.Tensor  # f_target(x_{t_{n-1}}, t_{n-1}) (B, C, h, w), without gradients
+
+
+class ConsistencyDistillation:
+    """The training engine's objective part for latent consistency distillation (see the module docstring).
+
+    Args:
+        consistency: the solver, scalings and loss (:class:`LatentConsistency`).
+        teacher: the teacher's model call (frozen; for LCM-LoRA, the transformer with its adapter disabled).
+        target: the target network's model call (for LCM-LoRA, the student itself; else an :class:`EmaTarget`).
+        null_condition: the unconditional branch of a condition (the conditioning part's dropout of every sample).
+        after_step: called with the trained module after every optimizer step (the EMA target's ``update``).
+    """
+
+    def __init__(
+        self,
+        consistency: LatentConsistency,
+        teacher: ModelCall,
+        target: ModelCall,
+        null_condition: Callable[[dict[str, Any]], dict[str, Any]],
+        after_step: Callable[[torch.nn.Module], None] | None = None,
+    ):
+        self.consistency = consistency
+        self.teacher = teacher
+        self.target = target
+        self.null_condition = null_condition
+        self.after_step = after_step
+
+    def after_optimizer_step(self, module: torch.nn.Module) -> None:
+        """Step the target network's average towards the student (full distillation); nothing for LCM-LoRA."""
+        if self.after_step is not None:
+            self.after_step(module)
+
+    def match_scheduler(self, pipeline: Any) -> None:
+        """The student samples with ``LCMScheduler`` on the teacher's noise schedule and prediction type."""
+        config = {**pipeline.scheduler.config, "prediction_type": self.consistency.prediction_type}
+        pipeline.scheduler = make_scheduler("lcm", config)
+
+    @torch.no_grad()
+    def noise(self, latents: torch.Tensor, condition: dict[str, Any], generator: torch.Generator) -> ConsistencyNoised:
+        """``t_n``, ``t_{n-1}`` and noise from ``generator``; the teacher's guided step from ``x_{t_n}`` to
+        ``x_{t_{n-1}}``; the target network's consistency output there."""
+        c = self.consistency
+        timesteps, previous = c.sample_steps(latents.shape[0], generator)
+        noise = torch.randn(latents.shape, device=latents.device, generator=generator)
+        noisy = c.add_noise(latents, noise, timesteps)
+        text = self.teacher(noisy, timesteps, condition)
+        null = self.teacher(noisy, timesteps, self.null_condition(condition))
+        earlier = c.solver_step(text, null, noisy, timesteps, previous).to(noisy.dtype)
+        target = c.consistency_function(self.target(earlier, previous, condition), earlier, previous)
+        return ConsistencyNoised(latents, noise, timesteps, noisy, previous=previous, target=target)
+
+    def loss(self, output: torch.Tensor, noised: ConsistencyNoised) -> dict[str, torch.Tensor]:
+        """The pseudo-Huber distance (B,) between the student's consistency output at ``t_n`` and the target."""
+        student = self.consistency.consistency_function(output, noised.noisy, noised.timesteps)
+        return {"loss": self.consistency.loss(student, noised.target)}
+
+
+class EmaTarget:
+    """The target network of full consistency distillation: an exponential moving average of the student.
+
+    ``target <- decay * target + (1 - decay) * student`` after every optimizer step (LCM: decay 0.95), starting
+    from the student's weights. Its ``state_dict``/``load_state_dict`` let accelerate checkpoint it, so a resumed
+    run continues with the same target.
+
+    Args:
+        student: the trained module (copied; the copy is frozen and in eval mode).
+        decay: the average's decay in [0, 1).
+    """
+
+    def __init__(self, student: torch.nn.Module, decay: float = 0.95):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"The target network's `decay` must be in [0, 1), got {decay}.")
+        self.decay = decay
+        self.module = copy.deepcopy(student).requires_grad_(False).eval()
+
+    def __call__(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: dict[str, Any]) -> torch.Tensor:
+        return self.module(noisy, timestep=timesteps, **condition).sample
+
+    @torch.no_grad()
+    def update(self, student: torch.nn.Module) -> None:
+        """One step of the average towards the student's current weights."""
+        for mine, theirs in zip(self.module.parameters(), student.parameters(), strict=True):
+            mine.lerp_(theirs.detach().to(mine.dtype), 1.0 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(state)

@@ -14,8 +14,9 @@ Shapes: ``B`` batch, ``C`` latent channels, ``H x W`` the latent grid.
 
 :class:`IDDPMDiffusion` is the training engine's objective part (:func:`~.engine.train`): per micro-batch the engine
 calls ``noise(latents, condition, generator)`` for the model's input (a :class:`Noised`), runs the model on it, and
-``loss(output, noised)`` for the per-sample losses; ``match_scheduler(pipeline)`` makes the pipeline sample what the
-model is trained to predict.
+``loss(output, noised)`` for the per-sample losses, and ``after_optimizer_step(module)`` after every optimizer step
+(nothing here; a consistency objective steps its target network); ``match_scheduler(pipeline)`` makes the pipeline
+sample what the model is trained to predict.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class Objective(Protocol):
     def noise(self, latents: torch.Tensor, condition: dict[str, Any], generator: torch.Generator) -> Noised: ...
 
     def loss(self, output: torch.Tensor, noised: Noised) -> dict[str, torch.Tensor]: ...
+
+    def after_optimizer_step(self, module: torch.nn.Module) -> None: ...
 
 
 class IDDPMDiffusion:
@@ -138,6 +141,9 @@ class IDDPMDiffusion:
             learn_sigma=transformer.out_channels == 2 * transformer.config.in_channels,
             snr_gamma=snr_gamma,
         )
+
+    def after_optimizer_step(self, module: torch.nn.Module) -> None:
+        """Nothing: the diffusion loss has no state of its own to update between steps."""
 
     def match_scheduler(self, pipeline: Any) -> None:
         """Give ``pipeline`` a scheduler that samples what the model is trained to predict (for the validation

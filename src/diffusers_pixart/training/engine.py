@@ -27,23 +27,15 @@ Every trainer is a composition of parts (all with ``IDDPMDiffusion.for_pipeline`
     DreamBooth --lora_rank (.dreambooth)   CaptionConditioning  LoraAdapter(save_text_encoder=bool(--add_tokens))
     ControlNet (.controlnet)               ControlConditioning  ControlNetCopy
 
-The coming trainers compose the same way:
+Two more trainers compose the same way:
 
-- LoRA on captioned data: stage 2's loader, ``CaptionConditioning``, ``LoraAdapter`` once the transformer carries the
-  adapter (``transformer.add_adapter(LoraConfig(...))``, as DreamBooth's ``--lora_rank`` does), ``IDDPMDiffusion``:
-  no new part.
-- Latent consistency distillation: ``CaptionConditioning``, ``AllParameters`` (or ``LoraAdapter`` for an LCM-LoRA),
-  and a new objective built on :class:`~.consistency.LatentConsistency` (the skipping-step solver, the boundary
-  scalings, the pseudo-Huber loss), made with a teacher (a frozen copy of the transformer) and a target network.
-  Its ``noise(latents, condition, generator)`` draws ``t_n`` and ``t_{n-1}`` (``sample_steps``) and the noise, then,
-  without gradients, runs the teacher on ``condition`` and on ``conditioning.drop(condition, <all True>)`` (the
-  unconditional branch), takes the guided step to ``t_{n-1}`` (``solver_step``) and evaluates the target network
-  there (``consistency_function``): what it returns carries that target besides the model's input at ``t_n``. Its
-  ``loss(output, noised)`` is ``LatentConsistency.loss`` between ``consistency_function(output, ...)`` and the
-  target; its ``match_scheduler`` gives the pipeline an ``LCMScheduler``. The target network is the student itself
-  for LCM-LoRA (the objective holds ``parameters.module``); for full distillation it is an average of the student
-  (decay 0.95), which the loop would step after each optimizer step and register for checkpointing next to the
-  run's EMA (the one addition to :func:`train` that trainer needs).
+- LoRA on captioned data (:mod:`.lora`): stage 2's loader, ``CaptionConditioning``, ``LoraAdapter`` once the
+  transformer carries the adapter, ``IDDPMDiffusion``: no new part.
+- Latent consistency distillation (:mod:`.distillation`): ``CaptionConditioning`` (its validation at 1/2/4 steps),
+  ``AllParameters`` or ``LoraAdapter`` (LCM-LoRA), and :class:`~.consistency.ConsistencyDistillation` as the
+  objective: its ``noise`` runs the teacher's guided solver step and the target network without gradients, its
+  ``loss`` is the pseudo-Huber consistency loss, its ``after_optimizer_step`` steps the target network's average of
+  the student (full distillation), which the trainer registers for checkpointing.
 
 Data: any iterable of batch dicts, already split between ranks (``diffusers_pixart.data`` loaders are). Raw batches
 hold ``pixel_values`` (B, 3, H, W) in [-1, 1] and the condition's keys (``text``: B captions; ``label``: B classes);
@@ -258,6 +250,7 @@ def train(
                 progress.step += 1
                 if ema is not None:
                     ema.step(trainable_parameters(model))
+                objective.after_optimizer_step(module)  # e.g. consistency distillation's target network
                 means = meter.end_step(total_batch)
                 lr = lr_scheduler.get_last_lr()[0]
                 bar.update(1)
