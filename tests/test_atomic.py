@@ -3,8 +3,9 @@
 import json
 
 import pytest
+from PIL import Image
 
-from diffusers_pixart.atomic import atomic_dir, atomic_file, replace_dir, write_json_atomic
+from diffusers_pixart.atomic import atomic_dir, atomic_file, replace_dir, write_json_atomic, write_png_atomic
 
 
 def test_atomic_file_replaces_only_on_success(tmp_path):
@@ -45,3 +46,11 @@ def test_replace_dir_recovers_from_a_leftover_old_folder(tmp_path):
     replace_dir(tmp, final)
     assert (final / "state").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_write_png_atomic_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "images" / "sheet.png"
+    write_png_atomic(path, Image.new("RGB", (4, 2), (255, 0, 0)))
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (4, 2) and image.getpixel((0, 0)) == (255, 0, 0)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["sheet.png"]

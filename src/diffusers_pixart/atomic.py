@@ -94,3 +94,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
     """Write ``value`` as indented, key-sorted JSON to ``path`` atomically."""
     write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True))
+
+
+def write_png_atomic(path: str | os.PathLike, image: Any) -> None:
+    """Write the PIL ``image`` as a PNG to ``path`` atomically: a partly written file never replaces a previous one."""
+    with atomic_file(path) as tmp:
+        image.save(tmp, format="PNG")

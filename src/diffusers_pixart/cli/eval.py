@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..atomic import write_text_atomic
+from ..atomic import write_png_atomic, write_text_atomic
 from ..schedulers import SCHEDULERS, scheduler_name
-from .generate import DTYPES, save_png
+from .generate import DTYPES
 
 #: Suffixes of the files read as reference images.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -121,7 +121,7 @@ def save_results(out: str | os.PathLike, images: Sequence[Image.Image], results:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_png(contact_sheet(images), out / "contact_sheet.png")
+    write_png_atomic(out / "contact_sheet.png", contact_sheet(images))
     write_text_atomic(out / "scores.json", json.dumps(results, indent=2))
     print(f"saved {out / 'contact_sheet.png'} and {out / 'scores.json'}")
 
