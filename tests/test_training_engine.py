@@ -9,12 +9,12 @@ from safetensors.torch import load_file
 
 from diffusers_pixart import tiny
 from diffusers_pixart.models.attention import caption_cache
-from diffusers_pixart.toy.recipe import read_loss_curve
 from diffusers_pixart.training.checkpoints import find_checkpoint, list_checkpoints
 from diffusers_pixart.training.conditioning import CaptionConditioning
 from diffusers_pixart.training.config import TrainingConfig, build_parser, parse_config
 from diffusers_pixart.training.diffusion import IDDPMDiffusion
 from diffusers_pixart.training.engine import train
+from diffusers_pixart.training.logs import read_loss_curve
 from diffusers_pixart.training.parameters import AllParameters
 
 

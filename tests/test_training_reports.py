@@ -15,8 +15,8 @@ from test_training_engine import make_config, raw_batches, train_on_captions
 from test_training_stage2 import env, write_config
 
 from diffusers_pixart import tiny
-from diffusers_pixart.toy.recipe import read_loss_curve
 from diffusers_pixart.training.diffusion import IDDPMDiffusion
+from diffusers_pixart.training.logs import read_loss_curve
 from diffusers_pixart.training.stages import main_stage2
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -41,8 +41,8 @@ from ..pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline
 from ..text import add_tokens
 from ..training.controlnet import ControlNetConfig, train_controlnet
 from ..training.dreambooth import DreamBoothConfig, load_dreambooth_lora, train_dreambooth
+from ..training.logs import read_loss_curve
 from .compbench import _PALETTE_HUES, _hue, detect_objects, mean_scores, score_image
-from .recipe import read_loss_curve
 from .world import (
     COLORS,
     POSITION_PHRASES,

@@ -33,6 +33,7 @@ from ..pipelines.pixart_alpha import PixArtAlphaPipeline
 from ..tiny import make_text_encoder, make_tokenizer
 from ..training.config import LR_SCHEDULERS, MIXED_PRECISIONS
 from ..training.diffusion import PREDICTION_TYPES
+from ..training.logs import read_loss_curve
 from .language import pretrain_text_encoder
 from .world import (
     FAMILIES,
@@ -335,19 +336,6 @@ def make_toy_datasets(data_dir: str | os.PathLike, recipe: ToyRecipe) -> dict[st
             make_dataset(folder, resolution=RESOLUTION, **plan)
         folders[name] = folder
     return folders
-
-
-def read_loss_curve(run_dir: str | os.PathLike, tag: str = "loss") -> list[tuple[int, float]]:
-    """The ``(step, value)`` pairs of a scalar the training engine logged to TensorBoard under ``run_dir/logs``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    points: dict[int, float] = {}
-    for events in sorted(Path(run_dir, "logs").rglob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        if tag in accumulator.Tags()["scalars"]:
-            points.update((event.step, event.value) for event in accumulator.Scalars(tag))
-    return sorted(points.items())
 
 
 def language_corpus(folder: str | os.PathLike, seed: int = 0) -> list[str]:
