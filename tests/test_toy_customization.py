@@ -17,16 +17,15 @@ from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline
 from diffusers_pixart.text import add_tokens, encode_prompts
 from diffusers_pixart.toy import COLORS, REGIONS, SHAPES, Meaning, ToyObject, render, sample_prompts
+from diffusers_pixart.toy.compbench import concept_palette, object_colors
 from diffusers_pixart.toy.customization import (
     CONCEPT_COLOR,
     TOY_CANNY_THRESHOLDS,
     CustomizationSettings,
     compare_control,
     concept_fraction,
-    concept_palette,
     ground_truth_controls,
     make_instance_images,
-    object_colors,
     object_prompt,
 )
 from diffusers_pixart.toy.world import vocabulary

@@ -20,6 +20,9 @@ Per prompt and image, with each prompted object matched to a region of its colou
 - ``spatial``: fraction of the prompt's spatial statements (each object's region, each relation) that hold;
 - ``count``: 1 when the image holds exactly as many objects as the prompt names, else 0;
 - ``overall``: mean of the above.
+
+A wider palette measures a colour the toy world does not have: :func:`concept_palette` adds one that the detector
+can tell apart from the palette's, and :func:`object_colors` reads the colour of each image's largest object over it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,14 @@ def _hue(rgb: np.ndarray) -> np.ndarray:
 
 
 _PALETTE_HUES = _hue(np.array(list(COLORS.values()), np.float64))
+
+RGB = tuple[int, int, int]
+
+#: How far (degrees of hue) a new colour must be from every palette colour: the toy CompBench's default
+#: ``max_hue_distance``, within which it reads a pixel as a palette colour.
+MIN_HUE_GAP = 20.0
+#: Least chroma (max - min of RGB) of a new colour: the detector's default ``chroma_threshold``.
+MIN_CHROMA = 50
 
 
 @dataclass(frozen=True)
@@ -140,7 +151,7 @@ def detect_objects(
         min_fit: regions whose best shape overlaps them less (intersection over union) are blotches, not objects;
             this keeps the colourful noise of an untrained model from passing for objects.
         palette: colour names -> RGB whose hues the pixels are read against (default :data:`.world.COLORS`); a wider
-            one also finds colours outside the toy world's (see :mod:`.customization`).
+            one also finds colours outside the toy world's (see :func:`concept_palette`).
     """
     array = _as_array(image)
     height, width = array.shape[:2]
@@ -174,6 +185,46 @@ def detect_objects(
                 )
             )
     return sorted(detections, key=lambda d: -d.area)
+
+
+def concept_palette(name: str, color: Sequence[int], min_hue_gap: float = MIN_HUE_GAP) -> dict[str, RGB]:
+    """The toy palette plus a new colour ``name`` -> ``color``, checked to be one the toy CompBench can tell apart.
+
+    Raises:
+        ValueError: ``name`` is a palette colour's, ``color`` is not three integers in 0..255, is grey (chroma below
+            :data:`MIN_CHROMA`), or its hue is within ``min_hue_gap`` degrees of a palette colour's (the detector
+            reads colours by hue: teal (0, 128, 128) is cyan to it).
+    """
+    if name in COLORS:
+        raise ValueError(f"{name!r} is a colour of the toy palette {list(COLORS)}: name the new colour otherwise.")
+    if not name or not name.isalpha():
+        raise ValueError(f"The new colour's name {name!r} must be a word of letters.")
+    rgb = tuple(color)
+    if len(rgb) != 3 or not all(isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in rgb):
+        raise ValueError(f"The new colour {color!r} must be three integers (R, G, B) in 0..255.")
+    if max(rgb) - min(rgb) < MIN_CHROMA:
+        raise ValueError(f"The new colour {rgb} is too grey (chroma {max(rgb) - min(rgb)} < {MIN_CHROMA}).")
+    hue = float(_hue(np.array(rgb, np.float64)))
+    for (other, other_rgb), other_hue in zip(COLORS.items(), _PALETTE_HUES.tolist()):
+        if tuple(other_rgb) == rgb:
+            raise ValueError(f"The new colour {rgb} is the palette colour {other!r}.")
+        gap = min(abs(hue - other_hue), 360.0 - abs(hue - other_hue))
+        if gap < min_hue_gap:
+            raise ValueError(
+                f"The new colour {rgb} has hue {hue:.0f} degrees, {gap:.0f} from {other!r} ({other_hue:.0f}): the toy "
+                f"CompBench reads colours by hue and needs at least {min_hue_gap:.0f} degrees between them."
+            )
+    return {**COLORS, name: rgb}
+
+
+def object_colors(images: Sequence[Image.Image], palette: Mapping[str, RGB]) -> list[str | None]:
+    """The colour (a name of ``palette``) of each image's largest object, as the toy CompBench detects it over
+    ``palette``; ``None`` where it finds no object."""
+    colors = []
+    for image in images:
+        detections = detect_objects(image, palette=palette)
+        colors.append(detections[0].color if detections else None)
+    return colors
 
 
 def _relation_holds(a: Detection, relation: str, b: Detection, margin: float) -> bool:

@@ -42,9 +42,8 @@ from ..text import add_tokens
 from ..training.controlnet import ControlNetConfig, train_controlnet
 from ..training.dreambooth import DreamBoothConfig, load_dreambooth_lora, train_dreambooth
 from ..training.logs import read_loss_curve
-from .compbench import _PALETTE_HUES, _hue, detect_objects, mean_scores, score_image
+from .compbench import RGB, concept_palette, mean_scores, object_colors, score_image
 from .world import (
-    COLORS,
     POSITION_PHRASES,
     SHAPES,
     SIZES,
@@ -57,59 +56,12 @@ from .world import (
     sample_prompts,
 )
 
-RGB = tuple[int, int, int]
-
 #: The DreamBooth concept's default colour: magenta, 25 degrees of hue from purple and 23 from pink.
 CONCEPT_COLOR: RGB = (215, 45, 215)
-#: How far (degrees of hue) a new colour must be from every palette colour: the toy CompBench's default
-#: ``max_hue_distance``, within which it reads a pixel as a palette colour.
-MIN_HUE_GAP = 20.0
-#: Least chroma (max - min of RGB) of a new colour: the detector's default ``chroma_threshold``.
-MIN_CHROMA = 50
 #: Canny thresholds (low, high) for toy images. OpenCV's Canny reads grey levels, and the toy colours' are close to
 #: the grey background's (green: 124 vs 128): the usual 100/200 finds the edges of yellow and blue objects only. The
 #: renders are noise-free, so thresholds this low find every object's outline and nothing else.
 TOY_CANNY_THRESHOLDS = (5, 10)
-
-
-def concept_palette(name: str, color: Sequence[int], min_hue_gap: float = MIN_HUE_GAP) -> dict[str, RGB]:
-    """The toy palette plus a new colour ``name`` -> ``color``, checked to be one the toy CompBench can tell apart.
-
-    Raises:
-        ValueError: ``name`` is a palette colour's, ``color`` is not three integers in 0..255, is grey (chroma below
-            :data:`MIN_CHROMA`), or its hue is within ``min_hue_gap`` degrees of a palette colour's (the detector
-            reads colours by hue: teal (0, 128, 128) is cyan to it).
-    """
-    if name in COLORS:
-        raise ValueError(f"{name!r} is a colour of the toy palette {list(COLORS)}: name the new colour otherwise.")
-    if not name or not name.isalpha():
-        raise ValueError(f"The new colour's name {name!r} must be a word of letters.")
-    rgb = tuple(color)
-    if len(rgb) != 3 or not all(isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in rgb):
-        raise ValueError(f"The new colour {color!r} must be three integers (R, G, B) in 0..255.")
-    if max(rgb) - min(rgb) < MIN_CHROMA:
-        raise ValueError(f"The new colour {rgb} is too grey (chroma {max(rgb) - min(rgb)} < {MIN_CHROMA}).")
-    hue = float(_hue(np.array(rgb, np.float64)))
-    for (other, other_rgb), other_hue in zip(COLORS.items(), _PALETTE_HUES.tolist()):
-        if tuple(other_rgb) == rgb:
-            raise ValueError(f"The new colour {rgb} is the palette colour {other!r}.")
-        gap = min(abs(hue - other_hue), 360.0 - abs(hue - other_hue))
-        if gap < min_hue_gap:
-            raise ValueError(
-                f"The new colour {rgb} has hue {hue:.0f} degrees, {gap:.0f} from {other!r} ({other_hue:.0f}): the toy "
-                f"CompBench reads colours by hue and needs at least {min_hue_gap:.0f} degrees between them."
-            )
-    return {**COLORS, name: rgb}
-
-
-def object_colors(images: Sequence[Image.Image], palette: Mapping[str, RGB]) -> list[str | None]:
-    """The colour (a name of ``palette``) of each image's largest object, as the toy CompBench detects it over
-    ``palette``; ``None`` where it finds no object."""
-    colors = []
-    for image in images:
-        detections = detect_objects(image, palette=palette)
-        colors.append(detections[0].color if detections else None)
-    return colors
 
 
 def concept_fraction(images: Sequence[Image.Image], name: str, palette: Mapping[str, RGB]) -> float:
