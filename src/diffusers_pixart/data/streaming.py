@@ -25,7 +25,7 @@ import io
 import logging
 import multiprocessing
 from collections import Counter, deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 #: Extensions of the files that decide a local source's ``datasets`` builder.
 _LOCAL_FORMATS = {".tar": "webdataset", ".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
+
+#: Mixed into the seed of the caption-column draw (:meth:`ImageTextLoader.pick_caption`), apart from other draws.
+_CAPTION_STREAM = 104729
 
 #: Skips of each kind logged one by one; further ones are counted (see :meth:`StreamingBatchLoader.summary`).
 SKIPS_LOGGED = 10
@@ -366,6 +369,39 @@ class StreamingBatchLoader(abc.ABC):
             self._position, self._pending, self._batcher = 0, [], None
 
 
+def caption_column_weights(caption_column: str | Mapping[str, float] | None) -> dict[str, float]:
+    """The caption columns of ``caption_column`` with their weights: ``"text"`` -> ``{"text": 1.0}``;
+    ``"dense=0.7,short=0.3"`` (the command line's form) or ``{"dense": 0.7, "short": 0.3}`` as given; None -> ``{}``.
+
+    Raises:
+        ValueError: an empty column name, a weight that is not a positive number, or a column named twice.
+    """
+    if caption_column is None:
+        return {}
+    if isinstance(caption_column, Mapping):
+        pairs = [(str(name), weight) for name, weight in caption_column.items()]
+    elif "=" in caption_column or "," in caption_column:
+        pairs = []
+        for part in caption_column.split(","):
+            name, sep, weight = part.partition("=")
+            try:
+                pairs.append((name.strip(), float(weight) if sep else 1.0))
+            except ValueError:
+                raise ValueError(
+                    f"Caption column weight {weight!r} in {caption_column!r} is not a number: write "
+                    "'column=weight,column=weight', e.g. 'dense=0.7,short=0.3'."
+                ) from None
+    else:
+        pairs = [(caption_column, 1.0)]
+    names = [name for name, _ in pairs]
+    if any(not name for name in names) or len(set(names)) != len(names):
+        raise ValueError(f"Caption columns {caption_column!r}: each column must be named, and only once.")
+    bad = [f"{name}={weight}" for name, weight in pairs if not (isinstance(weight, (int, float)) and weight > 0)]
+    if bad:
+        raise ValueError(f"Caption column weights must be positive numbers, got {bad} in {caption_column!r}.")
+    return {name: float(weight) for name, weight in pairs}
+
+
 def micro_conditions(sizes: list[tuple[int, int]], ratios: list[float]) -> dict[str, torch.Tensor]:
     """``resolution`` (B, 2) original (height, width) and ``aspect_ratio`` (B, 1) bucket ratio, both float."""
     return {
@@ -387,7 +423,8 @@ class ImageTextLoader(StreamingBatchLoader):
             otherwise every image is resized and centre-cropped to ``resolution`` x ``resolution``.
         multi_scale: use the aspect-ratio buckets.
         image_column, caption_column, label_column: column names (``caption_column``/``label_column`` may be None,
-            not both).
+            not both). ``caption_column`` may name several columns with weights (``{"dense": 0.7, "short": 0.3}`` or
+            ``"dense=0.7,short=0.3"``): each record's caption is drawn from them (:meth:`pick_caption`).
         min_size: skip images whose shorter side is below this many pixels.
         **kwargs: the arguments of :class:`StreamingBatchLoader` (batch_size, shuffle_buffer_size, seed, rank, ...).
     """
@@ -399,7 +436,7 @@ class ImageTextLoader(StreamingBatchLoader):
         resolution: int,
         multi_scale: bool = False,
         image_column: str = "image",
-        caption_column: str | None = "text",
+        caption_column: str | Mapping[str, float] | None = "text",
         label_column: str | None = None,
         min_size: int = 0,
         **kwargs: Any,
@@ -407,8 +444,9 @@ class ImageTextLoader(StreamingBatchLoader):
         if caption_column is None and label_column is None:
             raise ValueError("Set `caption_column` or `label_column` (or both): a sample needs a condition.")
         _require_iterable_dataset(dataset)
+        caption_weights = caption_column_weights(caption_column)
         columns = dataset.column_names
-        for column in (image_column, caption_column, label_column):
+        for column in (image_column, *caption_weights, label_column):
             if column is not None and columns is not None and column not in columns:
                 raise ValueError(f"Column {column!r} is not in the dataset; its columns are {columns}.")
         if columns is not None and isinstance((dataset.features or {}).get(image_column), datasets.Image):
@@ -417,18 +455,35 @@ class ImageTextLoader(StreamingBatchLoader):
         super().__init__(dataset, **kwargs)
         self.resolution, self.multi_scale, self.min_size = resolution, multi_scale, min_size
         self.image_column, self.caption_column, self.label_column = image_column, caption_column, label_column
+        #: Each caption column with its weight (one column: weight 1).
+        self.caption_weights = caption_weights
 
     def bucket_for(self, height: int, width: int) -> Bucket:
         """The bucket an image of this size goes to."""
         return nearest_bucket(height, width, self.resolution) if self.multi_scale else square_bucket(self.resolution)
 
+    def pick_caption(self, record: dict[str, Any], index: int) -> str:
+        """The caption of the ``index``-th record of the epoch: its one caption column's, or with several columns one
+        drawn by their weights among those that hold a caption for this record, from a generator seeded by
+        ``(seed, epoch, rank, index)`` (the same draw after a resume, with any number of workers).
+
+        Raises:
+            SkipSample: the record has no (non-empty) caption in any of the columns.
+        """
+        texts = {column: record.get(column) for column in self.caption_weights}
+        usable = [column for column, text in texts.items() if isinstance(text, str) and text.strip()]
+        if not usable:
+            raise SkipSample("empty caption")
+        if len(self.caption_weights) == 1:
+            return texts[usable[0]].strip()
+        weights = np.array([self.caption_weights[column] for column in usable], np.float64)
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, index, _CAPTION_STREAM])
+        return texts[usable[int(rng.choice(len(usable), p=weights / weights.sum()))]].strip()
+
     def prepare(self, record: dict[str, Any], index: int) -> tuple[Hashable, dict[str, Any]]:
         item: dict[str, Any] = {}
         if self.caption_column is not None:
-            text = record[self.caption_column]
-            if not isinstance(text, str) or not text.strip():
-                raise SkipSample("empty caption")
-            item["text"] = text.strip()
+            item["text"] = self.pick_caption(record, index)
         if self.label_column is not None:
             item["label"] = int(record[self.label_column])
         image = decode_image(record[self.image_column])
