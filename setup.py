@@ -25,10 +25,13 @@ TRAIN = [
     "pyyaml>=6.0",
     "textblob>=0.19",
     "opencv-python-headless>=4.8",
+    "came-pytorch>=0.1.3",  # --optimizer came (the optimizer of PixArt-Sigma and Sana)
 ]
 SPACE = ["gradio>=6.0"]
 #: The low-memory mode's int8 T5: torchao's weight-only quantization, which runs on CPU and CUDA.
 LOWMEM = ["torchao>=0.18"]
+#: --optimizer adamw8bit: bitsandbytes' 8-bit AdamW (CPU and CUDA backends); without it torchao's (LOWMEM) serves.
+OPTIM = ["bitsandbytes>=0.45"]
 BENCH = ["matplotlib>=3.8", "psutil>=5.9"] + LOWMEM
 DEV = TRAIN + SPACE + LOWMEM + ["pytest>=8.0", "ruff>=0.6", "playwright>=1.50"]
 
@@ -45,6 +48,6 @@ setup(
     package_data={"diffusers_pixart": ["model_card.md", "toy_model/**/*"]},
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"train": TRAIN, "space": SPACE, "lowmem": LOWMEM, "bench": BENCH, "dev": DEV},
+    extras_require={"train": TRAIN, "space": SPACE, "lowmem": LOWMEM, "optim": OPTIM, "bench": BENCH, "dev": DEV},
     entry_points={"console_scripts": ["pixart=diffusers_pixart.cli:main"]},
 )

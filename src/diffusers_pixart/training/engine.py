@@ -87,6 +87,7 @@ from .checkpoints import (
 from .conditioning import MICRO_CONDITION_KEYS, Conditioning, micro_conditioned
 from .config import TrainingConfig
 from .diffusion import Objective
+from .optimizers import make_optimizer
 from .parameters import TrainedParameters, trainable_parameters
 
 logger = logging.getLogger(__name__)
@@ -159,13 +160,7 @@ def train(
     if config.gradient_checkpointing:
         module.enable_gradient_checkpointing()
     params = trainable_parameters(module)
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=config.learning_rate,
-        betas=(config.adam_beta1, config.adam_beta2),
-        weight_decay=config.adam_weight_decay,
-        eps=config.adam_epsilon,
-    )
+    optimizer = make_optimizer(config, params)  # AdamW unless the config has another --optimizer
     # accelerate steps a prepared scheduler once per process: the warm-up and decay are counted in those steps.
     lr_scheduler = get_scheduler(
         config.lr_scheduler,
