@@ -107,6 +107,7 @@ def render_model_card(
     datasets: Sequence[str] | None = None,
     tags: Sequence[str] = (),
     samples: Sequence[tuple[str, str]] = (),
+    trigger_words: Sequence[str] = (),
     prompt: str = "a red circle above a blue square",
     training: Mapping[str, Any] | None = None,
     evaluation: Mapping[str, float] | None = None,
@@ -132,6 +133,8 @@ def render_model_card(
         tags: extra tags; ``pixart-alpha`` (or ``pixart-sigma``), ``text-to-image`` and ``diffusers`` are always
             there (and ``lora``).
         samples: ``(prompt, path in repo)`` of sample images, shown in the card and in the Hub widget.
+        trigger_words: words the training captions used for what a LoRA learned (shown on the card; also in the
+            ``instance_prompt`` metadata the Hub shows for LoRAs).
         prompt: the prompt of the how-to-use code when there are no samples.
         training: settings of the training run (steps, learning rate, batch size, ...), shown as a table; default:
             the record's.
@@ -196,6 +199,7 @@ def render_model_card(
         tags=list(dict.fromkeys([*default_tags, *tags])),
         datasets=datasets or None,
         eval_results=eval_results or None,
+        instance_prompt=", ".join(trigger_words) or None,
         widget=[{"text": text, "output": {"url": path}} for text, path in samples]
         or [{"text": text} for text in record.get("example_prompts", [])]
         or None,
@@ -216,6 +220,7 @@ def render_model_card(
         prompt_language=record.get("prompt_language", DEFAULT_PROMPT_LANGUAGE),
         datasets=datasets,
         samples=list(samples),
+        trigger_words=list(trigger_words),
         prompt=samples[0][0] if samples else record.get("example_prompts", [prompt])[0],
         training=dict(training or record.get("training") or {}),
         evaluation=dict(evaluation or {}),

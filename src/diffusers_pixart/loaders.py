@@ -21,6 +21,7 @@ PixArt-family pipeline), with two additions:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -154,6 +155,64 @@ def check_lora_state_dict(state_dict: Mapping[str, torch.Tensor], transformer: n
             )
 
 
+#: The peft adapter types other than LoRA that :meth:`PixArtLoraLoaderMixin.load_lora_weights` reads, by the
+#: ``peft_type`` of the config in the file's metadata, with the peft config class each is rebuilt with.
+LYCORIS_CONFIGS = {"LOHA": "LoHaConfig", "LOKR": "LoKrConfig"}
+
+
+def lycoris_type(metadata: Mapping[str, Any] | None) -> str | None:
+    """``"LOHA"`` or ``"LOKR"`` when a LoRA file's metadata holds such a peft config for the transformer, else None."""
+    peft_type = (metadata or {}).get(TRANSFORMER_PREFIX + "peft_type")
+    return peft_type if peft_type in LYCORIS_CONFIGS else None
+
+
+def load_lycoris_adapter(
+    state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any], transformer: nn.Module, adapter_name: str
+) -> None:
+    """Add a LoHa or LoKr adapter ``adapter_name`` to ``transformer`` from a file written by
+    ``hub.save_lora_weights`` (keys ``transformer.<module>.hada_*``/``lokr_*``; the peft config in ``metadata``).
+
+    Raises:
+        ValueError: a key outside the transformer, a layer it lacks or that takes no adapter, or a tensor whose shape
+            is not the one the adapter has on this transformer (a file for a model of another size); the transformer
+            is left as it was.
+    """
+    import peft
+    from peft.utils import set_peft_model_state_dict
+
+    foreign = [k for k in state_dict if not k.startswith(TRANSFORMER_PREFIX)]
+    if foreign:
+        raise ValueError(f"This adapter file is not for a PixArt transformer: keys such as {foreign[:3]}.")
+    state = {key[len(TRANSFORMER_PREFIX) :]: value for key, value in state_dict.items()}
+    modules = dict(transformer.named_modules())
+    layers = {key.rsplit(".", 1)[0] for key in state}
+    unknown = sorted(name for name in layers if name not in modules)
+    if unknown:
+        raise ValueError(
+            f"This adapter file adapts layers that {type(transformer).__name__} does not have (e.g. {unknown[:3]}): it "
+            "was made for another architecture."
+        )
+    kwargs = {k[len(TRANSFORMER_PREFIX) :]: v for k, v in metadata.items() if k.startswith(TRANSFORMER_PREFIX)}
+    config_cls = getattr(peft, LYCORIS_CONFIGS[kwargs["peft_type"]])
+    fields = set(config_cls.__dataclass_fields__)
+    config = config_cls(**{k: v for k, v in kwargs.items() if k in fields and k != "peft_type"})
+    transformer.add_adapter(config, adapter_name=adapter_name)
+    own = {name: param for name, param in transformer.named_parameters() if f".{adapter_name}" in name}
+    wrong = []
+    for key, value in state.items():
+        layer, part = key.rsplit(".", 1)
+        param = own.get(f"{layer}.{part}.{adapter_name}")
+        if param is None or tuple(param.shape) != tuple(value.shape):
+            wrong.append(f"{key} {tuple(value.shape)} vs {None if param is None else tuple(param.shape)}")
+    if wrong:
+        transformer.delete_adapters(adapter_name)
+        raise ValueError(
+            f"This {kwargs['peft_type']} file does not fit the transformer: {wrong[:3]} (file vs model): it was made "
+            "for a model of another size."
+        )
+    set_peft_model_state_dict(transformer, state, adapter_name=adapter_name)
+
+
 class PixArtLoraLoaderMixin(SanaLoraLoaderMixin):
     """diffusers' LoRA loader API for PixArt-alpha pipelines (the LoRA goes into ``pipeline.transformer``).
 
@@ -180,6 +239,37 @@ class PixArtLoraLoaderMixin(SanaLoraLoaderMixin):
         state_dict, peft_metadata = convert_pixart_lora_state_dict(state_dict, peft_config)
         metadata = metadata or peft_metadata
         return (state_dict, metadata) if return_metadata else state_dict
+
+    def load_lora_weights(
+        self,
+        pretrained_model_name_or_path_or_dict: str | os.PathLike | dict[str, torch.Tensor],
+        adapter_name: str | None = None,
+        hotswap: bool = False,
+        **kwargs,
+    ) -> None:
+        """diffusers' ``load_lora_weights`` (LoRA and DoRA), and LoHa and LoKr adapters saved with their peft config
+        in the safetensors metadata (``examples/train_lora.py --adapter loha|lokr``): those are rebuilt from that
+        config (:func:`load_lycoris_adapter`). The adapter name defaults to ``default_<n>``, as diffusers names them.
+
+        Raises:
+            ValueError: the file does not fit the transformer (see :func:`check_lora_state_dict`).
+        """
+        source = pretrained_model_name_or_path_or_dict
+        if not isinstance(source, dict):
+            read = {k: v for k, v in kwargs.items() if k != "low_cpu_mem_usage"}
+            state_dict, metadata = self.lora_state_dict(source, return_lora_metadata=True, **read)
+            if lycoris_type(metadata) is not None:
+                if hotswap:
+                    raise ValueError("hotswap=True is not supported for LoHa and LoKr adapters.")
+                transformer = self.transformer
+                taken = set(getattr(transformer, "peft_config", {}) or {})
+                if adapter_name is None:
+                    adapter_name = next(f"default_{i}" for i in itertools.count() if f"default_{i}" not in taken)
+                elif adapter_name in taken:
+                    raise ValueError(f"Adapter name {adapter_name!r} is already in use in the transformer.")
+                load_lycoris_adapter(state_dict, metadata, transformer, adapter_name)
+                return
+        super().load_lora_weights(source, adapter_name=adapter_name, hotswap=hotswap, **kwargs)
 
     @classmethod
     def load_lora_into_transformer(

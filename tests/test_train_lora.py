@@ -1,0 +1,316 @@
+"""examples/train_lora.py on a tiny pipeline: LoRA, DoRA, LoHa and LoKr runs, exact resume, the saved adapter reloaded
+with ``load_lora_weights`` (the trained model's images within 1e-5), weighted caption columns, precomputed features
+without T5, PixArt-Σ, the memory options, and every bad input refused before the first step with nothing written."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+
+from diffusers_pixart import tiny
+from diffusers_pixart.data.streaming import ImageTextLoader, caption_column_weights, load_streaming_dataset
+from diffusers_pixart.pipelines.auto import pipeline_class
+from diffusers_pixart.pipelines.pixart_sigma import PixArtSigmaPipeline
+from diffusers_pixart.training.diffusion import IDDPMDiffusion
+from diffusers_pixart.training.lora import LoraTrainingConfig, OffsetNoise, add_adapter, train_lora
+from diffusers_pixart.training.optimizers import make_optimizer
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_lora.py"
+TRIGGER = "painting"  # a word of the tiny tokenizer
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_lora", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A tiny α pipeline and a tiny Σ one, and 8 captioned 32 px images with two caption columns."""
+    from diffusers_pixart.toy.world import make_dataset
+
+    root = tmp_path_factory.mktemp("lora")
+    tiny.make_pipeline().save_pretrained(root / "base")
+    PixArtSigmaPipeline(**tiny.make_components()).save_pretrained(root / "sigma")
+    make_dataset(root / "toy", n=8, seed=0, resolution=32)
+    return root
+
+
+def args(assets, out, *extra, base="base"):
+    return [
+        "--pretrained_model_name_or_path", str(assets / base), "--train_data", str(assets / "toy"),
+        "--output_dir", str(out), "--resolution", "32", "--train_batch_size", "2", "--learning_rate", "1e-2",
+        "--rank", "4", "--lr_warmup_steps", "0", "--validation_steps", "0", "--report_to", "none", "--checkpointing_steps", "2",
+        "--caption_column", "text=0.5,sparse_text=0.5", *extra,
+    ]  # fmt: skip
+
+
+def images(pipe) -> np.ndarray:
+    """Two 32 px images (float arrays) of fixed prompts and seed."""
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        ["a red circle", "a blue square on the left"],
+        num_inference_steps=3,
+        height=32,
+        width=32,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        use_resolution_binning=False,
+    ).images
+
+
+def trained_pipeline(assets, out, *extra, base="base"):
+    """The base pipeline with the run's adapter built by the trainer's own code and its last checkpoint loaded:
+    the model the run trained (without EMA the result file holds these weights)."""
+    config = load_script().LoraTrainingConfig(output_dir="x", rank=4, **dict(zip(extra[::2], extra[1::2])))
+    pipe = pipeline_class(assets / base).from_pretrained(assets / base)
+    add_adapter(pipe.transformer, config)
+    checkpoint = sorted((out / "checkpoints").iterdir())[-1] / "model.safetensors"
+    assert not pipe.transformer.load_state_dict(load_file(checkpoint), strict=False).unexpected_keys
+    return pipe
+
+
+@pytest.mark.parametrize("adapter", ["lora", "dora"])
+def test_lora_and_dora_resume_exactly_and_reload_with_load_lora_weights(assets, tmp_path, adapter):
+    script = load_script()
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert script.main(args(assets, straight, "--adapter", adapter, "--max_train_steps", "3")) == 0
+    assert script.main(args(assets, resumed, "--adapter", adapter, "--max_train_steps", "2")) == 0
+    again = ["--adapter", adapter, "--max_train_steps", "3", "--resume_from_checkpoint", "latest"]
+    assert script.main(args(assets, resumed, *again)) == 0
+    weights = load_file(straight / "lora" / "pytorch_lora_weights.safetensors")
+    assert weights.keys() == load_file(resumed / "lora" / "pytorch_lora_weights.safetensors").keys()
+    for key, value in load_file(resumed / "lora" / "pytorch_lora_weights.safetensors").items():
+        assert torch.equal(value, weights[key]), key
+    # The checkpoints hold the adapter only; DoRA's magnitudes are part of it.
+    checkpoint = load_file(straight / "checkpoints" / "checkpoint-3" / "model.safetensors")
+    assert checkpoint and all(("lora_" in key) for key in checkpoint)
+    assert any("magnitude" in key for key in checkpoint) == (adapter == "dora")
+
+    reference = trained_pipeline(assets, straight, "adapter", adapter, "target_modules", ["attention"])
+    reloaded = pipeline_class(assets / "base").from_pretrained(assets / "base")
+    reloaded.load_lora_weights(straight / "lora")
+    np.testing.assert_allclose(images(reloaded), images(reference), rtol=0, atol=1e-5)
+    base = pipeline_class(assets / "base").from_pretrained(assets / "base")
+    assert np.abs(images(base) - images(reloaded)).max() > 1e-4  # the adapter changed the model
+
+
+@pytest.mark.parametrize("adapter", ["loha", "lokr"])
+def test_loha_and_lokr_save_reload_and_refuse_another_base(assets, tmp_path, adapter):
+    script = load_script()
+    out = tmp_path / "run"
+    extra = ["--adapter", adapter, "--max_train_steps", "2", "--target_modules", "attention+ffn", "--use_ema"]
+    assert script.main(args(assets, out, *extra, "--ema_decay", "0.5")) == 0
+    metadata = json.loads(
+        __import__("safetensors")
+        .safe_open(out / "lora" / "pytorch_lora_weights.safetensors", "pt")
+        .metadata()["lora_adapter_metadata"]
+    )
+    assert metadata["transformer.peft_type"] == adapter.upper()
+    reloaded = pipeline_class(assets / "base").from_pretrained(assets / "base")
+    reloaded.load_lora_weights(out / "lora")
+    assert reloaded.transformer.active_adapters() == ["default_0"]
+    # With --use_ema the file holds the EMA weights: a model with them reproduces the reloaded pipeline's images.
+    reference = trained_pipeline(assets, out, "adapter", adapter, "target_modules", ["attention+ffn"])
+    saved = load_file(out / "lora" / "pytorch_lora_weights.safetensors")
+    from peft.utils import set_peft_model_state_dict
+
+    set_peft_model_state_dict(reference.transformer, {k.removeprefix("transformer."): v for k, v in saved.items()})
+    np.testing.assert_allclose(images(reloaded), images(reference), rtol=0, atol=1e-5)
+
+    wider = pipeline_class(assets / "base").from_pretrained(assets / "base", transformer=tiny.make_transformer(
+        num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32))  # fmt: skip
+    with pytest.raises(ValueError, match="another size"):
+        wider.load_lora_weights(out / "lora")
+    assert not getattr(wider.transformer, "peft_config", None)
+
+
+def test_lora_from_another_base_shape_is_refused_at_load(assets, tmp_path):
+    out = tmp_path / "run"
+    assert load_script().main(args(assets, out, "--max_train_steps", "1", "--checkpointing_steps", "1")) == 0
+    wider = pipeline_class(assets / "base").from_pretrained(assets / "base", transformer=tiny.make_transformer(
+        num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32))  # fmt: skip
+    with pytest.raises(ValueError, match="another size"):
+        wider.load_lora_weights(out / "lora")
+
+
+def test_memory_options_push_and_sigma(assets, tmp_path, monkeypatch, hub):
+    """bf16 base + gradient checkpointing + CAME + noise offset + buckets + min-SNR + v-prediction on Σ, pushed."""
+    from accelerate.state import AcceleratorState
+
+    monkeypatch.setenv("HF_TOKEN", "hf_alice_write")
+    AcceleratorState._reset_state()  # this process's earlier runs set accelerate's state without mixed precision
+    out = tmp_path / "run"
+    extra = [
+        "--mixed_precision", "bf16", "--base_dtype", "bf16", "--gradient_checkpointing", "--optimizer", "came",
+        "--noise_offset", "0.1", "--multi_scale", "--snr_gamma", "5", "--prediction_type", "v_prediction",
+        "--max_train_steps", "2", "--trigger_words", TRIGGER, "--validation_steps", "2", "--validation_prompts",
+        f"a {TRIGGER} of a cat", "--validation_inference_steps", "2", "--push_to_hub", "--hub_model_id", "alice/lora",
+    ]  # fmt: skip
+    try:
+        assert load_script().main(args(assets, out, *extra, base="sigma")) == 0
+    finally:
+        AcceleratorState._reset_state()
+    assert (out / "validation" / "step-0000002.png").is_file()
+    saved = load_file(out / "lora" / "pytorch_lora_weights.safetensors")
+    assert all(value.dtype == torch.float32 for value in saved.values())  # the adapter trained in float32
+    pipe = PixArtSigmaPipeline.from_pretrained(assets / "sigma")
+    pipe.load_lora_weights(out / "lora")
+    card = ModelCard.load("alice/lora")
+    assert (
+        "PixArt-Σ" in card.text and f"Trigger words: `{TRIGGER}`" in card.text and "| optimizer | came |" in card.text
+    )
+    assert "pixart-sigma" in card.data.tags and "lora" in card.data.tags
+
+
+def test_precomputed_features_train_without_the_text_encoder(assets, tmp_path, monkeypatch):
+    from diffusers_pixart.data.features import extract_features
+    from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
+
+    base = PixArtAlphaPipeline.from_pretrained(assets / "base")
+    loader = ImageTextLoader(
+        load_streaming_dataset(str(assets / "toy")), resolution=32, batch_size=4, shuffle_buffer_size=0, max_epochs=1
+    )
+    extract_features(
+        loader, tmp_path / "features", vae=base.vae, tokenizer=base.tokenizer, text_encoder=base.text_encoder
+    )
+    loaded = []
+    original = PixArtAlphaPipeline.from_pretrained.__func__
+
+    def spy(cls, path, **kwargs):
+        pipe = original(cls, path, **kwargs)
+        loaded.append(pipe.text_encoder)
+        return pipe
+
+    monkeypatch.setattr(PixArtAlphaPipeline, "from_pretrained", classmethod(spy))
+    config = LoraTrainingConfig(
+        output_dir=str(tmp_path / "run"), pretrained_model_name_or_path=str(assets / "base"),
+        features=str(tmp_path / "features"), resolution=32, train_batch_size=2, max_train_steps=2, rank=4,
+        validation_steps=2, validation_prompts=["a red circle"], validation_inference_steps=2, report_to="none",
+    )  # fmt: skip
+    assert train_lora(config) == tmp_path / "run" / "lora"
+    assert loaded == [None]  # the training pipeline was loaded without T5
+    assert (tmp_path / "run" / "validation" / "step-0000002.png").is_file()
+
+
+def test_weighted_caption_columns_are_drawn_per_sample_and_epoch_and_resume(assets):
+    dataset = load_streaming_dataset(str(assets / "toy"))
+
+    def loader(**kwargs):
+        return ImageTextLoader(
+            dataset, resolution=32, batch_size=2, shuffle_buffer_size=4, seed=3,
+            caption_column="text=0.5,sparse_text=0.5", **kwargs,
+        )  # fmt: skip
+
+    first = loader(max_epochs=2)
+    texts = [text for batch in first for text in batch["text"]]
+    records = [json.loads(line) for line in (assets / "toy" / "metadata.jsonl").read_text().splitlines()]
+    dense, sparse = {r["text"] for r in records}, {r["sparse_text"] for r in records}
+    assert all(t in dense or t in sparse for t in texts)
+    assert any(t in dense for t in texts) and any(t in sparse for t in texts)
+    assert texts == [text for batch in loader(max_epochs=2) for text in batch["text"]]  # deterministic
+    assert texts[:8] != texts[8:]  # another epoch draws anew
+    partial = loader(max_epochs=2)
+    iterator = iter(partial)
+    head = [text for _, batch in zip(range(3), iterator) for text in batch["text"]]
+    state = partial.state_dict()
+    resumed = loader(max_epochs=2)
+    resumed.load_state_dict(state)
+    assert head + [text for batch in resumed for text in batch["text"]] == texts
+
+    assert caption_column_weights("dense=0.7,short=0.3") == {"dense": 0.7, "short": 0.3}
+    assert caption_column_weights("text") == {"text": 1.0}
+    for bad in ("dense=0,short=1", "dense=x", "a=1,a=2", "=1"):
+        with pytest.raises(ValueError, match="Caption column"):
+            caption_column_weights(bad)
+
+
+def test_noise_offset_and_optimizers():
+    objective = IDDPMDiffusion(prediction_type="epsilon", learn_sigma=False)
+    latents = torch.randn(3, 4, 8, 8)
+    base = objective.noise(latents, {}, torch.Generator().manual_seed(0))
+    offset = OffsetNoise(objective, 0.5).noise(latents, {}, torch.Generator().manual_seed(0))
+    shift = offset.noise - base.noise
+    assert torch.equal(offset.timesteps, base.timesteps) and shift.abs().min() > 0
+    torch.testing.assert_close(shift, shift[..., :1, :1].expand_as(shift))  # one constant per sample and channel
+    torch.testing.assert_close(offset.noisy, objective.add_noise(latents, offset.noise, offset.timesteps))
+
+    param = torch.nn.Parameter(torch.ones(64, 64))
+    for name, cls in (("adamw", "AdamW"), ("came", "CAME"), ("adamw8bit", "AdamW8bit")):
+        config = LoraTrainingConfig(output_dir="x", optimizer=name)
+        optimizer = make_optimizer(config, [param])
+        assert type(optimizer).__name__ == cls
+        if name != "adamw8bit":  # torchao's compiles its first step (slow); bitsandbytes' is not a CI dependency
+            param.grad = torch.ones_like(param)
+            optimizer.step()
+    assert not torch.equal(param, torch.ones(64, 64))
+
+
+def _no_captions(root: Path) -> Path:
+    folder = root / "no-captions"
+    folder.mkdir()
+    for i in range(2):
+        PIL.Image.new("RGB", (32, 32), (200, 30, 30)).save(folder / f"{i}.png")
+    return folder
+
+
+def _empty_captions(root: Path) -> Path:
+    folder = root / "empty-captions"
+    folder.mkdir()
+    lines = []
+    for i in range(2):
+        PIL.Image.new("RGB", (32, 32), (200, 30, 30)).save(folder / f"{i}.png")
+        lines.append(json.dumps({"file_name": f"{i}.png", "text": " "}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--caption_column", "caption"], "no caption column"),
+        (["--caption_column", "text=1,nope=1"], "Column 'nope' is not in the dataset"),
+        (["--train_data", "NO_CAPTIONS"], "no caption column"),
+        (["--train_data", "EMPTY_CAPTIONS"], "images without captions"),
+        (["--target_modules", "to_nothing"], "matches no layer"),
+        (["--target_modules", "attn1"], "adapters go on linear"),
+        (["--rank", "0"], "--rank must be at least 1"),
+        (["--rank", "-2"], "--rank must be at least 1"),
+        (["--alpha", "0"], "--alpha must be positive"),
+        (["--base_dtype", "bf16"], "needs --mixed_precision bf16"),
+        (["--trigger_words", "sks"], "reads the trigger words ['sks'] as <unk>"),
+        (["--noise_offset", "-1"], "--noise_offset must be >= 0"),
+    ],
+)
+def test_bad_input_exits_with_2_before_the_first_step_and_writes_nothing(assets, tmp_path, capsys, extra, message):
+    extra = [
+        str(_no_captions(tmp_path)) if value == "NO_CAPTIONS" else
+        str(_empty_captions(tmp_path)) if value == "EMPTY_CAPTIONS" else value
+        for value in extra
+    ]  # fmt: skip
+    out = tmp_path / "run"
+    assert load_script().main(args(assets, out, "--max_train_steps", "1", *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_adapter_type_peft_lacks_is_refused(assets, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:  # the command line's choices
+        load_script().main(args(assets, out, "--adapter", "ia3"))
+    assert exit_info.value.code == 2 and "invalid choice: 'ia3'" in capsys.readouterr().err
+    config = LoraTrainingConfig(
+        output_dir=str(out), pretrained_model_name_or_path=str(assets / "base"), train_data=str(assets / "toy"),
+        adapter="ia3",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="--adapter 'ia3' is not one of lora, dora, loha, lokr"):
+        train_lora(config)
+    assert not out.exists()
