@@ -8,12 +8,12 @@ from diffusers_pixart.tiny import make_tokenizer
 from diffusers_pixart.toy.language import (
     ATTRIBUTES,
     IGNORE,
+    make_toy_text_encoder,
     pretrain_text_encoder,
     reads_toy_language,
     token_targets,
     vocabulary_warning,
 )
-from diffusers_pixart.toy.recipe import make_toy_text_encoder
 from diffusers_pixart.toy.world import COLORS, RELATIONS, sample_prompts
 
 CAPTION = (

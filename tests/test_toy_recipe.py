@@ -9,7 +9,7 @@ import torch
 from diffusers_pixart.default_model import TOY_MODEL_PATH, load_pipeline
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.tiny import make_text_encoder, make_tokenizer
-from diffusers_pixart.toy.language import ATTRIBUTES
+from diffusers_pixart.toy.language import ATTRIBUTES, make_toy_text_encoder
 from diffusers_pixart.toy.recipe import (
     MAX_EMBEDDED_BYTES,
     ToyRecipe,
@@ -17,7 +17,6 @@ from diffusers_pixart.toy.recipe import (
     extend_text_encoder,
     install_toy_model,
     loss_table,
-    make_toy_text_encoder,
     make_toy_vae,
     run_recipe,
     train_vae,

@@ -12,6 +12,7 @@ region and stated relations through linear heads on the encoder's output, and ev
 objects. The heads are discarded; the encoder keeps the binding. As a real T5 has read phrasings that no image caption
 uses, the recipe pretrains on text of every family, the held-out ones included; the images never see those.
 
+:func:`make_toy_text_encoder` makes the toy T5 (a word-level tokenizer and a small random encoder);
 :func:`vocabulary_warning` says which words of a prompt the toy model has never read.
 """
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..text import preprocess_captions
+from ..tiny import make_text_encoder, make_tokenizer
 from .world import (
     COLORS,
     INVERSE_RELATIONS,
@@ -51,6 +53,18 @@ ATTRIBUTES: dict[str, tuple[str | None, ...]] = {
 RELATION_TARGETS = len(RELATIONS) * len(COLORS)
 #: Target of a token that has no value for an attribute (cross-entropy's ignore index).
 IGNORE = -100
+
+
+def make_toy_text_encoder(d_model: int = 64, num_layers: int = 2, num_heads: int = 4, seed: int = 0):
+    """The toy world's T5: a word-level tokenizer of :func:`.world.vocabulary` and a small random encoder (the toy
+    recipe pretrains it with :func:`pretrain_text_encoder`, then keeps it frozen).
+
+    Returns:
+        ``(tokenizer, text_encoder)``.
+    """
+    tokenizer = make_tokenizer(vocabulary())
+    encoder = make_text_encoder(len(tokenizer), d_model=d_model, num_layers=num_layers, num_heads=num_heads, seed=seed)
+    return tokenizer, encoder
 
 
 def token_targets(
@@ -151,7 +165,7 @@ def pretrain_text_encoder(
     """Teach ``text_encoder`` (in place) to read the toy grammar: see the module docstring.
 
     Args:
-        tokenizer, text_encoder: the toy tokenizer and T5 encoder (:func:`.recipe.make_toy_text_encoder`).
+        tokenizer, text_encoder: the toy tokenizer and T5 encoder (:func:`make_toy_text_encoder`).
         captions: dense captions of the toy grammar to train on.
         steps: optimizer steps (AdamW at a constant ``learning_rate``).
         held_out: captions to measure the result on (none: the last training batch).
@@ -221,6 +235,6 @@ def tokenizer_words(tokenizer) -> set[str]:
 
 
 def reads_toy_language(tokenizer) -> bool:
-    """Whether ``tokenizer`` is a toy-world tokenizer (:func:`.recipe.make_toy_text_encoder`, also an older one):
+    """Whether ``tokenizer`` is a toy-world tokenizer (:func:`make_toy_text_encoder`, also an older one):
     its words are toy words only and include every shape and colour. Its model knows nothing outside them."""
     return {*SHAPES, *COLORS} <= tokenizer_words(tokenizer) <= set(vocabulary())

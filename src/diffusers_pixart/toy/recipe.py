@@ -1,10 +1,10 @@
 """The toy recipe: PixArt-alpha's three training stages on the toy world, on a 2-core CPU (``examples/toy``).
 
 :func:`run_recipe` makes the toy data sets, trains a small VAE (:func:`train_vae`), builds the toy T5
-(:func:`make_toy_text_encoder`) and pretrains it on the stage-2 captions (:func:`.language.pretrain_text_encoder`;
-frozen from then on), saves them with a fresh transformer as a base pipeline folder, precomputes each
-stage's latents and caption embeddings with the real feature script, runs the real stage scripts on them (stage 1 ->
-re-parameterization -> stage 2 -> stage 3) and records the loss curves;
+(:func:`.language.make_toy_text_encoder`) and pretrains it on the stage-2 captions
+(:func:`.language.pretrain_text_encoder`; frozen from then on), saves them with a fresh transformer as a base pipeline
+folder, precomputes each stage's latents and caption embeddings with the real feature script, runs the real stage
+scripts on them (stage 1 -> re-parameterization -> stage 2 -> stage 3) and records the loss curves;
 :func:`install_toy_model` saves the result as the package's embedded default model.
 """
 
@@ -30,11 +30,10 @@ from ..atomic import atomic_dir, write_json_atomic, write_text_atomic
 from ..data.streaming import image_to_tensor
 from ..models.pixart_transformer import PixArtTransformer2DModel
 from ..pipelines.pixart_alpha import PixArtAlphaPipeline
-from ..tiny import make_text_encoder, make_tokenizer
 from ..training.config import LR_SCHEDULERS, MIXED_PRECISIONS
 from ..training.diffusion import PREDICTION_TYPES
 from ..training.logs import read_loss_curve
-from .language import pretrain_text_encoder
+from .language import make_toy_text_encoder, pretrain_text_encoder
 from .world import (
     FAMILIES,
     TRAINING_FAMILIES,
@@ -43,7 +42,6 @@ from .world import (
     make_dataset,
     record_meaning,
     sample_prompts,
-    vocabulary,
 )
 
 #: Initial log-variance of the toy VAE's posterior (std ~0.02).
@@ -161,18 +159,6 @@ def train_vae(
         means = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in images[:512].split(64)])
     vae.register_to_config(scaling_factor=float(1.0 / means.std()))
     return history
-
-
-def make_toy_text_encoder(d_model: int = 64, num_layers: int = 2, num_heads: int = 4, seed: int = 0):
-    """The toy world's T5: a word-level tokenizer of :func:`.world.vocabulary` and a small random encoder (the recipe
-    pretrains it with :func:`.language.pretrain_text_encoder`, then keeps it frozen).
-
-    Returns:
-        ``(tokenizer, text_encoder)``.
-    """
-    tokenizer = make_tokenizer(vocabulary())
-    encoder = make_text_encoder(len(tokenizer), d_model=d_model, num_layers=num_layers, num_heads=num_heads, seed=seed)
-    return tokenizer, encoder
 
 
 def make_toy_transformer(
