@@ -5,7 +5,8 @@ Every process encodes its own part of the data and writes parquet shards; rerunn
     accelerate launch examples/extract_features.py --data path/or/hub-id --model PixArt-alpha/PixArt-XL-2-512x512 \\
         --resolution 512 --multi_scale --output_dir features-512
 
-The training scripts stream the folder with ``diffusers_pixart.data.features.FeatureLoader``.
+The training scripts stream the folder with ``diffusers_pixart.data.features.FeatureLoader``; the code is
+``diffusers_pixart.data.features.extract_dataset_features``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ import argparse
 
 import torch
 from accelerate import Accelerator
-from diffusers import AutoencoderKL
-from transformers import AutoTokenizer, T5EncoderModel
 
-from diffusers_pixart.data.features import extract_features
-from diffusers_pixart.data.streaming import DEFAULT_MIN_IMAGE_SIDE, ImageTextLoader, load_streaming_dataset
+from diffusers_pixart.data.features import extract_dataset_features
+from diffusers_pixart.data.streaming import DEFAULT_MIN_IMAGE_SIDE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,45 +67,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     accelerator = Accelerator()
-    vae = AutoencoderKL.from_pretrained(args.model, subfolder="vae").to(accelerator.device).eval()
-    tokenizer = text_encoder = None
-    if args.caption_column is not None:
-        tokenizer = AutoTokenizer.from_pretrained(args.model, subfolder="tokenizer")
-        text_encoder = (
-            T5EncoderModel.from_pretrained(
-                args.model, subfolder="text_encoder", dtype=getattr(torch, args.encoder_dtype)
-            )
-            .to(accelerator.device)
-            .eval()
-        )
-    loader = ImageTextLoader(
-        load_streaming_dataset(args.data, split=args.split),
-        resolution=args.resolution,
-        multi_scale=args.multi_scale,
+    rows, skipped = extract_dataset_features(
+        args.data,
+        args.model,
+        args.output_dir,
+        split=args.split,
         image_column=args.image_column,
         caption_column=args.caption_column,
         label_column=args.label_column,
+        resolution=args.resolution,
+        multi_scale=args.multi_scale,
         min_size=args.min_size,
-        batch_size=args.batch_size,
-        shuffle_buffer_size=0,
-        rank=accelerator.process_index,
-        world_size=accelerator.num_processes,
-        drop_last=False,
-        max_epochs=1,
         num_workers=args.num_workers,
-    )
-    rows = extract_features(
-        loader,
-        args.output_dir,
-        vae=vae,
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
+        batch_size=args.batch_size,
         max_length=args.max_length,
         dtype=args.dtype,
+        encoder_dtype=getattr(torch, args.encoder_dtype),
         rows_per_shard=args.rows_per_shard,
         max_samples=args.max_samples,
+        device=accelerator.device,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
     )
-    print(f"rank {accelerator.process_index}: {rows} rows in {args.output_dir}; skipped {dict(loader.skipped)}")
+    print(f"rank {accelerator.process_index}: {rows} rows in {args.output_dir}; skipped {skipped}")
     accelerator.wait_for_everyone()
 
 

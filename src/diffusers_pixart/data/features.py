@@ -1,7 +1,8 @@
 """Offline features (paper Table 4 note): T5 caption embeddings with masks and VAE latent moments, precomputed once.
 
 :func:`encode_prompts` and :func:`encode_images` are the one place where captions and images are encoded, for the
-training engine (raw-image mode) and the extractor alike. :func:`extract_features` writes parquet shards whose rows hold
+training engine (raw-image mode) and the extractor alike. :func:`extract_features` (or, from a data source and a
+pipeline's VAE and T5, :func:`extract_dataset_features`) writes parquet shards whose rows hold
 
 * ``latent_mean``, ``latent_std``: the VAE posterior's mean and standard deviation, flattened, with ``latent_shape``
   (C, h, w) (unscaled: :func:`sample_latents` draws and scales them at load time);
@@ -24,11 +25,19 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import torch
+from diffusers import AutoencoderKL
+from transformers import AutoTokenizer, T5EncoderModel
 
 from ..atomic import write_json_atomic
 from ..text import encode_prompts
 from .shards import ShardWriter, write_loader
-from .streaming import ImageTextLoader, StreamingBatchLoader, load_streaming_dataset, micro_conditions
+from .streaming import (
+    DEFAULT_MIN_IMAGE_SIDE,
+    ImageTextLoader,
+    StreamingBatchLoader,
+    load_streaming_dataset,
+    micro_conditions,
+)
 
 #: Name of the settings file of a features folder.
 FEATURES_INFO = "features.json"
@@ -187,6 +196,85 @@ def extract_features(
         return rows
 
     return write_loader(loader, writer, to_rows, max_samples)
+
+
+def extract_dataset_features(
+    data: str | os.PathLike,
+    model: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    split: str = "train",
+    image_column: str = "image",
+    caption_column: str | None = "text",
+    label_column: str | None = None,
+    resolution: int = 256,
+    multi_scale: bool = False,
+    min_size: int = DEFAULT_MIN_IMAGE_SIDE,
+    num_workers: int = 0,
+    batch_size: int = 16,
+    max_length: int = 120,
+    dtype: str = "float16",
+    encoder_dtype: torch.dtype = torch.float32,
+    rows_per_shard: int = 1000,
+    max_samples: int | None = None,
+    device: str | torch.device = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[int, dict[str, int]]:
+    """:func:`extract_features` of a raw image data set with the VAE (and T5) of a pipeline: what
+    ``examples/extract_features.py`` runs in each process; resumable.
+
+    Args:
+        data: a Hub dataset id or a local imagefolder / webdataset / parquet source (:func:`load_streaming_dataset`).
+        model: a pipeline folder or Hub id with ``vae/`` (and ``tokenizer/``, ``text_encoder/`` for captions).
+        output_dir: the features folder.
+        caption_column: the caption column; ``None`` for label-only features (T5 is not loaded).
+        label_column: an integer class-label column to keep, or ``None``.
+        resolution, multi_scale, min_size, num_workers: the :class:`ImageTextLoader`'s (square crops at
+            ``resolution``, or aspect-ratio buckets; images with a shorter side below ``min_size`` are skipped).
+        batch_size: images encoded at once.
+        max_length, dtype, rows_per_shard, max_samples: :func:`extract_features`'.
+        encoder_dtype: T5's compute dtype (T5 breaks in float16).
+        device, rank, world_size: this process's device and its part of the data.
+
+    Returns:
+        The rows this process has written in ``output_dir`` (including earlier runs) and the records it skipped, by
+        reason.
+    """
+    vae = AutoencoderKL.from_pretrained(model, subfolder="vae").to(device).eval()
+    tokenizer = text_encoder = None
+    if caption_column is not None:
+        tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer")
+        text_encoder = T5EncoderModel.from_pretrained(model, subfolder="text_encoder", dtype=encoder_dtype)
+        text_encoder = text_encoder.to(device).eval()
+    loader = ImageTextLoader(
+        load_streaming_dataset(data, split=split),
+        resolution=resolution,
+        multi_scale=multi_scale,
+        image_column=image_column,
+        caption_column=caption_column,
+        label_column=label_column,
+        min_size=min_size,
+        batch_size=batch_size,
+        shuffle_buffer_size=0,
+        rank=rank,
+        world_size=world_size,
+        drop_last=False,
+        max_epochs=1,
+        num_workers=num_workers,
+    )
+    rows = extract_features(
+        loader,
+        output_dir,
+        vae=vae,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        max_length=max_length,
+        dtype=dtype,
+        rows_per_shard=rows_per_shard,
+        max_samples=max_samples,
+    )
+    return rows, dict(loader.skipped)
 
 
 class FeatureLoader(StreamingBatchLoader):
