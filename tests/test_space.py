@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -15,13 +16,20 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from gradio_client import Client
+from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
 from huggingface_hub import SpaceCard
 from peft import LoraConfig
 from PIL import Image
 
+from diffusers_pixart import (
+    PixArtAlphaControlNetPipeline,
+    PixArtAlphaImg2ImgPipeline,
+    PixArtAlphaInpaintPipeline,
+    PixArtControlNetModel,
+)
+from diffusers_pixart.data.edges import canny_edges
 from diffusers_pixart.default_model import RANDOM_MODEL_LABEL, TOY_MODEL_PATH, load_pipeline
 from diffusers_pixart.evaluation import sample_images
 from diffusers_pixart.hub import LORA_PREFIX, LORA_WEIGHT_NAME, save_lora_weights
@@ -74,9 +82,22 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def served(model_dir):
-    """The demo of the tiny model with a LoRA, served on loopback, and a client of it."""
-    demo = app.create_demo(str(model_dir), max_seconds=NO_TIME_LIMIT)
+def controlnet_dir(tmp_path_factory) -> Path:
+    """A ControlNet (one block copy) for the tiny pipeline, its zero projections perturbed so that it acts."""
+    folder = tmp_path_factory.mktemp("space-controlnet")
+    torch.manual_seed(0)
+    controlnet = PixArtControlNetModel.from_transformer(make_pipeline(seed=11).transformer, num_layers=1)
+    with torch.no_grad():
+        for param in controlnet.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    controlnet.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def served(model_dir, controlnet_dir):
+    """The demo of the tiny model with a LoRA and a ControlNet, served on loopback, and a client of it."""
+    demo = app.create_demo(str(model_dir), max_seconds=NO_TIME_LIMIT, controlnet=str(controlnet_dir))
     _, url, _ = app.launch(demo, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
     try:
         yield demo, Client(url, verbose=False)
@@ -135,13 +156,26 @@ def _arrays(gallery: list[dict]) -> list[np.ndarray]:
 
 def test_every_endpoint_is_listed_and_every_optional_input_has_a_default(client):
     api = client.view_api(return_format="dict", print_info=False)
-    assert set(api["named_endpoints"]) == {"/generate", "/sampler_defaults", "/estimate", "/cancel", "/check_prompt"}
+    text = {"/generate", "/sampler_defaults", "/estimate", "/cancel", "/check_prompt"}
+    assert set(api["named_endpoints"]) == text | {"/img2img", "/inpaint", "/controlnet", "/edges"}
     assert not api["unnamed_endpoints"]
     params = api["named_endpoints"]["/generate"]["parameters"]
     assert [p["parameter_name"] for p in params] == list(_request())
     optional = {p["parameter_name"]: p["parameter_default"] for p in params if p["parameter_has_default"]}
     assert set(optional) == set(_request()) - {"prompt"}
     assert optional["negative_prompt"] == "" and optional["lora"] == "None"
+    sampling = ["negative_prompt", "sampler", "steps", "guidance_scale", "seed", "randomize_seed", "lora"]
+    for endpoint, names in {
+        "/img2img": ["prompt", "image", "strength", *sampling],
+        "/inpaint": ["prompt", "image", "strength", "mask_blur", *sampling],
+        "/controlnet": ["prompt", "image", "detector", "low_threshold", "high_threshold", "conditioning_scale"]
+        + sampling,
+    }.items():
+        params = api["named_endpoints"][endpoint]["parameters"]
+        assert [p["parameter_name"] for p in params] == names
+        assert [p["parameter_name"] for p in params if not p["parameter_has_default"]] == ["prompt", "image"]
+    strengths = {p["parameter_name"]: p["parameter_default"] for p in api["named_endpoints"]["/inpaint"]["parameters"]}
+    assert strengths["strength"] == 1.0
 
 
 def test_a_prompt_alone_is_a_request(client, model_dir):
@@ -216,7 +250,7 @@ def test_limits_are_enforced_with_a_clear_message(client, overrides, message):
         client.predict(*_request(**overrides).values(), api_name="/generate")
 
 
-def test_over_the_time_limit_is_refused_with_the_limit_named(model_dir):
+def test_over_the_time_limit_is_refused_with_the_limit_named(model_dir, tmp_path):
     """A request whose estimated time is over the device's budget is refused before it runs; the page says both."""
     demo = app.create_demo(str(model_dir), max_seconds=0.001)
     _, url, _ = app.launch(demo, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
@@ -226,6 +260,9 @@ def test_over_the_time_limit_is_refused_with_the_limit_named(model_dir):
             client.predict(*_request().values(), api_name="/generate")
         note = client.predict(256, 256, 20, 4.5, 1, True, api_name="/estimate")
         assert note.startswith("Estimated time: about") and "Over the limit of 0.001 s per request" in note
+        image = handle_file(_image_file(tmp_path, "start.png"))
+        with pytest.raises(AppError, match=r"limit is 0.001 s per request. Use fewer steps, a lower strength or a"):
+            client.predict("a red circle", image, 0.5, api_name="/img2img")
         page_text = " ".join(str(block.value) for block in demo.blocks.values() if isinstance(block, gr.Markdown))
         assert "about 0.001 s of estimated compute per request" in page_text
     finally:
@@ -262,13 +299,16 @@ def test_a_short_request_passes_a_long_one_and_cancel_stops_it(client):
     assert client.predict(api_name="/cancel") == "Nothing to cancel."
 
 
-def test_an_unexpected_failure_shows_its_message(client, monkeypatch):
+def test_an_unexpected_failure_shows_its_message(client, monkeypatch, tmp_path):
     def broken(*args, **kwargs):
         raise RuntimeError("the VAE ran out of memory")
 
-    monkeypatch.setattr(PixArtAlphaPipeline, "__call__", broken)
+    monkeypatch.setattr(PixArtAlphaPipeline, "__call__", broken)  # the editing pipelines call it too
     with pytest.raises(AppError, match="Generation failed: RuntimeError: the VAE ran out of memory"):
         client.predict(*_request().values(), api_name="/generate")
+    image = handle_file(_image_file(tmp_path, "start.png"))
+    with pytest.raises(AppError, match="Generation failed: RuntimeError: the VAE ran out of memory"):
+        client.predict("a red circle", image, api_name="/img2img")
 
 
 def test_header_names_the_model_not_the_server_path(served, model_dir):
@@ -340,6 +380,270 @@ def test_space_readme_header_and_requirements():
     assert 0 < len(data.short_description) <= 60  # the Hub's limit
     requirements = (SPACE / "requirements.txt").read_text().splitlines()
     assert f"gradio=={gr.__version__}" in requirements and "diffusers_pixart>=0.1.0" in requirements
+    assert "opencv-python-headless" in requirements  # Canny edges of the ControlNet tab
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The editing tabs: image-to-image, inpainting and ControlNet
+
+
+def _image_file(folder: Path, name: str, size: tuple[int, int] = (256, 256), seed: int = 0) -> Path:
+    """A PNG of smooth random colours (what the pipelines are asked to edit) of ``size`` (width, height)."""
+    coarse = np.random.default_rng(seed).integers(0, 255, (4, 4, 3), dtype=np.uint8)
+    path = folder / name
+    Image.fromarray(coarse).resize(size, Image.Resampling.BILINEAR).save(path)
+    return path
+
+
+def _scene_file(folder: Path, name: str, seed: int = 0) -> Path:
+    """A PNG of a 256 px toy-world scene: flat shapes, whose outlines Canny finds."""
+    from diffusers_pixart.toy import render, sample_scene
+
+    path = folder / name
+    render(sample_scene(np.random.default_rng(seed), min_objects=2), 256).save(path)
+    return path
+
+
+def _mask_files(folder: Path) -> tuple[Path, Path, np.ndarray]:
+    """The same mask as the page's brush paints it (white, opaque where painted, else transparent) and as a
+    white-on-black image an API client may upload; and the mask itself (bool)."""
+    mask = np.zeros((256, 256), dtype=bool)
+    mask[64:160, 96:224] = True
+    layer = np.zeros((256, 256, 4), dtype=np.uint8)
+    layer[mask] = 255
+    Image.fromarray(layer, mode="RGBA").save(folder / "painted.png")
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(folder / "mask.png")
+    return folder / "painted.png", folder / "mask.png", mask
+
+
+def _editor(image: Path | None, *layers: Path) -> dict:
+    """The inpainting editor's value as an API client sends it."""
+    return {
+        "background": None if image is None else handle_file(image),
+        "layers": [handle_file(layer) for layer in layers],
+        "composite": None,
+    }
+
+
+def _edit_oracle(model_dir: Path, cls, prompt: str, seed: int, controlnet: Path | None = None, **kwargs):
+    """The same edit made directly on a pipeline of ``cls``: one PIL image."""
+    pipe = PixArtAlphaPipeline.from_pretrained(model_dir)
+    if controlnet is not None:
+        pipe = cls(**pipe.components, controlnet=PixArtControlNetModel.from_pretrained(controlnet))
+    else:
+        pipe = cls(**pipe.components)
+    pipe.set_scheduler("dpm")
+    return pipe(
+        prompt, negative_prompt="", guidance_scale=4.5, generator=torch.Generator().manual_seed(seed), **kwargs
+    ).images[0]
+
+
+def _array(path: str) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_img2img_gives_the_pipeline_image(client, model_dir, tmp_path):
+    path = _image_file(tmp_path, "start.png")
+    result, seed = client.predict(
+        "a red circle", handle_file(path), 0.5, steps=4, seed=3, randomize_seed=False, api_name="/img2img"
+    )
+    assert seed == 3
+    expected = _edit_oracle(
+        model_dir,
+        PixArtAlphaImg2ImgPipeline,
+        "a red circle",
+        3,
+        image=Image.open(path),
+        strength=0.5,
+        num_inference_steps=4,
+    )
+    np.testing.assert_array_equal(_array(result), np.asarray(expected))
+    assert not np.array_equal(_array(result), _array(str(path)))
+
+
+def test_an_uploaded_image_is_fitted_to_the_limits(client, tmp_path):
+    """Sides within the device's limits (128-512 px for the tiny model), multiples of 16, the aspect kept."""
+    wide = _image_file(tmp_path, "wide.png", size=(600, 300))
+    result, _ = client.predict("a red circle", handle_file(wide), 0.5, steps=2, api_name="/img2img")
+    assert Image.open(result).size == (512, 256)
+    limits = app.Limits("cpu", 128, 512, 16, 1.0, 1)
+    square = Image.new("RGB", (256, 256))
+    assert app.fit_image(square, limits) is square
+    assert app.fit_image(Image.new("RGB", (300, 210)), limits).size == (304, 208)
+    assert app.fit_image(Image.new("RGB", (1000, 100)), limits).size == (512, 128)
+    assert app.fit_image(Image.new("RGB", (64, 64)), limits).size == (128, 128)
+
+
+def test_inpainting_gives_the_pipeline_image_for_a_painted_or_an_uploaded_mask(client, model_dir, tmp_path):
+    path = _image_file(tmp_path, "start.png", seed=1)
+    painted, uploaded, mask = _mask_files(tmp_path)
+    kwargs = dict(steps=4, seed=5, randomize_seed=False, api_name="/inpaint")
+    result, seed = client.predict("a red circle", _editor(path, painted), **kwargs)
+    again, _ = client.predict("a red circle", _editor(path, uploaded), **kwargs)
+    assert seed == 5
+    np.testing.assert_array_equal(_array(result), _array(again))
+    expected = _edit_oracle(
+        model_dir,
+        PixArtAlphaInpaintPipeline,
+        "a red circle",
+        5,
+        image=Image.open(path),
+        mask_image=Image.open(uploaded),
+        strength=1.0,
+        num_inference_steps=4,
+    )
+    np.testing.assert_array_equal(_array(result), np.asarray(expected))
+    image, read = app.editor_image_and_mask({"background": Image.open(path), "layers": [Image.open(painted)]})
+    assert image.mode == "RGB" and np.array_equal(np.asarray(read) > 0, mask)
+
+
+def test_controlnet_draws_on_the_edges_it_shows(client, model_dir, controlnet_dir, tmp_path):
+    path = _scene_file(tmp_path, "scene.png", seed=2)
+    edges = canny_edges(Image.open(path), 50, 150)
+    assert np.asarray(edges).any()
+    shown = client.predict(handle_file(path), "Canny", 50, 150, api_name="/edges")
+    np.testing.assert_array_equal(np.asarray(Image.open(shown).convert("L")), np.asarray(edges))
+    edge_map, result, seed = client.predict(
+        "a red circle",
+        handle_file(path),
+        "Canny",
+        50,
+        150,
+        1.0,
+        steps=3,
+        seed=9,
+        randomize_seed=False,
+        api_name="/controlnet",
+    )
+    assert seed == 9
+    np.testing.assert_array_equal(np.asarray(Image.open(edge_map).convert("L")), np.asarray(edges))
+    expected = _edit_oracle(
+        model_dir,
+        PixArtAlphaControlNetPipeline,
+        "a red circle",
+        9,
+        controlnet=controlnet_dir,
+        image=edges,
+        controlnet_conditioning_scale=1.0,
+        num_inference_steps=3,
+    )
+    np.testing.assert_array_equal(_array(result), np.asarray(expected))
+    # An uploaded edge map is used as it is; at weight 0 the ControlNet adds nothing.
+    as_is = client.predict(handle_file(path), app.NO_DETECTOR, api_name="/edges")
+    np.testing.assert_array_equal(np.asarray(Image.open(as_is)), np.asarray(Image.open(path).convert("L")))
+    _, unweighted, _ = client.predict(
+        "a red circle",
+        handle_file(path),
+        "Canny",
+        50,
+        150,
+        0.0,
+        steps=3,
+        seed=9,
+        randomize_seed=False,
+        api_name="/controlnet",
+    )
+    base = _edit_oracle(model_dir, PixArtAlphaPipeline, "a red circle", 9, num_inference_steps=3, height=256, width=256)
+    np.testing.assert_array_equal(_array(unweighted), np.asarray(base))
+    assert not np.array_equal(_array(unweighted), _array(result))
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "args", "kwargs", "message"),
+    [
+        ("/img2img", ["a red circle", None], {}, "No image: upload the image to start from."),
+        ("/img2img", ["a red circle", "image", 0.0], {}, r"Strength must be above 0 and at most 1, got 0: 0 would"),
+        ("/img2img", ["a red circle", "image", 1.5], {}, "Value 1.5 is greater than maximum value 1"),
+        ("/img2img", ["a red circle", "image", 0.1], {"steps": 4}, r"Strength 0.1 of 4 steps runs no step"),
+        ("/img2img", ["  ", "image"], {}, "The prompt is empty"),
+        ("/inpaint", ["a red circle", None], {}, "No image: upload the image to edit, then paint over"),
+        ("/inpaint", ["a red circle", "editor"], {}, "No mask: paint over the part of the image to repaint"),
+        ("/inpaint", ["a red circle", "blank mask"], {}, "No mask: paint over the part of the image to repaint"),
+        ("/inpaint", ["a red circle", "mask", 0.0], {}, "Strength must be above 0 and at most 1"),
+        ("/controlnet", ["a red circle", None], {}, "No image: upload the image whose edges guide the new one"),
+        ("/controlnet", ["a red circle", "image", "Canny", 200, 100], {}, "Canny thresholds must satisfy 0 < low"),
+        ("/controlnet", ["a red circle", "image", "HED"], {}, r"'HED'.*not in the list of choices"),
+    ],
+)
+def test_editing_errors_are_stated(client, tmp_path, endpoint, args, kwargs, message):
+    path = _image_file(tmp_path, "start.png")
+    painted, _, _ = _mask_files(tmp_path)
+    blank = tmp_path / "blank.png"
+    Image.new("L", (256, 256)).save(blank)
+    values = {
+        "image": handle_file(path),
+        "editor": _editor(path),
+        "blank mask": _editor(path, blank),
+        "mask": _editor(path, painted),
+    }
+    args = [values.get(arg, arg) if isinstance(arg, str) and arg in values else arg for arg in args]
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name=endpoint, **kwargs)
+
+
+def test_the_controlnet_comes_from_the_environment_or_the_model_folder(
+    tmp_path, monkeypatch, model_dir, controlnet_dir
+):
+    monkeypatch.delenv(app.CONTROLNET_ENV, raising=False)
+    assert app.find_controlnet(str(model_dir)) is None
+    assert app.find_controlnet(str(model_dir), str(controlnet_dir)) == (str(controlnet_dir), None)
+    monkeypatch.setenv(app.CONTROLNET_ENV, str(controlnet_dir))
+    assert app.find_controlnet(str(model_dir)) == (str(controlnet_dir), None)
+    monkeypatch.delenv(app.CONTROLNET_ENV)
+
+    # A saved ControlNet pipeline holds its ControlNet in controlnet/: served with the tab.
+    pipe = PixArtAlphaPipeline.from_pretrained(model_dir)
+    controlnet = PixArtControlNetModel.from_pretrained(controlnet_dir)
+    folder = tmp_path / "controlnet-pipeline"
+    PixArtAlphaControlNetPipeline(**pipe.components, controlnet=controlnet).save_pretrained(folder)
+    assert app.find_controlnet(str(folder)) == (str(folder), "controlnet")
+    with_tab = app.create_demo(str(folder), max_seconds=NO_TIME_LIMIT)
+    without = app.create_demo(str(model_dir), max_seconds=NO_TIME_LIMIT)
+    for demo, present in ((with_tab, True), (without, False)):
+        tabs = [block.label for block in demo.blocks.values() if isinstance(block, gr.Tab)]
+        assert tabs == ["Text to image", "Image to image", "Inpainting", *(["ControlNet"] if present else [])]
+        assert ("controlnet" in {fn.api_name for fn in demo.fns.values()}) is present
+
+    # The original code's .pth, read with the base it runs on; another base and a Σ model are refused.
+    original = tmp_path / "controlnet.pth"
+    torch.save({"state_dict": controlnet.to_original(pipe.transformer)}, original)
+    loaded = app.load_controlnet(str(original), None, pipe)
+    for (key, value), reloaded in zip(controlnet.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(reloaded, value, msg=key)
+    with pytest.raises(ValueError, match="PIXART_CONTROLNET names a ControlNet folder"):
+        app.load_controlnet(str(tmp_path / "missing"), None, pipe)
+    wider = tmp_path / "wider"
+    PixArtControlNetModel(
+        num_layers=1, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16
+    ).save_pretrained(wider)
+    with pytest.raises(ValueError, match="for another base"):
+        app.load_controlnet(str(wider), None, pipe)
+    from diffusers_pixart import PixArtSigmaPipeline
+
+    with pytest.raises(ValueError, match="PixArt-α models only"):
+        app.load_controlnet(str(controlnet_dir), None, PixArtSigmaPipeline(**pipe.components))
+
+
+def test_hed_is_offered_only_with_its_weights(tmp_path, monkeypatch, model_dir, controlnet_dir):
+    """Without PIXART_HED_WEIGHTS the page says why HED is missing; with a weights file it is a choice."""
+    from diffusers_pixart.data.edges import HEDEdgeDetector
+
+    monkeypatch.delenv(app.HED_ENV, raising=False)
+    demo = app.create_demo(str(model_dir), max_seconds=NO_TIME_LIMIT, controlnet=str(controlnet_dir))
+    text = " ".join(str(block.value) for block in demo.blocks.values() if isinstance(block, gr.Markdown))
+    assert "HED, the edge detector the released PixArt ControlNet was trained on, is not available offline" in text
+    weights = tmp_path / "ControlNetHED.pth"
+    torch.save(HEDEdgeDetector().state_dict(), weights)
+    monkeypatch.setenv(app.HED_ENV, str(weights))
+    demo = app.create_demo(str(model_dir), max_seconds=NO_TIME_LIMIT, controlnet=str(controlnet_dir))
+    _, url, _ = app.launch(demo, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    try:
+        path = _image_file(tmp_path, "start.png")
+        edges = Image.open(Client(url, verbose=False).predict(handle_file(path), "HED", api_name="/edges"))
+        expected = HEDEdgeDetector.from_file(weights).edge_map(Image.open(path).convert("RGB"))
+        np.testing.assert_array_equal(np.asarray(edges.convert("L")), np.asarray(expected))
+    finally:
+        demo.close()
 
 
 def _free_port() -> int:
@@ -384,12 +688,38 @@ def _assert_shown_whole(page, count: int, natural: tuple[int, int]) -> list[dict
     return boxes
 
 
+def _wait_for_image(page, selector: str, natural: tuple[int, int]) -> None:
+    """Wait until the image component ``selector`` shows a loaded image of ``natural`` (width, height) pixels."""
+    page.wait_for_function(
+        "([s, w, h]) => { const i = document.querySelector(s + ' img');"
+        " return i !== null && i.naturalWidth === w && i.naturalHeight === h; }",
+        arg=[selector, *natural],
+        timeout=120_000,
+    )
+
+
+def _paint(page, selector: str, stroke: list[tuple[float, float]]) -> None:
+    """Paint a stroke with the image editor's brush; points are fractions of the canvas's width and height."""
+    page.locator(f"{selector} button[aria-label='Brush']").click()
+    box = page.locator(f"{selector} canvas").first.bounding_box()
+    points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*point, steps=4)
+    page.mouse.up()
+
+
 def test_fresh_start_in_a_real_browser(tmp_path):
     """``python space/app.py`` with no model and no network: the default model's page, as a visitor first sees it."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("PIXART_MODEL", app.EXAMPLES_ENV)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PIXART_MODEL", app.EXAMPLES_ENV, app.CONTROLNET_ENV, app.HED_ENV)
+    }
     env.update(HF_HUB_OFFLINE="1", GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1")
     log = open(tmp_path / "app.log", "w")
     process = subprocess.Popen([sys.executable, str(SPACE / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -434,6 +764,24 @@ def test_fresh_start_in_a_real_browser(tmp_path):
             for control in ("steps", "seed", "width", "height", "num-images"):
                 assert page.locator(f"#{control} input[type=number]").is_visible(), control
             assert page.get_by_role("button", name="Run").is_enabled()
+
+            # The editing tabs (ControlNet only where the model has one), each run on one of its examples.
+            tabs = ["Text to image", "Image to image", "Inpainting"]
+            tabs += ["ControlNet"] if toy and app.find_controlnet(None) else []
+            assert page.get_by_role("tab").all_inner_texts() == tabs
+            if toy:
+                config = {
+                    part: json.loads((TOY_MODEL_PATH / part / "config.json").read_text())
+                    for part in ("transformer", "vae")
+                }
+                size = config["transformer"]["sample_size"] * 2 ** (len(config["vae"]["block_out_channels"]) - 1)
+                for tab, prefix in (("Image to image", "img2img"), ("Inpainting", "inpaint")):
+                    page.get_by_role("tab", name=tab).click()
+                    page.locator(f"#tab-{prefix} [data-testid=dataset-cell-0-0]").click()
+                    expect(page.locator(f"#{prefix}-prompt textarea")).not_to_have_value("", timeout=30_000)
+                    page.locator(f"#{prefix}-run").click()
+                    _wait_for_image(page, f"#{prefix}-result", (size, size))
+                    page.screenshot(path=str(tmp_path / f"{prefix}.png"), full_page=True)
             browser.close()
         assert Image.open(tmp_path / "default.png").size[0] == 1280
     finally:
@@ -476,3 +824,68 @@ def test_results_are_shown_whole_on_a_laptop_and_a_phone(tmp_path):
             browser.close()
     finally:
         demo.close()
+
+
+def test_editing_tabs_in_a_real_browser(served, tmp_path, monkeypatch):
+    """Each editing tab of the tiny model with a ControlNet, as a visitor uses it: its error without an image (or a
+    mask), then an upload (and a painted mask) and a result."""
+    from playwright.sync_api import sync_playwright
+
+    demo, client = served
+    painted = []
+    read_mask = app.editor_image_and_mask
+
+    def spy(value):
+        image, mask = read_mask(value)
+        painted.append(np.asarray(mask) > 0)
+        return image, mask
+
+    monkeypatch.setattr(app, "editor_image_and_mask", spy)  # create_demo's closure looks it up when called
+    image = _scene_file(tmp_path, "scene.png", seed=4)
+    with sync_playwright() as playwright:
+        browser = _browser(playwright)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(client.src)
+        page.get_by_text("Limits on this CPU").wait_for(timeout=60_000)
+        assert page.get_by_role("tab").all_inner_texts() == [
+            "Text to image",
+            "Image to image",
+            "Inpainting",
+            "ControlNet",
+        ]
+
+        page.get_by_role("tab", name="Image to image").click()
+        page.get_by_label("Prompt (the whole image as you want it)").fill("a red circle")
+        page.locator("#img2img-run").click()
+        page.get_by_text("No image: upload the image to start from.").wait_for(timeout=30_000)
+        page.locator("#img2img-image input[type=file]").set_input_files(str(image))
+        _wait_for_image(page, "#img2img-image", (256, 256))
+        page.locator("#img2img-run").click()
+        _wait_for_image(page, "#img2img-result", (256, 256))
+        page.screenshot(path=str(tmp_path / "img2img.png"), full_page=True)
+
+        page.get_by_role("tab", name="Inpainting").click()
+        page.get_by_label("Prompt (the whole image after the edit)").fill("a red circle")
+        page.locator("#inpaint-image input[type=file]").set_input_files(str(image))
+        page.locator("#inpaint-image canvas").first.wait_for()
+        page.locator("#inpaint-run").click()
+        page.get_by_text("No mask: paint over the part of the image to repaint").wait_for(timeout=30_000)
+        _paint(page, "#inpaint-image", [(0.3, 0.5), (0.5, 0.52), (0.7, 0.5)])
+        page.locator("#inpaint-run").click()
+        _wait_for_image(page, "#inpaint-result", (256, 256))
+        page.screenshot(path=str(tmp_path / "inpaint.png"), full_page=True)
+        mask = painted[-1]
+        assert mask.shape == (256, 256) and 0.01 < mask.mean() < 0.5, mask.mean()
+        assert mask[128, 128] and not mask[10, 10]  # the stroke across the middle, nothing in the corner
+
+        page.get_by_role("tab", name="ControlNet").click()
+        page.get_by_text("HED, the edge detector the released PixArt ControlNet was trained on").wait_for()
+        page.get_by_label("Prompt (the image to draw on the edges)").fill("a red circle")
+        page.locator("#controlnet-run").click()
+        page.get_by_text("No image: upload the image whose edges guide the new one").wait_for(timeout=30_000)
+        page.locator("#controlnet-image input[type=file]").set_input_files(str(image))
+        _wait_for_image(page, "#controlnet-edges", (256, 256))  # shown as soon as the image is there
+        page.locator("#controlnet-run").click()
+        _wait_for_image(page, "#controlnet-result", (256, 256))
+        page.screenshot(path=str(tmp_path / "controlnet.png"), full_page=True)
+        browser.close()
