@@ -624,6 +624,19 @@ def test_the_controlnet_comes_from_the_environment_or_the_model_folder(
         app.load_controlnet(str(controlnet_dir), None, PixArtSigmaPipeline(**pipe.components))
 
 
+def test_the_editing_pipelines_share_the_weights_in_their_dtype(controlnet_dir):
+    """``from_pipe`` alone would cast the shared weights to float32: a bfloat16 model stays bfloat16."""
+    pipe = make_pipeline(seed=11).to(dtype=torch.bfloat16)
+    controlnet = PixArtControlNetModel.from_pretrained(controlnet_dir).to(dtype=torch.bfloat16)
+    pipelines = app.mode_pipelines(pipe, controlnet)
+    assert set(pipelines) == {"text", "img2img", "inpaint", "controlnet"}
+    assert isinstance(pipelines["inpaint"], PixArtAlphaInpaintPipeline)
+    for pipeline in pipelines.values():
+        assert pipeline.transformer is pipe.transformer and pipeline.vae is pipe.vae
+    assert pipe.transformer.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.bfloat16
+    assert set(app.mode_pipelines(pipe, None)) == {"text", "img2img", "inpaint"}
+
+
 def test_hed_is_offered_only_with_its_weights(tmp_path, monkeypatch, model_dir, controlnet_dir):
     """Without PIXART_HED_WEIGHTS the page says why HED is missing; with a weights file it is a choice."""
     from diffusers_pixart.data.edges import HEDEdgeDetector
