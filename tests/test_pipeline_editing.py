@@ -158,3 +158,11 @@ def test_bad_inputs_are_named(cls, kwargs, message):
     call = {"image": _image(), "num_inference_steps": 3, **kwargs}
     with pytest.raises(ValueError, match=message):
         pipe(PROMPT, **call)
+
+
+def test_from_pipe_shares_the_weights_and_keeps_their_dtype():
+    """diffusers' from_pipe casts to float32 unless told; ours keeps the source pipeline's dtype."""
+    pipe = _pipeline(PixArtAlphaImg2ImgPipeline).to(dtype=torch.bfloat16)
+    inpaint = PixArtAlphaInpaintPipeline.from_pipe(pipe)
+    assert inpaint.transformer is pipe.transformer and pipe.transformer.dtype == torch.bfloat16
+    assert PixArtAlphaInpaintPipeline.from_pipe(pipe, dtype=torch.float32).transformer.dtype == torch.float32

@@ -112,6 +112,15 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         return pipe
 
     @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs: Any) -> DiffusionPipeline:
+        """diffusers' ``from_pipe`` (a pipeline of this class on ``pipeline``'s components, e.g. inpainting from
+        text-to-image), keeping ``pipeline``'s dtype unless ``dtype=`` is given: diffusers' casts the shared weights
+        to float32 by default, which would silently convert a bfloat16 pipeline's weights in place."""
+        if "dtype" not in kwargs and "torch_dtype" not in kwargs:
+            kwargs["dtype"] = pipeline.dtype
+        return super().from_pipe(pipeline, **kwargs)
+
+    @classmethod
     def load_config(
         cls,
         pretrained_model_name_or_path: str | os.PathLike,

@@ -8,7 +8,7 @@ tokens) through the class order: ``PixArtSigmaImg2ImgPipeline`` is the img2img p
 
     pipe = PixArtAlphaImg2ImgPipeline.from_pretrained("PixArt-alpha/PixArt-XL-2-1024-MS", torch_dtype=torch.float16)
     image = pipe("a watercolour of a lighthouse", image=photo, strength=0.6).images[0]
-    pipe = PixArtAlphaInpaintPipeline.from_pipe(pipe)
+    pipe = PixArtAlphaInpaintPipeline.from_pipe(pipe)  # same weights, same dtype
     image = pipe("a red sailing boat", image=photo, mask_image=mask, strength=0.9).images[0]
 
 The size defaults to the image's own; with resolution binning the model generates at the nearest size of its table and
