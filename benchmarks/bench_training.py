@@ -24,9 +24,11 @@ Run: ``python benchmarks/bench_training.py --configs toy --steps 5 --threads 1``
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from functools import partial
+from pathlib import Path
 
 import diffusers
 import torch
@@ -45,8 +47,10 @@ from common import (
 from diffusers_pixart import PixArtTransformer2DModel
 from diffusers_pixart.models.attention import caption_cache
 from diffusers_pixart.tiny import make_tokenizer, make_transformer
-from diffusers_pixart.toy.recipe import make_toy_transformer
 from diffusers_pixart.toy.world import sample_prompts, vocabulary
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "toy"))
+from recipe import make_toy_transformer  # noqa: E402  (examples/toy/recipe.py)
 
 
 def toy_caption_lengths(count: int) -> list[int]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +20,10 @@ _HUB = HubServer(os.path.join(_HUB_ROOT, "server"), tokens=_HUB_TOKENS).start()
 os.environ["HF_ENDPOINT"] = _HUB.url
 os.environ["HF_HOME"] = os.path.join(_HUB_ROOT, "home")
 os.environ.pop("HF_TOKEN", None)
+
+# The toy experiments (the recipe, the customization examples) are modules of examples/toy, not of the package: their
+# tests import them as the scripts beside them do, from that folder (``from recipe import run_recipe``).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "toy"))
 
 
 #: The test modules whose assertions compare numbers across implementations, kernels or runs (parity with diffusers and
@@ -74,6 +80,17 @@ def bf16_cpu_attention() -> None:
     error = _bf16_cpu_attention_error()
     if error is not None:
         pytest.skip(f"torch cannot run bf16 attention with these CPU kernels: {error}")
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate's process-wide state, reset before and after the test: accelerate keeps one mixed-precision setting
+    per process, so a test that trains in bf16 in this process must neither meet another test's nor leave its own."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
 
 
 def pytest_unconfigure(config):

@@ -1,16 +1,10 @@
-"""The toy recipe (plumbing on a tiny budget, with the real stage scripts) and the embedded default model."""
+"""The toy recipe of examples/toy (plumbing on a tiny budget, with the real stages) and the embedded default model."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-
-from diffusers_pixart.default_model import TOY_MODEL_PATH, load_pipeline
-from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
-from diffusers_pixart.tiny import make_text_encoder, make_tokenizer
-from diffusers_pixart.toy.language import ATTRIBUTES, make_toy_text_encoder
-from diffusers_pixart.toy.recipe import (
+from recipe import (  # examples/toy/recipe.py (tests/conftest.py puts examples/toy on the path)
     MAX_EMBEDDED_BYTES,
     ToyRecipe,
     continue_recipe,
@@ -22,7 +16,10 @@ from diffusers_pixart.toy.recipe import (
     train_vae,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from diffusers_pixart.default_model import TOY_MODEL_PATH, load_pipeline
+from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
+from diffusers_pixart.tiny import make_text_encoder, make_tokenizer
+from diffusers_pixart.toy.language import ATTRIBUTES, make_toy_text_encoder
 
 
 def test_toy_vae_factor_and_scaling_factor():
@@ -40,7 +37,7 @@ def test_toy_vae_factor_and_scaling_factor():
         make_toy_vae((8,))
 
 
-def test_recipe_plumbing_tiny_budget(tmp_path, bf16_cpu_attention):
+def test_recipe_plumbing_tiny_budget(tmp_path, bf16_cpu_attention, fresh_accelerate_state):
     recipe = ToyRecipe(
         stage1_images=8,
         stage2_images=8,
@@ -61,7 +58,7 @@ def test_recipe_plumbing_tiny_budget(tmp_path, bf16_cpu_attention):
         stage3_aspect_ratios=(0.5, 1.0),
     )
     logs = []
-    final = run_recipe(tmp_path / "run", EXAMPLES, recipe, log=logs.append)
+    final = run_recipe(tmp_path / "run", recipe, log=logs.append)
     pipe = PixArtAlphaPipeline.from_pretrained(final)
     assert pipe.transformer.config.num_layers == 1
     assert pipe.transformer.config.use_additional_conditions  # stage 3 added the micro-conditions
@@ -81,7 +78,7 @@ def test_recipe_plumbing_tiny_budget(tmp_path, bf16_cpu_attention):
     assert any(not torch.equal(p, pretrained[name]) for name, p in random_encoder.named_parameters())
     # A rerun reuses every finished step: no stage runs again.
     logs.clear()
-    run_recipe(tmp_path / "run", EXAMPLES, recipe, log=logs.append)
+    run_recipe(tmp_path / "run", recipe, log=logs.append)
     assert not any("train_stage" in line for line in logs)
     image = pipe("a red circle", num_inference_steps=2, output_type="np").images
     assert image.shape == (1, 64, 64, 3)
@@ -93,7 +90,7 @@ def test_recipe_plumbing_tiny_budget(tmp_path, bf16_cpu_attention):
     assert (installed / "training_record.json").read_text() == "{}"
     # Teaching the trained pipeline the language again (a grown T5, then stage 3's script on the stage-2 images).
     logs.clear()
-    continued = continue_recipe(final, tmp_path / "continued", EXAMPLES, align_steps=2, recipe=recipe, log=logs.append)
+    continued = continue_recipe(final, tmp_path / "continued", align_steps=2, recipe=recipe, log=logs.append)
     assert any(line.startswith("align: ") for line in logs) and not any("train_stage2" in line for line in logs)
     assert sorted(json.loads((tmp_path / "continued" / "loss_curves.json").read_text())) == ["align"]
     assert PixArtAlphaPipeline.from_pretrained(continued).transformer.config.use_additional_conditions
@@ -107,7 +104,7 @@ def test_loss_table_window_means():
         loss_table({"stage2": curve}, points=0)
 
 
-def test_recipe_bad_input(tmp_path):
+def test_recipe_bad_input():
     with pytest.raises(ValueError, match="stage2_steps"):
         ToyRecipe(stage2_steps=0)
     with pytest.raises(ValueError, match="lr_scheduler"):
@@ -117,8 +114,6 @@ def test_recipe_bad_input(tmp_path):
     with pytest.raises(ValueError, match="text_pretrain_steps"):
         ToyRecipe(text_pretrain_steps=-1)
     assert ToyRecipe(text_pretrain_steps=0).text_pretrain_steps == 0  # 0: the T5 stays random
-    with pytest.raises(FileNotFoundError, match="stage scripts"):
-        run_recipe(tmp_path / "run", tmp_path, ToyRecipe())
 
 
 @pytest.mark.skipif(not (TOY_MODEL_PATH / "model_index.json").is_file(), reason="the package ships no toy model")

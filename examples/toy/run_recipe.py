@@ -4,21 +4,23 @@
 
 makes the toy data sets, trains a small VAE, builds the toy T5, runs stage 1 (class-conditional DiT) ->
 re-parameterization -> stage 2 (dense captions) -> stage 3 (aesthetic style, aspect-ratio buckets, micro-conditions)
-with the repository's stage scripts, and writes ``runs/toy/pipeline`` with ``loss_curves.json`` and
-``timings.json``. A rerun continues from the last finished step. ``--install`` then copies the pipeline into the
-package as the embedded default model (``diffusers_pixart.TOY_MODEL_PATH``). The budgets are options (``--help``).
+in this process, with the stage scripts' library entry points, and writes ``runs/toy/pipeline`` with
+``loss_curves.json`` and ``timings.json``. A rerun continues from the last finished step. ``--install`` then copies the
+pipeline into the package as the embedded default model (``diffusers_pixart.TOY_MODEL_PATH``). The budgets are options
+(``--help``).
 
     python examples/toy/run_recipe.py --out runs/toy --continue_from src/diffusers_pixart/toy_model --align_steps 1200
 
-teaches a trained toy pipeline the current toy language instead (``diffusers_pixart.toy.recipe.continue_recipe``).
+teaches a trained toy pipeline the current toy language instead (``continue_recipe``; the code: ``recipe.py`` here).
 """
 
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
-from diffusers_pixart.toy.recipe import ToyRecipe, continue_recipe, install_toy_model, run_recipe
+from recipe import ToyRecipe, continue_recipe, install_toy_model, run_recipe
+
+from diffusers_pixart.training.config import show_messages
 
 
 def main() -> int:
@@ -38,11 +40,11 @@ def main() -> int:
         parser.add_argument(f"--{field.name}", type=scalars[field.type], default=field.default, help="(ToyRecipe)")
     args = parser.parse_args()
     recipe = ToyRecipe(**{field.name: getattr(args, field.name) for field in fields})
-    scripts = Path(__file__).resolve().parents[1]
+    show_messages()  # the stages' data summaries and resume positions, as the stage scripts show them
     if args.continue_from is not None:
-        final = continue_recipe(args.continue_from, args.out, scripts, args.align_steps, args.aesthetic_steps, recipe)
+        final = continue_recipe(args.continue_from, args.out, args.align_steps, args.aesthetic_steps, recipe)
     else:
-        final = run_recipe(args.out, scripts, recipe)
+        final = run_recipe(args.out, recipe)
     print(f"pipeline: {final}")
     if args.install:
         print(f"installed: {install_toy_model(final)}")

@@ -1,11 +1,16 @@
-"""The toy recipe: PixArt-alpha's three training stages on the toy world, on a 2-core CPU (``examples/toy``).
+"""The toy recipe: PixArt-alpha's three training stages on the toy world, on a 2-core CPU (``run_recipe.py``).
 
 :func:`run_recipe` makes the toy data sets, trains a small VAE (:func:`train_vae`), builds the toy T5
-(:func:`.language.make_toy_text_encoder`) and pretrains it on the stage-2 captions
-(:func:`.language.pretrain_text_encoder`; frozen from then on), saves them with a fresh transformer as a base pipeline
-folder, precomputes each stage's latents and caption embeddings with the real feature script, runs the real stage
-scripts on them (stage 1 -> re-parameterization -> stage 2 -> stage 3) and records the loss curves;
-:func:`install_toy_model` saves the result as the package's embedded default model.
+(:func:`diffusers_pixart.toy.language.make_toy_text_encoder`) and pretrains it on the stage-2 captions
+(:func:`~diffusers_pixart.toy.language.pretrain_text_encoder`; frozen from then on), saves them with a fresh
+transformer as a base pipeline folder, precomputes each stage's latents and caption embeddings
+(:func:`diffusers_pixart.data.features.extract_dataset_features`, what ``examples/extract_features.py`` runs), trains
+the three stages on them with the library entry points of the stage scripts (:data:`STAGES`: stage 1 ->
+re-parameterization -> stage 2 -> stage 3), in this process, and records the loss curves; :func:`install_toy_model`
+saves the result as the package's embedded default model.
+
+accelerate keeps one mixed-precision setting per process: run the recipe in a process that has not set up accelerate
+with another ``mixed_precision`` than :attr:`ToyRecipe.mixed_precision` (``run_recipe.py`` is a process of its own).
 """
 
 from __future__ import annotations
@@ -14,8 +19,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,15 +29,14 @@ import torch
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler
 from PIL import Image
 
-from ..atomic import atomic_dir, write_json_atomic, write_text_atomic
-from ..data.streaming import image_to_tensor
-from ..models.pixart_transformer import PixArtTransformer2DModel
-from ..pipelines.pixart_alpha import PixArtAlphaPipeline
-from ..training.config import LR_SCHEDULERS, MIXED_PRECISIONS
-from ..training.diffusion import PREDICTION_TYPES
-from ..training.logs import read_loss_curve
-from .language import make_toy_text_encoder, pretrain_text_encoder
-from .world import (
+from diffusers_pixart import TOY_MODEL_PATH
+from diffusers_pixart.atomic import atomic_dir, write_json_atomic, write_text_atomic
+from diffusers_pixart.data.features import extract_dataset_features
+from diffusers_pixart.data.streaming import image_to_tensor
+from diffusers_pixart.models.pixart_transformer import PixArtTransformer2DModel
+from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
+from diffusers_pixart.toy.language import make_toy_text_encoder, pretrain_text_encoder
+from diffusers_pixart.toy.world import (
     FAMILIES,
     TRAINING_FAMILIES,
     class_names,
@@ -42,6 +44,18 @@ from .world import (
     make_dataset,
     record_meaning,
     sample_prompts,
+)
+from diffusers_pixart.training.config import LR_SCHEDULERS, MIXED_PRECISIONS
+from diffusers_pixart.training.diffusion import PREDICTION_TYPES
+from diffusers_pixart.training.logs import read_loss_curve
+from diffusers_pixart.training.stages import (
+    PIXART_TRANSFORMER_DIR,
+    Stage1Config,
+    Stage2Config,
+    Stage3Config,
+    train_stage1,
+    train_stage2,
+    train_stage3,
 )
 
 #: Initial log-variance of the toy VAE's posterior (std ~0.02).
@@ -191,7 +205,7 @@ def make_toy_transformer(
 def save_base_pipeline(
     path: str | os.PathLike, vae: AutoencoderKL, tokenizer, text_encoder, transformer: PixArtTransformer2DModel
 ) -> Path:
-    """Save the recipe's starting pipeline (the stage scripts' ``--pretrained_model_name_or_path``), atomically.
+    """Save the recipe's starting pipeline (the stages' ``pretrained_model_name_or_path``), atomically.
 
     The scheduler is DPM-Solver on PixArt's 1000-step linear schedule (the training noise schedule).
     """
@@ -232,8 +246,9 @@ class ToyRecipe:
     The stages train in bf16 mixed precision (``mixed_precision``), as the paper trains on GPUs: CPUs with
     AVX512-BF16 run the matmuls about 2.5x faster than in float32, and the step is about 1.2x faster.
     The toy T5 is pretrained to read the toy language for ``text_pretrain_steps`` (0: left random), as the
-    paper's T5-XXL comes pretrained on text (:mod:`.language`). The captions of stages 2 and 3 are written in the
-    :data:`.world.TRAINING_FAMILIES`, and a ``group_probability`` of their scenes hold two copies of one shape.
+    paper's T5-XXL comes pretrained on text (:mod:`~diffusers_pixart.toy.language`). The captions of stages 2 and 3
+    are written in the :data:`TRAINING_FAMILIES`, and a ``group_probability`` of their scenes hold two copies of one
+    shape.
     """
 
     seed: int = 0
@@ -281,14 +296,9 @@ class ToyRecipe:
             raise ValueError(f"`group_probability` must be in [0, 1], got {self.group_probability}.")
 
 
-#: The example scripts of the three stages, run as subprocesses by :func:`run_recipe`.
-STAGE_SCRIPTS = {
-    1: "train_stage1_pixel.py",
-    2: "train_stage2_alignment.py",
-    3: "train_stage3_aesthetic.py",
-}
-#: The example script that precomputes each stage's VAE latents and T5 embeddings (run before the stages).
-FEATURES_SCRIPT = "extract_features.py"
+#: The options and the library entry point of each stage (what ``examples/train_stage*.py`` run), run by
+#: :func:`run_recipe` in this process.
+STAGES = {1: (Stage1Config, train_stage1), 2: (Stage2Config, train_stage2), 3: (Stage3Config, train_stage3)}
 #: Resolution of the toy recipe's images (64px: a 16x16x4 latent with the 3-level VAE, 64 tokens with patch 2).
 RESOLUTION = 64
 
@@ -297,7 +307,7 @@ def make_toy_datasets(data_dir: str | os.PathLike, recipe: ToyRecipe) -> dict[st
     """The recipe's image folders (each made once; an existing one is kept).
 
     ``stage1``: one plain object per image (its class label is stage 1's condition); ``stage2``: one to three plain
-    objects with captions in the :data:`.world.TRAINING_FAMILIES`; ``stage3``: the same in the aesthetic style in
+    objects with captions in the :data:`TRAINING_FAMILIES`; ``stage3``: the same in the aesthetic style in
     aspect-ratio buckets; ``vae_aesthetic``: square aesthetic images, which the VAE trains on with the first stage-2
     images.
     """
@@ -326,7 +336,7 @@ def make_toy_datasets(data_dir: str | os.PathLike, recipe: ToyRecipe) -> dict[st
 
 def language_corpus(folder: str | os.PathLike, seed: int = 0) -> list[str]:
     """The toy T5's pretraining text: the captions of an image folder, and each of its scenes once more in a phrasing
-    family drawn from all :data:`.world.FAMILIES`, the held-out ones included (a T5 reads language no image caption
+    family drawn from all :data:`FAMILIES`, the held-out ones included (a T5 reads language no image caption
     uses; the images never see those families)."""
     records = [json.loads(line) for line in Path(folder, "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
     rng = np.random.default_rng([seed, 6007])
@@ -334,17 +344,20 @@ def language_corpus(folder: str | os.PathLike, seed: int = 0) -> list[str]:
     return [record["text"] for record in records] + rewritten
 
 
-def _stage_arguments(recipe: ToyRecipe, steps: int) -> list[str]:
-    """The flags every stage of the recipe shares (the engine's options)."""
-    values = {
+def _train_stage(
+    name: str, stage: int, run: Path, recipe: ToyRecipe, steps: int, log: Callable[[str], None], **options
+) -> None:
+    """Train ``stage`` (:data:`STAGES`) into ``run`` for ``steps`` with the options every stage of the recipe shares
+    (the engine's) and ``options`` (its model and data)."""
+    shared = {
         "resolution": RESOLUTION,
         "train_batch_size": recipe.batch_size,
         "max_train_steps": steps,
-        "learning_rate": recipe.learning_rate,
+        "learning_rate": float(recipe.learning_rate),
         "lr_scheduler": recipe.lr_scheduler,
         "lr_warmup_steps": recipe.warmup_steps,
         "max_grad_norm": 1.0,
-        "ema_decay": recipe.ema_decay,
+        "ema_decay": float(recipe.ema_decay),
         "seed": recipe.seed,
         "validation_steps": 0,
         "checkpointing_steps": steps,
@@ -357,25 +370,15 @@ def _stage_arguments(recipe: ToyRecipe, steps: int) -> list[str]:
         "mixed_precision": recipe.mixed_precision,
     }
     if recipe.snr_gamma > 0:
-        values["snr_gamma"] = recipe.snr_gamma
-    return [item for name, value in values.items() for item in (f"--{name}", str(value))]
-
-
-def _features_arguments(stage: int, data: Path, base: Path, out: Path, recipe: ToyRecipe) -> list[str]:
-    """The flags of :data:`FEATURES_SCRIPT` for one stage's data set: labels for stage 1, captions (and, for stage
-    3, aspect-ratio buckets) for the others."""
-    flags = ["--data", str(data), "--model", str(base), "--output_dir", str(out), "--resolution", str(RESOLUTION)]
-    flags += ["--max_length", str(recipe.max_sequence_length), "--batch_size", "64"]
-    if stage == 1:
-        flags += ["--caption_column", "none", "--label_column", "label"]
-    if stage == 3:
-        flags.append("--multi_scale")
-    return flags
+        shared["snr_gamma"] = float(recipe.snr_gamma)
+    config_class, train = STAGES[stage]
+    config = config_class(output_dir=str(run), **options, **shared)
+    log(f"{name}: {train.__name__} into {run}, {steps} steps from {config.pretrained_model_name_or_path}")
+    train(config)
 
 
 def run_recipe(
     out_dir: str | os.PathLike,
-    scripts_dir: str | os.PathLike,
     recipe: ToyRecipe | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
@@ -386,7 +389,6 @@ def run_recipe(
     Args:
         out_dir: the run folder; the final pipeline goes to ``out_dir/pipeline`` and the per-stage losses to
             ``out_dir/loss_curves.json`` and, as a table, ``loss_curves.md`` (the stage times in ``timings.json``).
-        scripts_dir: the folder of the stage scripts (:data:`STAGE_SCRIPTS`, the repository's ``examples/``).
         recipe: sizes and budgets (default: :class:`ToyRecipe`).
         log: where progress lines go.
 
@@ -394,11 +396,7 @@ def run_recipe(
         The final pipeline folder, loadable with ``PixArtAlphaPipeline.from_pretrained``.
     """
     recipe = recipe or ToyRecipe()
-    out_dir, scripts_dir = Path(out_dir), Path(scripts_dir)
-    scripts = {stage: scripts_dir / name for stage, name in STAGE_SCRIPTS.items()}
-    missing = [str(path) for path in [*scripts.values(), scripts_dir / FEATURES_SCRIPT] if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(f"The stage scripts {missing} do not exist: pass the repository's examples/ folder.")
+    out_dir = Path(out_dir)
     work = out_dir / "work"
     timings: dict[str, float] = {}
 
@@ -448,32 +446,33 @@ def run_recipe(
 
     # Each stage trains on precomputed features: its images go through the frozen VAE and T5 once, not every epoch.
     start = time.perf_counter()
-    features = {stage: _features(stage, data, base, work, recipe, scripts_dir, log) for stage in STAGE_SCRIPTS}
+    features = {stage: _features(stage, data, base, work, recipe, log) for stage in STAGES}
     timings["features"] = time.perf_counter() - start
 
-    runs = {stage: work / f"stage{stage}" for stage in STAGE_SCRIPTS}
-    stage_flags = {
-        1: [
-            "--pretrained_model_name_or_path", str(base), "--features", str(features[1]),
-            "--num_classes", str(len(class_names())), "--label_column", "label",
-            "--dit_layers", str(recipe.num_layers), "--dit_hidden", str(recipe.hidden_size),
-            "--dit_heads", str(recipe.num_heads), "--patch_size", "2",
-        ],
-        2: [
-            "--pretrained_model_name_or_path", str(base), "--features", str(features[2]),
-            "--transformer", str(runs[1] / "pixart_transformer"),
-        ],
-        3: ["--pretrained_model_name_or_path", str(runs[2] / "pipeline"), "--features", str(features[3])],
-    }  # fmt: skip
+    runs = {stage: work / f"stage{stage}" for stage in STAGES}
+    stage_options = {
+        1: dict(
+            pretrained_model_name_or_path=str(base),
+            features=str(features[1]),
+            num_classes=len(class_names()),
+            label_column="label",
+            dit_layers=recipe.num_layers,
+            dit_hidden=recipe.hidden_size,
+            dit_heads=recipe.num_heads,
+            patch_size=2,
+        ),
+        2: dict(
+            pretrained_model_name_or_path=str(base),
+            features=str(features[2]),
+            transformer=str(runs[1] / PIXART_TRANSFORMER_DIR),
+        ),
+        3: dict(pretrained_model_name_or_path=str(runs[2] / "pipeline"), features=str(features[3])),
+    }
     steps = {1: recipe.stage1_steps, 2: recipe.stage2_steps, 3: recipe.stage3_steps}
-    for stage, script in scripts.items():
-        done = runs[stage] / "pipeline" / "model_index.json"
+    for stage, run in runs.items():
         start = time.perf_counter()
-        if not done.is_file():
-            command = [sys.executable, str(script), "--output_dir", str(runs[stage]), *stage_flags[stage]]
-            command += _stage_arguments(recipe, steps[stage])
-            log(f"stage {stage}: {' '.join(command)}")
-            subprocess.run(command, check=True)
+        if not (run / "pipeline" / "model_index.json").is_file():
+            _train_stage(f"stage {stage}", stage, run, recipe, steps[stage], log, **stage_options[stage])
         timings[f"stage{stage}"] = time.perf_counter() - start
         log(f"stage {stage}: done ({timings[f'stage{stage}']:.0f} s)")
     return _finish(out_dir, {f"stage{stage}": run for stage, run in runs.items()}, timings)
@@ -481,7 +480,7 @@ def run_recipe(
 
 def _pretrain_language(tokenizer, text_encoder, stage2: Path, recipe: ToyRecipe) -> dict[str, float]:
     """Pretrain the toy T5 on :func:`language_corpus` of the stage-2 images; its accuracy on prompts of every
-    phrasing family (:func:`.language.pretrain_text_encoder`)."""
+    phrasing family (:func:`~diffusers_pixart.toy.language.pretrain_text_encoder`)."""
     held_out = [
         prompt.text
         for family in FAMILIES
@@ -495,17 +494,26 @@ def _pretrain_language(tokenizer, text_encoder, stage2: Path, recipe: ToyRecipe)
     )
 
 
-def _features(
-    stage: int, data: dict[str, Path], base: Path, work: Path, recipe: ToyRecipe, scripts_dir: Path, log
-) -> Path:
-    """Precompute one stage's latents and caption embeddings with :data:`FEATURES_SCRIPT` (once); their folder."""
+def _features(stage: int, data: dict[str, Path], base: Path, work: Path, recipe: ToyRecipe, log) -> Path:
+    """Precompute one stage's latents and caption embeddings with the base pipeline's VAE and T5 (once); their folder.
+
+    Stage 1's features hold labels (no captions), the others' captions; stage 3's are in aspect-ratio buckets.
+    """
     folder = work / "features" / f"stage{stage}"
     done = folder.with_name(f"{folder.name}.done")  # beside the folder: the loader reads every file in it
     if not done.is_file():
-        flags = _features_arguments(stage, data[f"stage{stage}"], base, folder, recipe)
-        command = [sys.executable, str(scripts_dir / FEATURES_SCRIPT), *flags]
-        log(f"features {stage}: {' '.join(command)}")
-        subprocess.run(command, check=True)
+        columns = dict(caption_column=None, label_column="label") if stage == 1 else {}
+        rows, _ = extract_dataset_features(
+            str(data[f"stage{stage}"]),
+            str(base),
+            folder,
+            resolution=RESOLUTION,
+            multi_scale=stage == 3,
+            max_length=recipe.max_sequence_length,
+            batch_size=64,
+            **columns,
+        )
+        log(f"features {stage}: {rows} rows in {folder}")
         done.touch()
     return folder
 
@@ -524,8 +532,9 @@ def _finish(out_dir: Path, runs: dict[str, Path], timings: dict[str, float]) -> 
 
 
 def extend_text_encoder(old_tokenizer, old_encoder, seed: int = 0):
-    """A toy T5 for the current :func:`.world.vocabulary` that starts from a trained one of an older, smaller
-    vocabulary: every layer is copied, and each word keeps its trained embedding (new words start random).
+    """A toy T5 for the current toy vocabulary (:func:`~diffusers_pixart.toy.world.vocabulary`) that starts from a
+    trained one of an older, smaller vocabulary: every layer is copied, and each word keeps its trained embedding (new
+    words start random).
 
     Returns:
         ``(tokenizer, text_encoder)``.
@@ -551,7 +560,6 @@ def extend_text_encoder(old_tokenizer, old_encoder, seed: int = 0):
 def continue_recipe(
     start_from: str | os.PathLike,
     out_dir: str | os.PathLike,
-    scripts_dir: str | os.PathLike,
     align_steps: int,
     aesthetic_steps: int = 0,
     recipe: ToyRecipe | None = None,
@@ -561,15 +569,15 @@ def continue_recipe(
 
     The toy T5 grows to the current vocabulary (:func:`extend_text_encoder`) and is pretrained on the language
     (:func:`language_corpus`, ``recipe.text_pretrain_steps``); the transformer (with its VAE) is then fine-tuned
-    with the stage-3 script (it keeps the micro-conditions) for ``align_steps`` on the stage-2 images (plain,
-    square, captions of the :data:`.world.TRAINING_FAMILIES`), then, if ``aesthetic_steps``, on the stage-3 images.
+    as stage 3 (it keeps the micro-conditions) for ``align_steps`` on the stage-2 images (plain, square, captions of
+    the :data:`TRAINING_FAMILIES`), then, if ``aesthetic_steps``, on the stage-3 images.
     Results are kept under ``out_dir/work`` and reused by a rerun, as in :func:`run_recipe`.
 
     Returns:
         The final pipeline folder ``out_dir/pipeline``.
     """
     recipe = recipe or ToyRecipe()
-    out_dir, scripts_dir = Path(out_dir), Path(scripts_dir)
+    out_dir = Path(out_dir)
     work = out_dir / "work"
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -589,26 +597,15 @@ def continue_recipe(
     phases = {"align": (2, base, align_steps)}
     if aesthetic_steps:
         phases["stage3"] = (3, work / "align" / "pipeline", aesthetic_steps)
-    features = {stage: _features(stage, data, base, work, recipe, scripts_dir, log) for stage, _, _ in phases.values()}
+    features = {stage: _features(stage, data, base, work, recipe, log) for stage, _, _ in phases.values()}
     timings["features"] = time.perf_counter() - start
     runs = {name: work / name for name in phases}
-    script = scripts_dir / STAGE_SCRIPTS[3]
     for name, run in runs.items():
         start = time.perf_counter()
         stage, source, steps = phases[name]
-        folder = features[stage]
         if not (run / "pipeline" / "model_index.json").is_file():
-            command = [
-                sys.executable,
-                str(script),
-                "--output_dir",
-                str(run),
-                "--pretrained_model_name_or_path",
-                str(source),
-            ]
-            command += ["--features", str(folder), *_stage_arguments(recipe, steps)]
-            log(f"{name}: {' '.join(command)}")
-            subprocess.run(command, check=True)
+            options = dict(pretrained_model_name_or_path=str(source), features=str(features[stage]))
+            _train_stage(name, 3, run, recipe, steps, log, **options)
         timings[name] = time.perf_counter() - start
         log(f"{name}: done ({timings[name]:.0f} s)")
     return _finish(out_dir, runs, timings)
@@ -631,8 +628,6 @@ def install_toy_model(pipeline_dir: str | os.PathLike, target: str | os.PathLike
     Raises:
         ValueError: the saved folder would exceed :data:`MAX_EMBEDDED_BYTES` (nothing is replaced then).
     """
-    from ..default_model import TOY_MODEL_PATH
-
     target = Path(target) if target is not None else TOY_MODEL_PATH
     pipeline = PixArtAlphaPipeline.from_pretrained(pipeline_dir)
     with atomic_dir(target) as tmp:
