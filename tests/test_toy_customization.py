@@ -9,16 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
-from diffusers_pixart import tiny
-from diffusers_pixart.data.edges import canny_edges
-from diffusers_pixart.models.controlnet import PixArtControlNetModel
-from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
-from diffusers_pixart.pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline
-from diffusers_pixart.text import add_tokens, encode_prompts
-from diffusers_pixart.toy import COLORS, REGIONS, SHAPES, Meaning, ToyObject, render, sample_prompts
-from diffusers_pixart.toy.compbench import concept_palette, object_colors
-from diffusers_pixart.toy.customization import (
+from customization import (  # examples/toy/customization.py (tests/conftest.py puts examples/toy on the path)
     CONCEPT_COLOR,
     TOY_CANNY_THRESHOLDS,
     CustomizationSettings,
@@ -28,6 +19,15 @@ from diffusers_pixart.toy.customization import (
     make_instance_images,
     object_prompt,
 )
+
+from diffusers_pixart import tiny
+from diffusers_pixart.data.edges import canny_edges
+from diffusers_pixart.models.controlnet import PixArtControlNetModel
+from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
+from diffusers_pixart.pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline
+from diffusers_pixart.text import add_tokens, encode_prompts
+from diffusers_pixart.toy import COLORS, REGIONS, SHAPES, Meaning, ToyObject, render, sample_prompts
+from diffusers_pixart.toy.compbench import concept_palette, object_colors
 from diffusers_pixart.toy.world import vocabulary
 from diffusers_pixart.training.dreambooth import load_dreambooth_lora, main_dreambooth
 

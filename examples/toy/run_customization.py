@@ -7,15 +7,16 @@ circle in the center.", with ``sks`` added to the tokenizer; the fraction of ima
 after, and what the model still does with palette colours and held-out prompts. ControlNet: half of the toy model's
 blocks trained on Canny edges of toy data; the toy CompBench scores of held-out prompts with and without the edge
 maps of their ground-truth renders. Writes ``<out>/scores.json`` and ``<out>/{dreambooth,controlnet}/contact_sheet.png``
-(the code: ``diffusers_pixart.toy.customization``). The budgets are options (``--help``).
+(the code: ``customization.py`` here). The budgets are options (``--help``).
 """
 
 import argparse
 import dataclasses
 import sys
 
+from customization import EXAMPLES, CustomizationSettings, run_customization
+
 from diffusers_pixart import TOY_MODEL_PATH
-from diffusers_pixart.toy.customization import EXAMPLES, CustomizationSettings, run_customization
 
 
 def main() -> int:

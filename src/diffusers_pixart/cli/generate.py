@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from ..atomic import atomic_file
+from ..atomic import write_png_atomic
 from ..schedulers import SCHEDULERS, scheduler_name
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -40,12 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="int8 T5 (torchao), dropped before denoising; VAE decode in 512 px tiles (see enable_low_memory).",
     )
     parser.set_defaults(func=run)
-
-
-def save_png(image: Image.Image, path: Path) -> None:
-    """Write a PNG atomically: a partly written file never replaces a previous image."""
-    with atomic_file(path) as tmp:
-        image.save(tmp, format="PNG")
 
 
 def output_paths(out: str, count: int) -> list[Path]:
@@ -108,6 +101,6 @@ def run(args: argparse.Namespace) -> int:
         generator=torch.Generator(device=args.device).manual_seed(args.seed),
     ).images
     for image, path in zip(images, paths):
-        save_png(image, path)
+        write_png_atomic(path, image)
         print(f"saved {path} ({image.width}x{image.height})")
     return 0

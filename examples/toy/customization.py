@@ -16,6 +16,8 @@ then :func:`compare_control` scores held-out prompts with and without it: each p
 of its ground-truth render (:func:`ground_truth_controls`, with the low toy Canny thresholds
 :data:`TOY_CANNY_THRESHOLDS`), and base and controlled images share prompts and seeds. Classifier-free guidance
 amplifies what the caption adds over the control, so the comparison is repeated at a low guidance scale.
+
+Both run in this process (``run_customization.py`` beside this file runs them).
 """
 
 from __future__ import annotations
@@ -31,19 +33,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..atomic import write_json_atomic
-from ..cli.generate import save_png
-from ..data.edges import canny_edges, check_canny_thresholds
-from ..evaluation import contact_sheet, sample_images
-from ..models.controlnet import PixArtControlNetModel
-from ..pipelines.pixart_alpha import PixArtAlphaPipeline
-from ..pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline
-from ..text import add_tokens
-from ..training.controlnet import ControlNetConfig, train_controlnet
-from ..training.dreambooth import DreamBoothConfig, load_dreambooth_lora, train_dreambooth
-from ..training.logs import read_loss_curve
-from .compbench import RGB, concept_palette, mean_scores, object_colors, score_image
-from .world import (
+from diffusers_pixart.atomic import write_json_atomic, write_png_atomic
+from diffusers_pixart.data.edges import canny_edges, check_canny_thresholds
+from diffusers_pixart.evaluation import contact_sheet, sample_images
+from diffusers_pixart.models.controlnet import PixArtControlNetModel
+from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
+from diffusers_pixart.pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline
+from diffusers_pixart.text import add_tokens
+from diffusers_pixart.toy.compbench import RGB, concept_palette, mean_scores, object_colors, score_image
+from diffusers_pixart.toy.world import (
     POSITION_PHRASES,
     SHAPES,
     SIZES,
@@ -55,6 +53,9 @@ from .world import (
     render,
     sample_prompts,
 )
+from diffusers_pixart.training.controlnet import ControlNetConfig, train_controlnet
+from diffusers_pixart.training.dreambooth import DreamBoothConfig, load_dreambooth_lora, train_dreambooth
+from diffusers_pixart.training.logs import read_loss_curve
 
 #: The DreamBooth concept's default colour: magenta, 25 degrees of hue from purple and 23 from pink.
 CONCEPT_COLOR: RGB = (215, 45, 215)
@@ -346,7 +347,7 @@ def _pad(images: Sequence[Image.Image], columns: int) -> list[Image.Image]:
 
 def _save(out_dir: Path, sheet: Image.Image, results: Mapping[str, Any]) -> None:
     """Write the example's contact sheet and its measures into ``out_dir``."""
-    save_png(sheet, out_dir / "contact_sheet.png")
+    write_png_atomic(out_dir / "contact_sheet.png", sheet)
     write_json_atomic(out_dir / "scores.json", results)
 
 
