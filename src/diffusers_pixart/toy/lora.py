@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..atomic import atomic_dir, write_json_atomic
-from ..cli.generate import save_png
+from ..atomic import atomic_dir, write_json_atomic, write_png_atomic
 from ..evaluation import contact_sheet, sample_images
 from ..pipelines.pixart_alpha import PixArtAlphaPipeline
 from ..training.lora import LoraTrainingConfig, train_lora
@@ -301,16 +300,22 @@ def run_lora_example(
     rows = [training] + [all_images[name]["word"][:columns] for name in all_images]
     rows += [all_images[name]["plain"][:columns] for name in all_images]
     sheet = contact_sheet([image for row in rows for image in row], columns=columns)
-    save_png(sheet, out_dir / "contact_sheet.png")
+    write_png_atomic(out_dir / "contact_sheet.png", sheet)
     write_json_atomic(out_dir / "scores.json", results)
     return results
 
 
 def _loss_ends(run: Path) -> dict[str, float] | None:
     """Mean logged loss over the first and last tenth of a run (tensorboard scalars), or None without logs."""
-    from .recipe import read_loss_curve
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    values = [value for _, value in read_loss_curve(run)]
+    points: dict[int, float] = {}
+    for events in sorted(Path(run, "logs").rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if "loss" in accumulator.Tags()["scalars"]:
+            points.update((event.step, event.value) for event in accumulator.Scalars("loss"))
+    values = [points[step] for step in sorted(points)]
     if not values:
         return None
     tenth = max(1, len(values) // 10)
