@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 import torch
 import yaml
 
+from .optimizers import OPTIMIZERS
+
 #: The prompts rendered at every validation when none are given (the toy world's and generic scenes).
 DEFAULT_VALIDATION_PROMPTS = (
     "a red circle on the left",
@@ -55,6 +57,12 @@ class TrainingConfig:
     max_train_steps: int = option(1000, "Optimizer steps to train for.")
     gradient_accumulation_steps: int = option(1, "Micro-batches accumulated per optimizer step.")
     learning_rate: float = option(2e-5, "AdamW learning rate (the paper: 2e-5).")
+    optimizer: str = option(
+        "adamw",
+        "Optimizer: adamw (the paper's), adamw8bit (8-bit moments: bitsandbytes or torchao) or came (PixArt-Sigma's; "
+        "came-pytorch).",
+        choices=list(OPTIMIZERS),
+    )
     adam_beta1: float = option(0.9, "AdamW beta1.")
     adam_beta2: float = option(0.999, "AdamW beta2.")
     adam_weight_decay: float = option(0.03, "AdamW weight decay (the paper: 0.03).")

@@ -160,7 +160,7 @@ def train(
     if config.gradient_checkpointing:
         module.enable_gradient_checkpointing()
     params = trainable_parameters(module)
-    optimizer = make_optimizer(config, params)  # AdamW unless the config has another --optimizer
+    optimizer = make_optimizer(config, params)  # --optimizer: AdamW (the paper's), 8-bit AdamW or CAME
     # accelerate steps a prepared scheduler once per process: the warm-up and decay are counted in those steps.
     lr_scheduler = get_scheduler(
         config.lr_scheduler,

@@ -46,7 +46,7 @@ from .conditioning import CaptionConditioning
 from .config import option, run_command
 from .diffusion import IDDPMDiffusion, Noised, Objective
 from .engine import make_accelerator, train
-from .optimizers import OPTIMIZERS, check_optimizer
+from .optimizers import check_optimizer
 from .parameters import LoraAdapter
 from .stages import Stage2Config, base_model_id, check_data_options, make_loader
 
@@ -95,7 +95,6 @@ class LoraTrainingConfig(Stage2Config):
     )
     trigger_words: list[str] = option([], "Words your captions use for the new concept or style (on the model card).")
     noise_offset: float = option(0.0, "Noise offset: add offset x N(0, 1) per sample and channel to the noise.")
-    optimizer: str = option("adamw", "Optimizer: adamw, adamw8bit (8-bit moments) or came.", choices=list(OPTIMIZERS))
     base_dtype: str = option(
         "fp32",
         "dtype of the frozen base weights: bf16 halves them (needs --mixed_precision bf16).",

@@ -8,7 +8,7 @@
 - ``came``: CAME (Luo et al. 2023, "Confidence-guided Adaptive Memory Efficient Optimization"), the optimizer
   PixArt-Σ and Sana train with: a factored second moment (a row and a column vector per matrix, as Adafactor) and a
   factored confidence term, so about 4 bytes per weight for the first moment (``came-pytorch``, in the ``train``
-  extra). Its betas are ``(adam_beta1, adam_beta2, came_beta3)`` and its epsilons CAME's own ``(1e-30, 1e-16)``.
+  extra). Its betas are ``(adam_beta1, adam_beta2, 0.9999)`` and its epsilons CAME's own ``(1e-30, 1e-16)``.
 
 Every optimizer takes ``--learning_rate``, ``--adam_weight_decay`` and (AdamW's) ``--adam_beta1/2``/``--adam_epsilon``.
 """
@@ -60,9 +60,9 @@ def _eight_bit_adamw() -> type | None:
 
 
 def make_optimizer(config: Any, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimizer ``config.optimizer`` (``adamw`` when the config has no such option) over ``params``, with the
-    config's learning rate, weight decay, betas and epsilon (see the module docstring)."""
-    name = getattr(config, "optimizer", "adamw")
+    """The optimizer ``config.optimizer`` over ``params``, with the config's learning rate, weight decay, betas and
+    epsilon (see the module docstring)."""
+    name = config.optimizer
     check_optimizer(name)
     params = list(params)
     if name == "came":
@@ -71,7 +71,7 @@ def make_optimizer(config: Any, params: Iterable[torch.nn.Parameter]) -> torch.o
         return CAME(
             params,
             lr=config.learning_rate,
-            betas=(config.adam_beta1, config.adam_beta2, getattr(config, "came_beta3", CAME_BETA3)),
+            betas=(config.adam_beta1, config.adam_beta2, CAME_BETA3),
             eps=CAME_EPS,
             weight_decay=config.adam_weight_decay,
         )
