@@ -355,7 +355,7 @@ def _save(out_dir: Path, sheet: Image.Image, results: Mapping[str, Any]) -> None
 # ControlNet
 
 
-def _loss_summary(values: Sequence[float]) -> dict[str, float] | None:
+def loss_summary(values: Sequence[float]) -> dict[str, float] | None:
     """Mean logged loss over the first and the last tenth of a run (single logged values are noisy)."""
     if not values:
         return None
@@ -493,7 +493,7 @@ def run_controlnet(
         "settings": {**asdict(settings), "model": str(model)},
         "ground_truth": mean_scores([score_image(im, p.meaning) for im, p in zip(renders, prompts)]),
         **scores,
-        "loss": _loss_summary([value for _, value in curve]),
+        "loss": loss_summary([value for _, value in curve]),
         "wall_time_s": times,
     }
     columns = min(8, len(prompts))

@@ -6,7 +6,7 @@
 model fine-tuned with ``examples/train_lora.py``'s code (``--adapter lora`` and ``dora``), each result loaded with
 ``pipe.load_lora_weights``. Reports how often "retro" shows in held-out prompts that pair it with shapes and places
 it never had in training, and the toy CompBench of prompts without it before and after (forgetting). Writes
-``<out>/scores.json`` and ``<out>/contact_sheet.png`` (the code: ``diffusers_pixart.toy.lora``); ``--docs`` also
+``<out>/scores.json`` and ``<out>/contact_sheet.png`` (the code: ``lora.py`` here); ``--docs`` also
 copies them to ``docs/toy_lora.{json,png}``.
 """
 
@@ -15,8 +15,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from lora import LoraExampleSettings, run_lora_example
+
 from diffusers_pixart import TOY_MODEL_PATH
-from diffusers_pixart.toy.lora import LoraExampleSettings, run_lora_example
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

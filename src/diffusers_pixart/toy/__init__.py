@@ -1,4 +1,9 @@
-"""The toy world: a procedural image-caption data set shaped like PixArt-alpha's, and an analytic CompBench for it."""
+"""The toy world: a procedural image-caption data set shaped like PixArt-alpha's, and an analytic CompBench for it.
+
+Also here: the toy world's language (:mod:`.language`, its T5) and the scores of edits of its scenes (:mod:`.editing`).
+The experiments on it (the toy recipe that trained the embedded model, customization, LoRA, editing) are scripts of
+``examples/toy``.
+"""
 
 from .compbench import CATEGORIES, Detection, detect_objects, mean_scores, score, score_image
 from .world import (

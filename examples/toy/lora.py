@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from customization import loss_summary
 from PIL import Image
 
-from ..atomic import atomic_dir, write_json_atomic, write_png_atomic
-from ..evaluation import contact_sheet, sample_images
-from ..pipelines.pixart_alpha import PixArtAlphaPipeline
-from ..training.lora import LoraTrainingConfig, train_lora
-from .compbench import RGB, concept_palette, detect_objects, mean_scores, object_colors, score_image
-from .world import (
+from diffusers_pixart.atomic import atomic_dir, write_json_atomic, write_png_atomic
+from diffusers_pixart.evaluation import contact_sheet, sample_images
+from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
+from diffusers_pixart.toy.compbench import RGB, concept_palette, detect_objects, mean_scores, object_colors, score_image
+from diffusers_pixart.toy.world import (
     TRAINING_FAMILIES,
     Meaning,
     Scene,
@@ -51,6 +51,8 @@ from .world import (
     sample_prompts,
     sample_scene,
 )
+from diffusers_pixart.training.logs import read_loss_curve
+from diffusers_pixart.training.lora import LoraTrainingConfig, train_lora
 
 #: The new word and its colour: lime, hue 92 degrees (yellow 57, green 128).
 NEW_WORD = "retro"
@@ -307,19 +309,7 @@ def run_lora_example(
 
 def _loss_ends(run: Path) -> dict[str, float] | None:
     """Mean logged loss over the first and last tenth of a run (tensorboard scalars), or None without logs."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    points: dict[int, float] = {}
-    for events in sorted(Path(run, "logs").rglob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        if "loss" in accumulator.Tags()["scalars"]:
-            points.update((event.step, event.value) for event in accumulator.Scalars("loss"))
-    values = [points[step] for step in sorted(points)]
-    if not values:
-        return None
-    tenth = max(1, len(values) // 10)
-    return {"first_tenth": float(np.mean(values[:tenth])), "last_tenth": float(np.mean(values[-tenth:]))}
+    return loss_summary([value for _, value in read_loss_curve(run)])
 
 
 __all__ = [
