@@ -54,6 +54,7 @@ from diffusers_pixart.pipelines.pixart_img2img import (
     PixArtSigmaInpaintPipeline,
 )
 from diffusers_pixart.schedulers import SCHEDULERS
+from diffusers_pixart.toy.world import TOY_CANNY_THRESHOLDS
 
 try:  # ZeroGPU Spaces lend a GPU to the decorated function for each call
     import spaces
@@ -92,9 +93,9 @@ CONTROLNET_SUBFOLDER = "controlnet"
 HED_ENV = "PIXART_HED_WEIGHTS"
 #: Edge detectors of the ControlNet tab.
 CANNY, HED, NO_DETECTOR = "Canny", "HED", "None: the image is an edge map"
-#: Canny thresholds (low, high): the original ControlNet's, and the toy world's, whose colours are close to the
-#: background's grey (``diffusers_pixart.toy.customization.TOY_CANNY_THRESHOLDS``, not imported: it brings training).
-CANNY_THRESHOLDS, TOY_CANNY_THRESHOLDS = (100, 200), (5, 10)
+#: Canny thresholds (low, high) of the original ControlNet; the toy world's (``TOY_CANNY_THRESHOLDS``) are lower: its
+#: colours are close to the background's grey.
+CANNY_THRESHOLDS = (100, 200)
 HED_OFFLINE_NOTE = (
     "HED, the edge detector the released PixArt ControlNet was trained on, is not available offline: its weights "
     "(ControlNetHED.pth of lllyasviel/Annotators) are a separate download, which this demo does not make. Canny "

@@ -11,7 +11,6 @@ import pytest
 import torch
 from customization import (  # examples/toy/customization.py (tests/conftest.py puts examples/toy on the path)
     CONCEPT_COLOR,
-    TOY_CANNY_THRESHOLDS,
     CustomizationSettings,
     compare_control,
     concept_fraction,
@@ -28,7 +27,7 @@ from diffusers_pixart.pipelines.pixart_alpha_controlnet import PixArtAlphaContro
 from diffusers_pixart.text import add_tokens, encode_prompts
 from diffusers_pixart.toy import COLORS, REGIONS, SHAPES, Meaning, ToyObject, render, sample_prompts
 from diffusers_pixart.toy.compbench import concept_palette, object_colors
-from diffusers_pixart.toy.world import vocabulary
+from diffusers_pixart.toy.world import TOY_CANNY_THRESHOLDS, vocabulary
 from diffusers_pixart.training.dreambooth import load_dreambooth_lora, main_dreambooth
 
 PALETTE = concept_palette("magenta", CONCEPT_COLOR)

@@ -14,8 +14,9 @@ that the model did not forget its colours, and held-out prompts check the rest o
 stage-2-like toy data with the real ControlNet code (:func:`diffusers_pixart.training.controlnet.train_controlnet`),
 then :func:`compare_control` scores held-out prompts with and without it: each prompt's control image is the edge map
 of its ground-truth render (:func:`ground_truth_controls`, with the low toy Canny thresholds
-:data:`TOY_CANNY_THRESHOLDS`), and base and controlled images share prompts and seeds. Classifier-free guidance
-amplifies what the caption adds over the control, so the comparison is repeated at a low guidance scale.
+:data:`~diffusers_pixart.toy.world.TOY_CANNY_THRESHOLDS`), and base and controlled images share prompts and seeds.
+Classifier-free guidance amplifies what the caption adds over the control, so the comparison is repeated at a low
+guidance scale.
 
 Both run in this process (``run_customization.py`` beside this file runs them).
 """
@@ -45,6 +46,7 @@ from diffusers_pixart.toy.world import (
     POSITION_PHRASES,
     SHAPES,
     SIZES,
+    TOY_CANNY_THRESHOLDS,
     Meaning,
     Scene,
     ToyObject,
@@ -59,10 +61,6 @@ from diffusers_pixart.training.logs import read_loss_curve
 
 #: The DreamBooth concept's default colour: magenta, 25 degrees of hue from purple and 23 from pink.
 CONCEPT_COLOR: RGB = (215, 45, 215)
-#: Canny thresholds (low, high) for toy images. OpenCV's Canny reads grey levels, and the toy colours' are close to
-#: the grey background's (green: 124 vs 128): the usual 100/200 finds the edges of yellow and blue objects only. The
-#: renders are noise-free, so thresholds this low find every object's outline and nothing else.
-TOY_CANNY_THRESHOLDS = (5, 10)
 
 
 def concept_fraction(images: Sequence[Image.Image], name: str, palette: Mapping[str, RGB]) -> float:

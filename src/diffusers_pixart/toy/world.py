@@ -77,6 +77,10 @@ STAR_INNER = 0.45
 #: Neutral backgrounds (low chroma, so that no pixel of the background reads as a palette colour).
 PLAIN_BACKGROUND = (128, 128, 128)
 AESTHETIC_BACKGROUND = ((52, 56, 70), (120, 124, 138))  # top and bottom of a vertical gradient
+#: Canny thresholds (low, high) for toy images. OpenCV's Canny reads grey levels, and the toy colours' are close to
+#: the grey background's (green: 124 vs 128): the usual 100/200 finds the edges of yellow and blue objects only. The
+#: renders are noise-free, so thresholds this low find every object's outline and nothing else.
+TOY_CANNY_THRESHOLDS = (5, 10)
 #: Sparse captions: synonyms a web caption may use for a shape, and a long tail of filler words (Zipf-distributed).
 SHAPE_SYNONYMS = {
     "circle": ("circle", "dot", "disc"),
