@@ -301,8 +301,8 @@ def test_pipeline_steps_match_the_original_forward():
     pipe.set_progress_bar_config(disable=True)
     steps, predict = [], pipe.predict
 
-    def recording_predict(model_input, t, prompt_embeds, prompt_attention_mask, added_cond_kwargs):
-        output = predict(model_input, t, prompt_embeds, prompt_attention_mask, added_cond_kwargs)
+    def recording_predict(model_input, t, prompt_embeds, prompt_attention_mask, added_cond_kwargs, **control):
+        output = predict(model_input, t, prompt_embeds, prompt_attention_mask, added_cond_kwargs, **control)
         steps.append((model_input, t, prompt_embeds, prompt_attention_mask, added_cond_kwargs, output))
         return output
 

@@ -142,7 +142,7 @@ def test_lora_from_another_base_shape_is_refused_at_load(assets, tmp_path):
         wider.load_lora_weights(out / "lora")
 
 
-def test_memory_options_push_and_sigma(assets, tmp_path, monkeypatch, hub):
+def test_memory_options_push_and_sigma(assets, tmp_path, monkeypatch, hub, bf16_cpu_attention):
     """bf16 base + gradient checkpointing + CAME + noise offset + buckets + min-SNR + v-prediction on Σ, pushed."""
     from accelerate.state import AcceleratorState
 
