@@ -28,7 +28,13 @@ def test_the_script_runs_on_two_scenes_and_writes_its_results(tmp_path, capsys):
     assert script.main(["--num-scenes", "2", "--out-dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["inpainting"]["num_scenes"] == results["recolouring"]["num_scenes"] == 2
-    assert set(results["inpainting"]["scores"]) == {"inpainted", "text_to_image", "target_render", "original", "round_trip"}
+    assert set(results["inpainting"]["scores"]) == {
+        "inpainted",
+        "text_to_image",
+        "target_render",
+        "original",
+        "round_trip",
+    }
     strengths = [f"{s:g}" for s in script.STRENGTHS]
     assert list(results["recolouring"]["scores"]) == ["input", "round trip", *strengths]
     table = (tmp_path / "results.md").read_text()

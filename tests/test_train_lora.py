@@ -48,7 +48,8 @@ def args(assets, out, *extra, base="base"):
     return [
         "--pretrained_model_name_or_path", str(assets / base), "--train_data", str(assets / "toy"),
         "--output_dir", str(out), "--resolution", "32", "--train_batch_size", "2", "--learning_rate", "1e-2",
-        "--rank", "4", "--lr_warmup_steps", "0", "--validation_steps", "0", "--report_to", "none", "--checkpointing_steps", "2",
+        "--rank", "4", "--lr_warmup_steps", "0", "--validation_steps", "0", "--report_to", "none",
+        "--checkpointing_steps", "2",
         "--caption_column", "text=0.5,sparse_text=0.5", *extra,
     ]  # fmt: skip
 
