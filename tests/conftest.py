@@ -30,16 +30,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "toy")
 #: the original code, conversion, pipelines, training exactness): `.ci/run` runs them a second time with
 #: ATEN_CPU_CAPABILITY=default, torch's portable kernels, as another CPU would run them (`pytest -m numeric`).
 NUMERIC_MODULES = {
+    "test_consistency",
     "test_controlnet",
     "test_controlnet_original",
     "test_conversion",
+    "test_conversion_sigma",
     "test_data_features",
     "test_diffusers_dropin",
     "test_few_step",
+    "test_kv_compression",
     "test_dreambooth",
     "test_lora",
     "test_performance",
     "test_pipeline",
+    "test_pipeline_editing",
+    "test_pipeline_sigma",
     "test_training_controlnet",
     "test_training_diffusion",
     "test_training_engine",
