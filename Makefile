@@ -21,6 +21,8 @@ generate: install
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
-# The numeric tests on torch's portable CPU kernels (what another CPU computes), as CI runs them after `make test`.
+# The numeric tests on torch's portable CPU kernels (what another CPU computes), as CI runs them after `make test`;
+# compiled kernels get their own inductor cache (one built for another instruction set aborted a later run here).
 test-portable-kernels: install
-	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -p no:cacheprovider -m numeric tests
+	ATEN_CPU_CAPABILITY=default TORCHINDUCTOR_CACHE_DIR=$${TMPDIR:-/tmp}/torchinductor-portable-kernels \
+		$(BIN)/python -m pytest -q -p no:cacheprovider -m numeric tests

@@ -11,7 +11,7 @@ Two edits, each a scene of :mod:`.world` and a caption of the scene after the ed
   still holds the object's shape (the layout kept) and how much the objects' silhouettes moved (mask IoU).
 
 The scores read the image with :func:`.compbench.detect_objects` (no learned weights); on the renders of the scenes
-themselves they are 1 (``tests/test_toy_editing.py``).
+themselves they are 1 (``tests/toy/test_toy_editing.py``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.training.checkpoints import list_checkpoints
 from diffusers_pixart.training.conditioning import CaptionConditioning
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_dreambooth.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "train_dreambooth.py"
 PROMPT = "a photo of a pink star"
 
 

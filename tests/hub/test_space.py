@@ -38,7 +38,7 @@ from diffusers_pixart.schedulers import SCHEDULERS
 from diffusers_pixart.tiny import make_pipeline
 from diffusers_pixart.toy.compbench import score_image
 
-SPACE = Path(__file__).resolve().parents[1] / "space"
+SPACE = Path(__file__).resolve().parents[2] / "space"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",

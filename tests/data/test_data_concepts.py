@@ -11,7 +11,7 @@ import pytest
 from diffusers_pixart.data.concepts import caption_nouns, concept_density, dataset_concept_density
 from diffusers_pixart.toy.world import make_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_counts_follow_the_definitions():

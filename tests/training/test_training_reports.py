@@ -19,7 +19,7 @@ from diffusers_pixart.training.diffusion import IDDPMDiffusion
 from diffusers_pixart.training.logs import read_loss_curve
 from diffusers_pixart.training.stages import main_stage2
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "train_stage2_alignment.py"
 
 

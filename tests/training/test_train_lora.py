@@ -21,7 +21,7 @@ from diffusers_pixart.training.diffusion import IDDPMDiffusion
 from diffusers_pixart.training.lora import LoraTrainingConfig, OffsetNoise, add_adapter, train_lora
 from diffusers_pixart.training.optimizers import make_optimizer
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_lora.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "train_lora.py"
 TRIGGER = "painting"  # a word of the tiny tokenizer
 
 

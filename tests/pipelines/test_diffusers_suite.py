@@ -98,7 +98,7 @@ def run_suite(tests_dir: Path, work: Path, swap: bool) -> dict[str, str]:
         HF_HUB_CACHE=str(work / "hub"),
         HF_HOME=str(work / "home"),
         **{SWAP_ENV: "1" if swap else "0"},
-        PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")])),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), env.get("PYTHONPATH")])),
     )
     command = [sys.executable, "-m", "pytest", "-p", "diffusers_swap", "-p", "no:cacheprovider", "-q"]
     command += ["-W", "ignore", f"--junitxml={report}", *SUITE]

@@ -23,7 +23,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from diffusers_pixart.data.captioning import DEFAULT_PROMPT, build_prompts, caption_images
 from diffusers_pixart.tiny import DEFAULT_WORDS, make_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {% for part in message['content'] %}"
     "{% if part['type'] == 'image' %}<image> {% else %}{{ part['text'] }}{% endif %}{% endfor %} {% endfor %}"

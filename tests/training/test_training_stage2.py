@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from diffusers_pixart.training.checkpoints import list_checkpoints
 from diffusers_pixart.training.stages import main_stage2
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "train_stage2_alignment.py"
 
 # Run inside `accelerate launch`: records the captions each rank trains on and each rank's final weights.

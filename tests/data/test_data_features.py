@@ -27,7 +27,7 @@ from diffusers_pixart.data.features import (
 from diffusers_pixart.data.streaming import ImageTextLoader, load_streaming_dataset
 from diffusers_pixart.tiny import make_components
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIZES = [(32, 32), (16, 64), (64, 16), (24, 36), (40, 30)] * 2
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-_spec = importlib.util.spec_from_file_location("common", Path(__file__).parents[1] / "benchmarks" / "common.py")
+_spec = importlib.util.spec_from_file_location("common", Path(__file__).parents[2] / "benchmarks" / "common.py")
 common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
 

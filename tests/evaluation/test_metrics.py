@@ -22,7 +22,7 @@ from diffusers_pixart.evaluation import (
 )
 from diffusers_pixart.toy import render, sample_prompts, score
 
-METRICS = Path(__file__).resolve().parents[1] / "metrics"
+METRICS = Path(__file__).resolve().parents[2] / "metrics"
 
 
 def _random_images(n, seed, size=(24, 24), low=0, high=256):

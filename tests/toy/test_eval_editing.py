@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "toy" / "eval_editing.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "toy" / "eval_editing.py"
 
 
 def _load():
