@@ -344,7 +344,7 @@ def language_corpus(folder: str | os.PathLike, seed: int = 0) -> list[str]:
     return [record["text"] for record in records] + rewritten
 
 
-def _train_stage(
+def train_toy_stage(
     name: str, stage: int, run: Path, recipe: ToyRecipe, steps: int, log: Callable[[str], None], **options
 ) -> None:
     """Train ``stage`` (:data:`STAGES`) into ``run`` for ``steps`` with the options every stage of the recipe shares
@@ -472,7 +472,7 @@ def run_recipe(
     for stage, run in runs.items():
         start = time.perf_counter()
         if not (run / "pipeline" / "model_index.json").is_file():
-            _train_stage(f"stage {stage}", stage, run, recipe, steps[stage], log, **stage_options[stage])
+            train_toy_stage(f"stage {stage}", stage, run, recipe, steps[stage], log, **stage_options[stage])
         timings[f"stage{stage}"] = time.perf_counter() - start
         log(f"stage {stage}: done ({timings[f'stage{stage}']:.0f} s)")
     return _finish(out_dir, {f"stage{stage}": run for stage, run in runs.items()}, timings)
@@ -605,7 +605,7 @@ def continue_recipe(
         stage, source, steps = phases[name]
         if not (run / "pipeline" / "model_index.json").is_file():
             options = dict(pretrained_model_name_or_path=str(source), features=str(features[stage]))
-            _train_stage(name, 3, run, recipe, steps, log, **options)
+            train_toy_stage(name, 3, run, recipe, steps, log, **options)
         timings[name] = time.perf_counter() - start
         log(f"{name}: done ({timings[name]:.0f} s)")
     return _finish(out_dir, runs, timings)
