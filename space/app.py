@@ -3,7 +3,9 @@
 ``PIXART_MODEL`` (a Hub id or a pipeline folder) chooses the checkpoint, α or Σ (the pipeline class its
 ``model_index.json`` names). Without it the package's embedded toy model serves, or, when the package ships none, a
 tiny randomly initialised pipeline, labelled as such: ``python app.py`` works on a fresh machine with no network.
-LoRA weight files at the top of the model repo can be switched on in the UI. ``PIXART_EXAMPLES`` names a text file
+LoRA weight files at the top of the model repo can be switched on in the UI. A model that ships an LCM-LoRA in its
+``lcm_lora/`` folder (as the embedded toy model does), or an LCM model, gets a fast sampler (LCM, 4 steps, no
+guidance): the LCM-LoRA is switched on for it and off for the other samplers. ``PIXART_EXAMPLES`` names a text file
 of example prompts (one a line) to show instead of the model's own. On ZeroGPU the generation runs under
 ``@spaces.GPU``; elsewhere that decorator is not used.
 
@@ -28,7 +30,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,8 +43,14 @@ from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image
 
 from diffusers_pixart.data.edges import HEDEdgeDetector, canny_edges, check_canny_thresholds
-from diffusers_pixart.default_model import TOY_MODEL_PATH, load_pipeline
-from diffusers_pixart.hub import LORA_PREFIX, TRAINING_RECORD_NAME, find_lora_weights, load_training_record
+from diffusers_pixart.default_model import LCM_LORA_DIR, TOY_MODEL_PATH, load_pipeline, sampler_lora
+from diffusers_pixart.hub import (
+    LORA_PREFIX,
+    LORA_WEIGHT_NAME,
+    TRAINING_RECORD_NAME,
+    find_lora_weights,
+    load_training_record,
+)
 from diffusers_pixart.models.controlnet import PixArtControlNetModel
 from diffusers_pixart.pipelines.auto import FAMILY_NAMES, family_of
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
@@ -80,8 +88,13 @@ MAX_SIDE = 2048
 #: Per device type: the most seconds of estimated compute a request may take, and how many requests run at once.
 DEVICE_BUDGETS = {"cpu": (20.0, 2), "cuda": (120.0, 2)}
 
+#: The few-step sampler's label: LCM, with the model's LCM-LoRA (``lcm_lora/``) switched on, or an LCM model's own.
+FAST_SAMPLER = f"LCM ({SCHEDULERS['lcm'][2]} steps, fast)"
 #: Sampler label -> name in :data:`diffusers_pixart.schedulers.SCHEDULERS`, which holds their steps and guidance.
-SAMPLERS = {"DPM-Solver": "dpm", "SA-Solver": "sa"}
+#: The fast sampler is offered only for a model that can use it (:func:`fast_sampler_available`).
+SAMPLERS = {"DPM-Solver": "dpm", "SA-Solver": "sa", FAST_SAMPLER: "lcm"}
+#: The adapter name of the LCM-LoRA in the transformer: active while the fast sampler runs, off for the others.
+LCM_ADAPTER = "lcm"
 
 NO_LORA = "None"
 
@@ -282,7 +295,7 @@ class AdapterGate:
         self._active, self._setting = 0, None  # the first request applies its setting
 
     @contextmanager
-    def use(self, setting: str, apply: Callable[[str], None]) -> Iterator[None]:
+    def use(self, setting: Hashable, apply: Callable[[Any], None]) -> Iterator[None]:
         """Hold ``setting`` (applied with ``apply`` when it changes) for the duration of the block."""
         with self._condition:
             self._condition.wait_for(lambda: self._active == 0 or self._setting == setting)
@@ -398,8 +411,19 @@ def vocabulary_check() -> Callable[[str], str | None]:
         return grammar_warning
 
 
-def load_model(model: str | None) -> tuple[PixArtAlphaPipeline, str, list[str]]:
-    """The pipeline (on the GPU when there is one), its description, and the LoRA adapters loaded into it."""
+def lcm_lora_source(model: str | None) -> str | None:
+    """The LCM-LoRA the model ships in its ``lcm_lora/`` folder (as ``pixart generate --scheduler lcm`` finds it,
+    :func:`~diffusers_pixart.default_model.sampler_lora`; for a Hub id, the repo's ``lcm_lora/``), or None."""
+    local = sampler_lora(model, "lcm", None)
+    if local is not None or model is None or Path(model).exists():
+        return local
+    found = model_files(model)(f"{LCM_LORA_DIR}/{LORA_WEIGHT_NAME}")
+    return None if found is None else str(found.parent)
+
+
+def load_model(model: str | None) -> tuple[PixArtAlphaPipeline, str, list[str], bool]:
+    """The pipeline (on the GPU when there is one), its description, the LoRA adapters loaded into it (the visitor's
+    choices), and whether its LCM-LoRA is loaded too (adapter :data:`LCM_ADAPTER`, for the fast sampler)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32  # T5 breaks in float16
     pipe, description = load_pipeline(model, device=device, dtype=dtype)
@@ -408,7 +432,22 @@ def load_model(model: str | None) -> tuple[PixArtAlphaPipeline, str, list[str]]:
         pipe.transformer.load_lora_adapter(
             model, weight_name=weight_name, prefix=LORA_PREFIX, adapter_name=Path(weight_name).stem
         )
-    return pipe, description, [Path(name).stem for name in loras]
+    lcm_lora = lcm_lora_source(model)
+    if lcm_lora is not None:
+        pipe.load_lora_weights(lcm_lora, adapter_name=LCM_ADAPTER)
+    return pipe, description, [Path(name).stem for name in loras], lcm_lora is not None
+
+
+def fast_sampler_available(pipe: PixArtAlphaPipeline, lcm_lora: bool) -> bool:
+    """Whether the fast sampler can serve: the model's LCM-LoRA is loaded, or the model is an LCM model (its own
+    scheduler is LCM, as in PixArt-LCM's layout)."""
+    return lcm_lora or isinstance(pipe.scheduler, SCHEDULERS["lcm"][0])
+
+
+def active_adapters(lora: str, sampler: str, lcm_lora: bool) -> tuple[str, ...]:
+    """The adapters a request runs with: the chosen LoRA, and the LCM-LoRA while the fast sampler runs."""
+    chosen = () if lora == NO_LORA else (lora,)
+    return chosen + ((LCM_ADAPTER,) if lcm_lora and SAMPLERS[sampler] == "lcm" else ())
 
 
 def device_limits(pipe: PixArtAlphaPipeline, max_seconds: float | None = None) -> Limits:
@@ -570,7 +609,12 @@ def create_demo(model: str | None = None, max_seconds: float | None = None, cont
     ``max_seconds`` replaces the device's budget of estimated seconds per request. ``controlnet`` (else
     ``PIXART_CONTROLNET``, else the model's ``controlnet/`` subfolder) adds the ControlNet tab.
     """
-    pipe, description, loras = load_model(model)
+    pipe, description, loras, lcm_lora = load_model(model)
+    fast = fast_sampler_available(pipe, lcm_lora)
+    samplers = [label for label, name in SAMPLERS.items() if fast or name != "lcm"]
+    # An LCM model samples with LCM by default; any other with DPM-Solver (the fast sampler a choice).
+    default_sampler = FAST_SAMPLER if fast and not lcm_lora else "DPM-Solver"
+    _, _, default_steps, default_guidance = SCHEDULERS[SAMPLERS[default_sampler]]
     native = pipe.transformer.config.sample_size * pipe.vae_scale_factor
     limits = device_limits(pipe, max_seconds)
     toy = is_toy_model(model)
@@ -592,14 +636,15 @@ def create_demo(model: str | None = None, max_seconds: float | None = None, cont
     for _ in range(limits.concurrency):
         workers.put(mode_pipelines(type(pipe)(**pipe.components), control_model))  # α or Σ, as loaded
 
-    def switch_lora(setting: str) -> None:
-        if not loras:
+    def switch_adapters(names: tuple[str, ...]) -> None:
+        """Run the shared transformer with the adapters ``names`` (none: every adapter off)."""
+        if not (loras or lcm_lora):
             return
-        if setting == NO_LORA:
+        if not names:
             pipe.transformer.disable_adapters()
         else:
             pipe.transformer.enable_adapters()
-            pipe.transformer.set_adapters(setting)
+            pipe.transformer.set_adapters(list(names))
 
     def plan(width: int, height: int, steps: int, guidance_scale: float, num_images: int, binning: bool) -> str:
         """The page's note on a request: its estimated time, whether it is refused, and whether it is upscaled."""
@@ -654,10 +699,21 @@ def create_demo(model: str | None = None, max_seconds: float | None = None, cont
         return run
 
     def sampling(sampler: str, steps: int | None, guidance_scale: float | None) -> tuple[int, float]:
-        """The steps and guidance of a request: the given ones, else the sampler's defaults."""
-        _, _, default_steps, default_guidance = SCHEDULERS[SAMPLERS[sampler]]
-        steps = int(default_steps if steps is None else steps)
-        return steps, float(default_guidance if guidance_scale is None else guidance_scale)
+        """The steps and guidance of a request: the given ones, else the sampler's defaults; ``RequestError`` for a
+        sampler this model is not served with (the fast one without LCM weights)."""
+        if sampler not in samplers:
+            raise RequestError(
+                f"The {sampler!r} sampler is not offered for this model"
+                + (
+                    f": it needs an LCM-LoRA in the model's {LCM_LORA_DIR}/ folder, or an LCM model, and this model "
+                    "has neither."
+                    if SAMPLERS.get(sampler) == "lcm"
+                    else f"; choose one of {samplers}."
+                )
+            )
+        _, _, sampler_steps, sampler_guidance = SCHEDULERS[SAMPLERS[sampler]]
+        steps = int(sampler_steps if steps is None else steps)
+        return steps, float(sampler_guidance if guidance_scale is None else guidance_scale)
 
     def edit_units(image: Image.Image, steps: float, guidance: float) -> float:
         """The work of an edit of one image: its steps, and the encoding of the image (about one decode)."""
@@ -684,7 +740,8 @@ def create_demo(model: str | None = None, max_seconds: float | None = None, cont
 
         pipelines = workers.get()
         try:
-            with sessions.run(session) as cancelled, gate.use(lora, switch_lora):
+            adapters = active_adapters(lora, sampler, lcm_lora)
+            with sessions.run(session) as cancelled, gate.use(adapters, switch_adapters):
                 pipeline = pipelines[mode]
                 pipeline.set_scheduler(SAMPLERS[sampler])
                 start = time.perf_counter()
@@ -709,7 +766,7 @@ def create_demo(model: str | None = None, max_seconds: float | None = None, cont
         prompt: str,
         negative_prompt: str | None = None,
         style: str = DEFAULT_STYLE,
-        sampler: str = "DPM-Solver",
+        sampler: str = default_sampler,
         steps: int | None = None,
         guidance_scale: float | None = None,
         seed: int = 0,
@@ -787,7 +844,7 @@ def create_demo(model: str | None = None, max_seconds: float | None = None, cont
         image: Image.Image | None,
         strength: float = DEFAULT_STRENGTH["img2img"],
         negative_prompt: str | None = None,
-        sampler: str = "DPM-Solver",
+        sampler: str = default_sampler,
         steps: int | None = None,
         guidance_scale: float | None = None,
         seed: int = 0,
@@ -822,7 +879,7 @@ def create_demo(model: str | None = None, max_seconds: float | None = None, cont
         strength: float = DEFAULT_STRENGTH["inpaint"],
         mask_blur: float = 0,
         negative_prompt: str | None = None,
-        sampler: str = "DPM-Solver",
+        sampler: str = default_sampler,
         steps: int | None = None,
         guidance_scale: float | None = None,
         seed: int = 0,
@@ -881,7 +938,7 @@ def create_demo(model: str | None = None, max_seconds: float | None = None, cont
         high_threshold: int = canny_high,
         conditioning_scale: float = 1.0,
         negative_prompt: str | None = None,
-        sampler: str = "DPM-Solver",
+        sampler: str = default_sampler,
         steps: int | None = None,
         guidance_scale: float | None = None,
         seed: int = 0,
@@ -933,16 +990,15 @@ def create_demo(model: str | None = None, max_seconds: float | None = None, cont
         warning = check_words(prompt)
         return f"⚠️ {warning[0].upper()}{warning[1:]}" if warning else ""
 
-    _, _, dpm_steps, dpm_guidance = SCHEDULERS["dpm"]
     private = dict(api_visibility="private")
 
     def sampling_options(prefix: str) -> list[gr.components.Component]:
         """An editing tab's negative prompt, sampler, steps, guidance, seed, randomize and LoRA controls."""
         negative = gr.Textbox(value="", label="Negative prompt (optional)", max_lines=2, max_length=MAX_PROMPT_CHARS)
-        sampler = gr.Radio(list(SAMPLERS), value="DPM-Solver", label="Sampler")
+        sampler = gr.Radio(samplers, value=default_sampler, label="Sampler")
         with gr.Row():
-            steps = gr.Slider(1, MAX_STEPS, value=dpm_steps, step=1, label="Steps", elem_id=f"{prefix}-steps")
-            guidance = gr.Slider(1.0, 10.0, value=dpm_guidance, step=0.1, label="Guidance scale")
+            steps = gr.Slider(1, MAX_STEPS, value=default_steps, step=1, label="Steps", elem_id=f"{prefix}-steps")
+            guidance = gr.Slider(0.0, 10.0, value=default_guidance, step=0.1, label="Guidance scale")
         with gr.Row():
             seed = gr.Slider(0, MAX_SEED, value=0, step=1, label="Seed", elem_id=f"{prefix}-seed")
             randomize = gr.Checkbox(value=True, label="Randomize seed")
@@ -1032,7 +1088,9 @@ def create_demo(model: str | None = None, max_seconds: float | None = None, cont
                         run_button = gr.Button("Run", variant="primary", elem_id="text-run")
                         stop = gr.Button("Cancel", variant="stop", elem_id="text-cancel")
                 note = gr.Markdown(elem_id="controls-note")
-                estimate = gr.Markdown(plan(native, native, dpm_steps, dpm_guidance, 1, True), elem_id="estimate")
+                estimate = gr.Markdown(
+                    plan(native, native, default_steps, default_guidance, 1, True), elem_id="estimate"
+                )
                 gallery = gr.Gallery(label="Result", format="png", columns=2, object_fit="contain", elem_id="gallery")
                 gr.Examples(examples, inputs=prompt, label="Examples this model draws" if toy else "Examples")
                 with gr.Accordion("Advanced options", open=False):
@@ -1042,10 +1100,10 @@ def create_demo(model: str | None = None, max_seconds: float | None = None, cont
                     # The toy world's captions never name a style, so presets would change nothing there: none, hidden.
                     styles = [DEFAULT_STYLE] if toy else list(STYLES)
                     style = gr.Radio(styles, value=DEFAULT_STYLE, label="Image style", visible=not toy)
-                    sampler = gr.Radio(list(SAMPLERS), value="DPM-Solver", label="Sampler")
+                    sampler = gr.Radio(samplers, value=default_sampler, label="Sampler")
                     with gr.Row():
-                        steps = gr.Slider(1, MAX_STEPS, value=dpm_steps, step=1, label="Steps", elem_id="steps")
-                        guidance_scale = gr.Slider(1.0, 10.0, value=dpm_guidance, step=0.1, label="Guidance scale")
+                        steps = gr.Slider(1, MAX_STEPS, value=default_steps, step=1, label="Steps", elem_id="steps")
+                        guidance_scale = gr.Slider(0.0, 10.0, value=default_guidance, step=0.1, label="Guidance scale")
                     with gr.Row():
                         seed = gr.Slider(0, MAX_SEED, value=0, step=1, label="Seed", elem_id="seed")
                         randomize_seed = gr.Checkbox(value=True, label="Randomize seed")

@@ -30,7 +30,7 @@ from diffusers_pixart import (
     PixArtControlNetModel,
 )
 from diffusers_pixart.data.edges import canny_edges
-from diffusers_pixart.default_model import RANDOM_MODEL_LABEL, TOY_MODEL_PATH, load_pipeline
+from diffusers_pixart.default_model import LCM_LORA_DIR, RANDOM_MODEL_LABEL, TOY_MODEL_PATH, load_pipeline
 from diffusers_pixart.evaluation import sample_images
 from diffusers_pixart.hub import LORA_PREFIX, LORA_WEIGHT_NAME, save_lora_weights
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
@@ -67,7 +67,8 @@ LORA_NAME = Path(LORA_WEIGHT_NAME).stem
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    """A tiny pipeline folder with a LoRA weights file at its top, as a model repo pushed with LoRA weights."""
+    """A tiny pipeline folder with a LoRA weights file at its top, as a model repo pushed with LoRA weights, and an
+    LCM-LoRA (random, so that it changes the images) in its ``lcm_lora/`` folder for the fast sampler."""
     folder = tmp_path_factory.mktemp("space-model")
     pipe = make_pipeline(seed=11)
     pipe.save_pretrained(folder)
@@ -78,6 +79,9 @@ def model_dir(tmp_path_factory) -> Path:
             if "lora_B" in name:
                 param.copy_(torch.randn_like(param))
     save_lora_weights(transformer, folder)
+    lcm = LoraConfig(r=2, target_modules=["to_q", "to_v", "proj_out"], init_lora_weights=False)
+    transformer.add_adapter(lcm, adapter_name="lcm")
+    save_lora_weights(transformer, folder / LCM_LORA_DIR, adapter_name="lcm")
     return folder
 
 
@@ -110,17 +114,37 @@ def client(served):
     return served[1]
 
 
-def _oracle(model_dir: Path, sampler: str, lora: bool, prompt: str, negative: str, seed: int, num_images: int):
-    """The same request made directly on the pipeline: a list of PIL images."""
+def _oracle(
+    model_dir: Path,
+    sampler: str,
+    lora: bool,
+    prompt: str,
+    negative: str,
+    seed: int,
+    num_images: int,
+    steps: int = 2,
+    guidance: float = 4.5,
+):
+    """The same request made directly on the pipeline: a list of PIL images. The ``lcm`` sampler runs with the
+    model's LCM-LoRA loaded as ``pixart generate --scheduler lcm`` loads it."""
     pipe = PixArtAlphaPipeline.from_pretrained(model_dir)
+    adapters = []
     if lora:
-        pipe.transformer.load_lora_adapter(model_dir, weight_name=LORA_WEIGHT_NAME, prefix=LORA_PREFIX)
+        pipe.transformer.load_lora_adapter(
+            model_dir, weight_name=LORA_WEIGHT_NAME, prefix=LORA_PREFIX, adapter_name=LORA_NAME
+        )
+        adapters.append(LORA_NAME)
+    if sampler == "lcm":
+        pipe.load_lora_weights(model_dir / LCM_LORA_DIR, adapter_name="lcm")
+        adapters.append("lcm")
+    if adapters:
+        pipe.transformer.set_adapters(adapters)
     pipe.set_scheduler(sampler)
     return pipe(
         prompt,
         negative_prompt=negative,
-        num_inference_steps=2,
-        guidance_scale=4.5,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
         height=256,
         width=256,
         num_images_per_prompt=num_images,
@@ -214,6 +238,56 @@ def test_style_sampler_lora_and_random_seed(client, model_dir):
     expected = _oracle(model_dir, "sa", False, prompt, negative, seed=seed, num_images=2)
     for image, oracle in zip(_arrays(plain), expected):
         np.testing.assert_array_equal(image, np.asarray(oracle))
+
+
+def test_the_fast_sampler_switches_the_lcm_lora_on_and_off(client, model_dir):
+    """The fast sampler gives the pipeline's image with the LCM-LoRA and the LCM sampler (4 steps, guidance 0); the
+    next DPM-Solver request gives the teacher's image again (the adapter off), and a chosen LoRA joins the LCM-LoRA."""
+    assert client.predict(app.FAST_SAMPLER, api_name="/sampler_defaults") == (4, 0.0)
+    fast = dict(sampler=app.FAST_SAMPLER, steps=4, guidance_scale=0.0)
+    gallery, _ = client.predict(*_request(**fast).values(), api_name="/generate")
+    expected = _oracle(model_dir, "lcm", False, "a red circle", "", seed=7, num_images=1, steps=4, guidance=0.0)
+    np.testing.assert_array_equal(_arrays(gallery)[0], np.asarray(expected[0]))
+    teacher = _oracle(model_dir, "dpm", False, "a red circle", "", seed=7, num_images=1)
+    assert not np.array_equal(np.asarray(expected[0]), np.asarray(teacher[0]))  # the LCM-LoRA acts
+    gallery, _ = client.predict(*_request().values(), api_name="/generate")
+    np.testing.assert_array_equal(_arrays(gallery)[0], np.asarray(teacher[0]))
+
+    gallery, _ = client.predict(*_request(**fast, lora=LORA_NAME).values(), api_name="/generate")
+    both = _oracle(model_dir, "lcm", True, "a red circle", "", seed=7, num_images=1, steps=4, guidance=0.0)
+    np.testing.assert_array_equal(_arrays(gallery)[0], np.asarray(both[0]))
+
+
+def test_the_fast_sampler_is_offered_only_with_lcm_weights(tmp_path):
+    """A model with no LCM-LoRA has no fast sampler (a request for it is refused, naming what is missing); an LCM
+    model (its scheduler LCM, as PixArt-LCM's layout) samples with it by default, with no adapter."""
+    from diffusers import LCMScheduler
+
+    def sampler_radio(demo: gr.Blocks) -> gr.Radio:
+        return next(b for b in demo.blocks.values() if isinstance(b, gr.Radio) and b.label == "Sampler")
+
+    pipe = make_pipeline(seed=11)
+    pipe.save_pretrained(tmp_path / "plain")
+    demo = app.create_demo(str(tmp_path / "plain"), max_seconds=NO_TIME_LIMIT)
+    radio = sampler_radio(demo)
+    assert [choice for choice, _ in radio.choices] == ["DPM-Solver", "SA-Solver"] and radio.value == "DPM-Solver"
+    generate = next(fn.fn for fn in demo.fns.values() if fn.api_name == "generate")
+    with pytest.raises(gr.Error, match=r"needs an LCM-LoRA in the model's lcm_lora/ folder, or an LCM model"):
+        generate("a red circle", sampler=app.FAST_SAMPLER, steps=1)
+
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    pipe.save_pretrained(tmp_path / "lcm")
+    demo = app.create_demo(str(tmp_path / "lcm"), max_seconds=NO_TIME_LIMIT)
+    radio = sampler_radio(demo)
+    assert [choice for choice, _ in radio.choices] == list(app.SAMPLERS) and radio.value == app.FAST_SAMPLER
+    assert next(b.value for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.elem_id == "steps") == 4
+    generate = next(fn.fn for fn in demo.fns.values() if fn.api_name == "generate")
+    images, _ = generate("a red circle", seed=3, randomize_seed=False)  # the defaults: 4 steps, guidance 0
+    pipe = PixArtAlphaPipeline.from_pretrained(tmp_path / "lcm")
+    expected = pipe(
+        "a red circle", num_inference_steps=4, guidance_scale=0.0, generator=torch.Generator().manual_seed(3)
+    )
+    np.testing.assert_array_equal(np.asarray(images[0]), np.asarray(expected.images[0]))
 
 
 def test_sampler_defaults(client):
