@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -345,10 +346,18 @@ def language_corpus(folder: str | os.PathLike, seed: int = 0) -> list[str]:
 
 
 def train_toy_stage(
-    name: str, stage: int, run: Path, recipe: ToyRecipe, steps: int, log: Callable[[str], None], **options
+    name: str,
+    stage: int,
+    run: Path,
+    recipe: ToyRecipe,
+    steps: int,
+    log: Callable[[str], None],
+    train: Callable[[Any], Path] | None = None,
+    **options,
 ) -> None:
     """Train ``stage`` (:data:`STAGES`) into ``run`` for ``steps`` with the options every stage of the recipe shares
-    (the engine's) and ``options`` (its model and data)."""
+    (the engine's) and ``options`` (its model and data); ``train`` replaces the stage's entry point (it gets the
+    stage's config), e.g. for a variant model of an experiment."""
     shared = {
         "resolution": RESOLUTION,
         "train_batch_size": recipe.batch_size,
@@ -371,7 +380,8 @@ def train_toy_stage(
     }
     if recipe.snr_gamma > 0:
         shared["snr_gamma"] = float(recipe.snr_gamma)
-    config_class, train = STAGES[stage]
+    config_class, stage_train = STAGES[stage]
+    train = train or stage_train
     config = config_class(output_dir=str(run), **options, **shared)
     log(f"{name}: {train.__name__} into {run}, {steps} steps from {config.pretrained_model_name_or_path}")
     train(config)
