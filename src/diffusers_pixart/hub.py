@@ -298,7 +298,7 @@ def plain_diffusers_blockers(pipeline_folder: str | os.PathLike) -> list[str]:
     Reasons: a pipeline or component class that diffusers does not have, a transformer with micro-conditions that
     diffusers' pipeline does not pass (``PixArtAlphaPipeline`` passes them only at sample size 128,
     ``PixArtSigmaPipeline`` never; its transformer fails at the first step without them), and a transformer with KV
-    token compression, which diffusers' transformer does not have.
+    token compression or a guidance-scale embedding, which diffusers' transformer does not have.
     """
     folder = Path(pipeline_folder)
     index = json.loads((folder / "model_index.json").read_text())
@@ -323,6 +323,11 @@ def plain_diffusers_blockers(pipeline_folder: str | os.PathLike) -> list[str]:
             reasons.append(
                 "its transformer compresses the keys and values of self-attention (PixArt-Σ's KV token compression), "
                 "which diffusers' `PixArtTransformer2DModel` does not have."
+            )
+        if config.get("guidance_embedding"):
+            reasons.append(
+                "its transformer embeds the guidance scale (a consistency student's guidance embedding), which "
+                "diffusers' `PixArtTransformer2DModel` does not have."
             )
     return reasons
 

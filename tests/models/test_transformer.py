@@ -79,9 +79,10 @@ def test_config_keys_and_defaults_match_diffusers():
     ours = inspect.signature(PixArtTransformer2DModel.__init__).parameters
     theirs = inspect.signature(diffusers.PixArtTransformer2DModel.__init__).parameters
     kv_compression = ["kv_compress_factor", "kv_compress_layers", "kv_compress_sampling"]  # PixArt-Σ's, off by default
-    assert list(ours) == list(theirs) + kv_compression
+    guidance = ["guidance_embedding"]  # a consistency student's guidance-scale embedding, off by default
+    assert list(ours) == list(theirs) + kv_compression + guidance
     assert {k: ours[k].default for k in theirs} == {k: p.default for k, p in theirs.items()}
-    assert ours["kv_compress_factor"].default == 1
+    assert ours["kv_compress_factor"].default == 1 and ours["guidance_embedding"].default is False
 
 
 def test_xl2_parameter_count_and_fallbacks():

@@ -80,6 +80,17 @@ def test_guided_step_and_loss_against_the_formula():
     torch.testing.assert_close(loss.double(), direct.mean(dim=(1, 2, 3)), atol=1e-6, rtol=1e-5)
 
 
+def test_a_scale_per_sample_is_the_fixed_scale_step_of_each_sample():
+    """The guidance-embedding recipe draws a teacher scale per sample: each sample's step is the fixed-scale step."""
+    generator = torch.Generator().manual_seed(5)
+    x_t, eps_c, eps_u = torch.randn(3, 2, 4, 8, 8, generator=generator)
+    t, prev = torch.tensor([519, 59]), torch.tensor([499, 39])
+    per_sample = _objective("epsilon").solver_step(eps_c, eps_u, x_t, t, prev, torch.tensor([2.0, 7.5]))
+    for i, scale in enumerate((2.0, 7.5)):
+        fixed = _objective("epsilon", guidance_scale=scale).solver_step(eps_c, eps_u, x_t, t, prev)
+        torch.testing.assert_close(per_sample[i], fixed[i], atol=0, rtol=0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -1,10 +1,15 @@
 """Latent consistency distillation end to end on tiny components: LCM-LoRA and full runs, exact resume, the result."""
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from diffusers_pixart import PixArtAlphaPipeline
+from diffusers_pixart.hub import plain_diffusers_blockers
+from diffusers_pixart.tiny import make_pipeline
 from diffusers_pixart.training.distillation import DistillConfig, train_lcm_distill
 
 
@@ -31,13 +36,17 @@ def _weights(folder) -> dict[str, torch.Tensor]:
     return {f"{path.relative_to(folder)}:{key}": value for path in files for key, value in load_file(path).items()}
 
 
-@pytest.mark.parametrize("lora_rank", [4, 0])
-def test_distillation_resumes_exactly(training_assets, tmp_path, lora_rank):
+@pytest.mark.parametrize(
+    ("lora_rank", "options"), [(4, {}), (0, {}), (0, {"guidance_embedding": True})], ids=["lora", "full", "w-embed"]
+)
+def test_distillation_resumes_exactly(training_assets, tmp_path, lora_rank, options):
     """4 steps straight equal 2 steps, then a resumed run to 4 (the EMA target network is checkpointed too)."""
-    straight = train_lcm_distill(_config(training_assets, tmp_path / "straight", lora_rank=lora_rank))
-    _ = train_lcm_distill(_config(training_assets, tmp_path / "resumed", lora_rank=lora_rank, max_train_steps=2))
+    straight = train_lcm_distill(_config(training_assets, tmp_path / "straight", lora_rank=lora_rank, **options))
+    _ = train_lcm_distill(
+        _config(training_assets, tmp_path / "resumed", lora_rank=lora_rank, max_train_steps=2, **options)
+    )
     resumed = train_lcm_distill(
-        _config(training_assets, tmp_path / "resumed", lora_rank=lora_rank, resume_from_checkpoint="latest")
+        _config(training_assets, tmp_path / "resumed", lora_rank=lora_rank, resume_from_checkpoint="latest", **options)
     )
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys() and a
@@ -64,9 +73,68 @@ def test_the_distilled_pipeline_samples_with_lcm(training_assets, tmp_path):
     assert image.images.shape == (1, 32, 32, 3)
 
 
+def _sample(pipe: PixArtAlphaPipeline, guidance_scale: float) -> np.ndarray:
+    batches = []
+    hook = pipe.transformer.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    image = pipe(
+        "a red circle",
+        num_inference_steps=2,
+        guidance_scale=guidance_scale,
+        height=32,
+        width=32,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    hook.remove()
+    assert batches == [1, 1]  # a guidance embedding or no guidance: never classifier-free guidance's second batch
+    return image
+
+
+def test_a_zero_initialised_guidance_embedding_starts_as_the_teacher():
+    """The student with the embedding gives exactly the teacher's output at any scale (the pipeline passes the scale
+    to the embedding, without CFG); the config records it and ``from_pretrained`` rebuilds it."""
+    teacher = make_pipeline()
+    student = PixArtAlphaPipeline(**{**teacher.components, "transformer": copy.deepcopy(teacher.transformer)})
+    student.transformer.enable_guidance_embedding()
+    assert student.transformer.config.guidance_embedding
+    latents, caption = torch.randn(3, 4, 4, 4), torch.randn(3, 5, teacher.transformer.config.caption_channels)
+    with torch.no_grad():
+        expected = teacher.transformer(latents, caption, torch.tensor([999, 500, 3])).sample
+        for scale in (1.0, 4.5, 14.0):
+            guidance = {"guidance": torch.full((3,), scale)}
+            got = student.transformer(latents, caption, torch.tensor([999, 500, 3]), added_cond_kwargs=guidance)
+            assert torch.equal(got.sample, expected)
+    with pytest.raises(ValueError, match="pass `added_cond_kwargs` with 'guidance'"):
+        student.transformer(latents, caption, torch.tensor([999, 500, 3]))
+    with pytest.raises(ValueError, match="already has a guidance-scale embedding"):
+        student.transformer.enable_guidance_embedding()
+    unguided = _sample(teacher, 1.0)
+    for scale in (0.0, 2.0, 7.5):
+        np.testing.assert_array_equal(_sample(student, scale), unguided)
+
+
+def test_a_student_with_a_guidance_embedding_trains_saves_and_reloads(training_assets, tmp_path):
+    """A tiny run trains the embedding; the saved pipeline reloads with it and gives the same images again, and
+    other images at another scale."""
+    options = dict(guidance_embedding=True, guidance_scale_min=2.0, guidance_scale_max=6.0, max_train_steps=2)
+    folder = train_lcm_distill(_config(training_assets, tmp_path / "w", **options))
+    pipe = PixArtAlphaPipeline.from_pretrained(folder)
+    assert pipe.transformer.config.guidance_embedding and type(pipe.scheduler).__name__ == "LCMScheduler"
+    assert pipe.transformer.adaln_single.guidance_embedder.embedder.linear_2.weight.abs().sum() > 0  # it trained
+    pipe.save_pretrained(tmp_path / "again")
+    again = PixArtAlphaPipeline.from_pretrained(tmp_path / "again")
+    np.testing.assert_array_equal(_sample(pipe, 3.0), _sample(again, 3.0))
+    assert not np.array_equal(_sample(pipe, 2.0), _sample(pipe, 6.0))
+    assert any("guidance embedding" in reason for reason in plain_diffusers_blockers(folder))
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        ({"guidance_embedding": True, "lora_rank": 2}, "without --lora_rank"),
+        ({"guidance_embedding": True, "guidance_scale_min": 0.5}, "1 <= min <= max"),
+        ({"guidance_embedding": True, "guidance_scale_min": 9.0}, "1 <= min <= max"),
+        ({"guidance_embedding": True, "validation_steps": 1}, r"choose one in the distilled range \[2.0, 8.0\]"),
         ({"caption_dropout": 0.1}, "caption_dropout"),
         ({"num_ddim_timesteps": 48}, "num_ddim_timesteps"),
         ({"teacher_guidance_scale": 0.5}, "guidance_scale"),

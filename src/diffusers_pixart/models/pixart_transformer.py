@@ -123,24 +123,53 @@ class MicroConditionEmbedding(nn.Module):
         return emb + torch.cat([size.reshape(batch, -1), ratio.reshape(batch, -1)], dim=1)
 
 
+class GuidanceEmbedding(nn.Module):
+    """A guidance scale w (B,) to an embedding (B, D) added to the timestep embedding (LCM's w-conditioning).
+
+    ``w * scale`` (``scale`` = 1000, as LCM embeds w) through the 256-channel frequency embedding and an MLP whose last
+    layer starts at zero: a model that gets one computes exactly what it computed before, for every w, until trained.
+    """
+
+    scale = 1000.0
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.time_proj = Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.embedder = TimestepEmbedding(in_channels=256, time_embed_dim=dim)
+        nn.init.zeros_(self.embedder.linear_2.weight)
+        nn.init.zeros_(self.embedder.linear_2.bias)
+
+    def forward(self, guidance: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        if guidance is None:
+            raise ValueError(
+                "This model has a guidance-scale embedding: pass `added_cond_kwargs` with 'guidance' (B,), the scale "
+                "to sample at (its pipeline passes `guidance_scale`)."
+            )
+        return self.embedder(self.time_proj(guidance.flatten().float() * self.scale).to(dtype))
+
+
 class AdaLayerNormSingle(nn.Module):
     """adaLN-single: one global MLP S = f(t) of shape (B, 6D), shared by every block (paper eq. in section 2.3).
 
     Returns ``(S, t_emb)``: the six shifts/scales/gates for all blocks, and the embedding before the SiLU + Linear,
-    which the output layer uses.
+    which the output layer uses. With a guidance embedding (a distilled student's, :class:`GuidanceEmbedding`),
+    ``t_emb`` also holds the embedding of ``added_cond_kwargs["guidance"]``.
     """
 
-    def __init__(self, dim: int, use_additional_conditions: bool = False):
+    def __init__(self, dim: int, use_additional_conditions: bool = False, guidance_embedding: bool = False):
         super().__init__()
         self.emb = MicroConditionEmbedding(dim, use_additional_conditions)
         self.silu = nn.SiLU()
         self.linear = nn.Linear(dim, 6 * dim, bias=True)
+        self.guidance_embedder = GuidanceEmbedding(dim) if guidance_embedding else None
 
     def forward(
         self, timestep: torch.Tensor, added_cond_kwargs: dict[str, torch.Tensor] | None, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
         added = added_cond_kwargs or {}
         t_emb = self.emb(timestep, added.get("resolution"), added.get("aspect_ratio"), dtype)  # (B, D)
+        if self.guidance_embedder is not None:
+            t_emb = t_emb + self.guidance_embedder(added.get("guidance"), dtype)
         return self.linear(self.silu(t_emb)), t_emb  # (B, 6D), (B, D)
 
 
@@ -267,7 +296,8 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
     :func:`~diffusers_pixart.models.attention.caption_cache` (the compiled blocks recompute their caption keys and
     values, on the trimmed caption).
 
-    PixArt-Σ's KV token compression is the one addition to diffusers' config, off by default (so every α and Σ
+    PixArt-Σ's KV token compression and a distilled student's guidance-scale embedding (``guidance_embedding``,
+    :meth:`enable_guidance_embedding`) are the additions to diffusers' config, off by default (so every α and Σ
     checkpoint loads unchanged): ``kv_compress_factor`` R >= 2 compresses the self-attention keys and values of the
     blocks ``kv_compress_layers`` (None: every block; the Σ code's 2K/4K configs use the deep half, 14-27 of 28) R x R
     with the operator ``kv_compress_sampling`` (:class:`~diffusers_pixart.models.attention.KVCompression`: ``"conv"``,
@@ -306,6 +336,7 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
         kv_compress_factor: int = 1,
         kv_compress_layers: list[int] | None = None,
         kv_compress_sampling: str = "conv",
+        guidance_embedding: bool = False,
     ):
         super().__init__()
         if norm_type != "ada_norm_single":
@@ -336,7 +367,7 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
         self.proj_out = nn.Linear(dim, patch_size * patch_size * self.out_channels)
         # The conditioning embeddings come last, in diffusers' order of creation: after the same torch.manual_seed
         # both classes draw the same random weights (and list their parameters in the same order).
-        self.adaln_single = AdaLayerNormSingle(dim, use_additional_conditions=self.use_additional_conditions)
+        self.adaln_single = AdaLayerNormSingle(dim, self.use_additional_conditions, guidance_embedding)
         self.caption_projection = CaptionProjection(caption_channels, dim) if caption_channels is not None else None
 
     @staticmethod
@@ -437,6 +468,20 @@ class PixArtTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdap
             compress = KVCompression(self.inner_dim, factor, sampling) if i in chosen else None
             block.attn1.kv_compress = None if compress is None else compress.to(param.device, param.dtype)
         self.register_to_config(**{**config, "kv_compress_layers": None if layers is None else chosen})
+
+    def enable_guidance_embedding(self) -> None:
+        """Add a guidance-scale embedding (:class:`GuidanceEmbedding`, zero-initialised: the outputs are unchanged)
+        to the timestep embedding, for a consistency student that learns a range of guidance scales.
+
+        The model then takes ``added_cond_kwargs["guidance"]`` (B,), which its pipeline fills with ``guidance_scale``
+        (and runs no classifier-free guidance). The config records it, so ``save_pretrained`` / ``from_pretrained``
+        keep it.
+        """
+        if self.adaln_single.guidance_embedder is not None:
+            raise ValueError("This model already has a guidance-scale embedding.")
+        param = next(self.parameters())
+        self.adaln_single.guidance_embedder = GuidanceEmbedding(self.inner_dim).to(param.device, param.dtype)
+        self.register_to_config(guidance_embedding=True)
 
     def run_block(
         self,

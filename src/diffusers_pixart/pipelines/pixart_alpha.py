@@ -432,7 +432,9 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
             negative_prompt: the unconditional prompt(s) of classifier-free guidance ("" for PixArt-alpha).
             num_inference_steps: denoising steps (>= 1).
             timesteps, sigmas: custom schedules, for schedulers whose ``set_timesteps`` accepts them.
-            guidance_scale: classifier-free guidance weight; guidance is on when it is > 1.
+            guidance_scale: classifier-free guidance weight; guidance is on when it is > 1. A model with a
+                guidance-scale embedding (a consistency student, ``transformer.config.guidance_embedding``) gets it
+                as its input instead, without classifier-free guidance's second batch.
             num_images_per_prompt: images per prompt.
             height, width: image size in pixels; defaults to the model's training size.
             eta: DDIM's eta, for schedulers that take it.
@@ -496,7 +498,8 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         self._interrupt = False
         batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
         device = self._execution_device
-        guided = guidance_scale > 1.0
+        embedded = self.transformer.config.get("guidance_embedding", False)
+        guided = guidance_scale > 1.0 and not embedded
 
         prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = (
             self.encode_prompt(
@@ -538,6 +541,8 @@ class PixArtAlphaPipeline(DiffusionPipeline, PixArtLoraLoaderMixin, CaptionProce
         self._num_timesteps = len(timesteps)
         step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         added_cond_kwargs = self._micro_conditions(height, width, prompt_embeds.shape[0], prompt_embeds.dtype, device)
+        if embedded:
+            added_cond_kwargs["guidance"] = torch.full((prompt_embeds.shape[0],), float(guidance_scale), device=device)
 
         warmup_steps = max(len(timesteps) - num_inference_steps * scheduler.order, 0)
         if hasattr(scheduler, "set_begin_index"):

@@ -14,6 +14,9 @@ two neighbouring points of a trajectory give the same answer (self-consistency).
    ``f(x, t) = c_skip(t) x + c_out(t) x0_model(x, t)``, ``c_skip = sd^2 / ((t/0.1)^2 + sd^2)``,
    ``c_out = (t/0.1) / sqrt((t/0.1)^2 + sd^2)`` with ``sd = 0.5`` (diffusers' ``LCMScheduler`` samples with the same
    scalings, ``timestep_scaling = 10``).
+   With a **guidance-scale embedding** in the student (optional), ``s`` is drawn per sample, uniformly in a range,
+   and given to the student and the target network (``added_cond_kwargs["guidance"]``), so that one student samples
+   at any scale of the range.
 4. The loss: pseudo-Huber ``sqrt(|f_student(x_{t_n}, t_n) - f_target(x_{t_{n-1}}, t_{n-1})|^2 + c^2) - c`` per
    element, averaged; the target network is an EMA of the student (full distillation) or the student itself without
    gradients (LCM-LoRA), both under ``torch.no_grad``.
@@ -135,14 +138,16 @@ class LatentConsistency:
         x_t: torch.Tensor,
         timesteps: torch.Tensor,
         previous: torch.Tensor,
+        guidance_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One guided DDIM step of the teacher from ``t_n`` to ``t_{n-1}``: ``x_{t_{n-1}}`` (B, C, H, W).
 
         ``teacher_text`` / ``teacher_null``: the teacher's predictions at ``t_n`` with the caption and the null caption.
+        ``guidance_scale``: a scale per sample (B,) instead of the fixed one.
         """
         x0_text, eps_text = self.x0_and_noise(teacher_text, x_t, timesteps)
         x0_null, eps_null = self.x0_and_noise(teacher_null, x_t, timesteps)
-        s = self.guidance_scale
+        s = self.guidance_scale if guidance_scale is None else guidance_scale.float().view(-1, 1, 1, 1).to(x_t.device)
         x0 = x0_null + s * (x0_text - x0_null)
         eps = eps_null + s * (eps_text - eps_null)
         abar_prev = self._gather(previous, x0)
@@ -171,6 +176,10 @@ class ConsistencyDistillation:
         target: the target network's model call (for LCM-LoRA, the student itself; else an :class:`EmaTarget`).
         null_condition: the unconditional branch of a condition (the conditioning part's dropout of every sample).
         after_step: called with the trained module after every optimizer step (the EMA target's ``update``).
+        guidance_range: ``(min, max)`` for a student with a guidance-scale embedding: each sample's teacher scale is
+            drawn uniformly in it (instead of ``consistency.guidance_scale``) and written into the step's condition
+            as ``added_cond_kwargs["guidance"]``, which the target network and the student (the engine passes it the
+            same condition) read.
     """
 
     def __init__(
@@ -180,7 +189,11 @@ class ConsistencyDistillation:
         target: ModelCall,
         null_condition: Callable[[dict[str, Any]], dict[str, Any]],
         after_step: Callable[[torch.nn.Module], None] | None = None,
+        guidance_range: tuple[float, float] | None = None,
     ):
+        if guidance_range is not None and not 1.0 <= guidance_range[0] <= guidance_range[1]:
+            raise ValueError(f"The guidance range must satisfy 1 <= min <= max, got {guidance_range}.")
+        self.guidance_range = guidance_range
         self.consistency = consistency
         self.teacher = teacher
         self.target = target
@@ -200,14 +213,20 @@ class ConsistencyDistillation:
     @torch.no_grad()
     def noise(self, latents: torch.Tensor, condition: dict[str, Any], generator: torch.Generator) -> ConsistencyNoised:
         """``t_n``, ``t_{n-1}`` and noise from ``generator``; the teacher's guided step from ``x_{t_n}`` to
-        ``x_{t_{n-1}}``; the target network's consistency output there."""
+        ``x_{t_{n-1}}``; the target network's consistency output there. With a guidance range, the scales (B,) are
+        drawn from ``generator`` too and put into ``condition`` (see the class docstring)."""
         c = self.consistency
         timesteps, previous = c.sample_steps(latents.shape[0], generator)
         noise = torch.randn(latents.shape, device=latents.device, generator=generator)
         noisy = c.add_noise(latents, noise, timesteps)
         text = self.teacher(noisy, timesteps, condition)
         null = self.teacher(noisy, timesteps, self.null_condition(condition))
-        earlier = c.solver_step(text, null, noisy, timesteps, previous).to(noisy.dtype)
+        scales = None
+        if self.guidance_range is not None:
+            low, high = self.guidance_range
+            scales = low + (high - low) * torch.rand(latents.shape[0], device=latents.device, generator=generator)
+            condition["added_cond_kwargs"] = {**(condition.get("added_cond_kwargs") or {}), "guidance": scales}
+        earlier = c.solver_step(text, null, noisy, timesteps, previous, scales).to(noisy.dtype)
         target = c.consistency_function(self.target(earlier, previous, condition), earlier, previous)
         return ConsistencyNoised(latents, noise, timesteps, noisy, previous=previous, target=target)
 

@@ -12,6 +12,11 @@ latents. The student keeps the teacher's prediction type and samples with ``LCMS
 saved pipeline folder is an LCM layout), without classifier-free guidance. Validation renders each prompt at
 ``--validation_step_counts`` (1, 2 and 4 steps).
 
+``--guidance_embedding`` (full distillation only) gives the student a guidance-scale embedding
+(``PixArtTransformer2DModel.enable_guidance_embedding``, zero-initialised: the student starts as the teacher): the
+teacher's scale is drawn per sample in ``[--guidance_scale_min, --guidance_scale_max]`` and the student learns to
+sample at any scale of the range; its pipeline then passes ``guidance_scale`` to the embedding (no CFG batch).
+
 The result: ``<output_dir>/pipeline`` (full) or ``<output_dir>/lora`` (an LCM-LoRA that ``load_lora_weights`` reads
 onto the base pipeline; then ``set_scheduler("lcm")``, 4 steps, guidance 0).
 """
@@ -63,6 +68,38 @@ class DistillConfig(Stage2Config):
     lora_rank: int = option(0, "Rank of an LCM-LoRA to train instead of all weights (0: full distillation).")
     lora_alpha: float | None = option(None, "LoRA alpha (the adapter is scaled by alpha / rank); default: the rank.")
     lora_target_modules: list[str] = option(LCM_LORA_TARGETS, "Transformer layers (name suffixes) that get LoRA.")
+    guidance_embedding: bool = option(
+        False,
+        "Give the student a guidance-scale embedding (zero-initialised) and distil a range of teacher guidance scales "
+        "(--guidance_scale_min/max, one per sample) instead of --teacher_guidance_scale; full distillation only.",
+    )
+    guidance_scale_min: float = option(2.0, "With --guidance_embedding: the smallest teacher guidance scale drawn.")
+    guidance_scale_max: float = option(8.0, "With --guidance_embedding: the largest teacher guidance scale drawn.")
+
+
+def check_guidance_embedding(config: DistillConfig, transformer: torch.nn.Module) -> tuple[float, float] | None:
+    """The guidance range of ``--guidance_embedding`` (None without it), checked against the other options.
+
+    Raises:
+        ValueError: an LCM-LoRA run (the embedding is a new module, not an adapter), a teacher that has an embedding
+            already, a range outside ``1 <= min <= max``, or (when validating) a validation guidance outside it.
+    """
+    if not config.guidance_embedding:
+        return None
+    low, high = config.guidance_scale_min, config.guidance_scale_max
+    if config.lora_rank:
+        raise ValueError("--guidance_embedding trains a new module of the student: use it without --lora_rank.")
+    if transformer.config.get("guidance_embedding", False):
+        raise ValueError("--guidance_embedding: the teacher already has a guidance-scale embedding.")
+    if not 1.0 <= low <= high:
+        raise ValueError(f"--guidance_scale_min/max must satisfy 1 <= min <= max, got {low} and {high}.")
+    validates = config.validation_steps > 0 and config.validation_prompts
+    if validates and not low <= config.validation_guidance_scale <= high:
+        raise ValueError(
+            f"--validation_guidance_scale {config.validation_guidance_scale} goes to the student's guidance embedding: "
+            f"choose one in the distilled range [{low}, {high}]."
+        )
+    return low, high
 
 
 class StepCountValidation:
@@ -141,6 +178,7 @@ def train_lcm_distill(config: DistillConfig) -> Path:
     data = make_loader(config, accelerator, caption_column=config.caption_column)
     captions = CaptionConditioning(config, pipeline)
     transformer = pipeline.transformer
+    guidance_range = check_guidance_embedding(config, transformer)
     schedule = DDPMScheduler.from_config(pipeline.scheduler.config)
     prediction_type = config.prediction_type or pipeline.scheduler.config.get("prediction_type", "epsilon")
     consistency = LatentConsistency(
@@ -154,8 +192,13 @@ def train_lcm_distill(config: DistillConfig) -> Path:
         "stage": "latent consistency distillation",
         "data": config.train_data or config.features,
         "how to sample": "LCMScheduler (set_scheduler('lcm')), 4 steps (1-8), guidance_scale 0",
-        "teacher guidance": config.teacher_guidance_scale,
+        "teacher guidance": guidance_range or config.teacher_guidance_scale,
     }
+    if guidance_range is not None:
+        card_info["how to sample"] = (
+            f"LCMScheduler (set_scheduler('lcm')), 4 steps (1-8), guidance_scale in {list(guidance_range)} (the "
+            "student's guidance embedding; no classifier-free guidance)"
+        )
     # The objective runs the teacher and the target without gradients (ConsistencyDistillation.noise).
     if config.lora_rank:
         add_lora_adapter(transformer, config)
@@ -166,6 +209,8 @@ def train_lcm_distill(config: DistillConfig) -> Path:
         parameters = AllParameters(pipeline)
         frozen = copy.deepcopy(transformer).requires_grad_(False).eval().to(accelerator.device)
         teacher = functools.partial(transformer_forward, frozen)
+        if guidance_range is not None:  # the student's (and so the target's) embedding, the teacher without one
+            transformer.enable_guidance_embedding()
         target = EmaTarget(transformer, config.target_ema_decay)
         target.module.to(accelerator.device)
         accelerator.register_for_checkpointing(target)
@@ -175,6 +220,7 @@ def train_lcm_distill(config: DistillConfig) -> Path:
         autocast_call(target, accelerator),
         null_caption(captions),
         after_step=target.update if isinstance(target, EmaTarget) else None,
+        guidance_range=guidance_range,
     )
     result = train(
         config,
