@@ -76,7 +76,7 @@ class TrainingConfig:
     lr_warmup_steps: int = option(1000, "Linear warm-up steps of the learning rate.")
     max_grad_norm: float = option(0.01, "Gradient clipping norm (the paper: 0.01); 0 disables clipping.")
     caption_dropout: float = option(0.1, "Probability of replacing a caption with the null caption (for CFG).")
-    max_sequence_length: int = option(120, "T5 tokens per caption (the paper: 120).")
+    max_sequence_length: int = option(120, "T5 tokens per caption (the paper: 120; PixArt-Sigma: 300).")
     prediction_type: str | None = option(
         None,
         "Model target: 'epsilon' (the paper) or 'v_prediction'; by default the loaded pipeline scheduler's "

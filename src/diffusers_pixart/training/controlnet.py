@@ -33,7 +33,7 @@ from ..pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline, c
 from .conditioning import CaptionConditioning, generate
 from .config import TrainingConfig, option, run_command
 from .engine import make_accelerator, vae_scale_factor
-from .stages import Stage2Config, image_loader_options, load_pipeline, train_with_iddpm
+from .stages import Stage2Config, check_base_unchanged, image_loader_options, load_pipeline, train_with_iddpm
 
 #: The batch key of the control images (B, 3, H, W) in [0, 1].
 CONTROL_KEY = "control_values"
@@ -264,6 +264,7 @@ class ControlNetCopy:
 def load_controlnet_pipeline(config: ControlNetConfig) -> PixArtAlphaControlNetPipeline:
     """The base pipeline of ``--pretrained_model_name_or_path`` (and ``--transformer``) with the ControlNet to train:
     ``--controlnet``, or a new one copying the base's first ``--controlnet_layers`` blocks."""
+    check_base_unchanged(config, "a ControlNet")
     base = load_pipeline(config)
     if config.controlnet:
         controlnet = PixArtControlNetModel.from_pretrained(config.controlnet)

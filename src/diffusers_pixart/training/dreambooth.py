@@ -32,7 +32,7 @@ from .conditioning import CaptionConditioning
 from .config import option, run_command
 from .engine import make_accelerator
 from .parameters import AllParameters, LoraAdapter
-from .stages import Stage2Config, image_loader_options, load_pipeline, train_with_iddpm
+from .stages import Stage2Config, check_base_unchanged, image_loader_options, load_pipeline, train_with_iddpm
 
 
 @dataclass
@@ -105,6 +105,8 @@ def train_dreambooth(config: DreamBoothConfig) -> Path:
             "--push_to_hub uploads only the LoRA weights, not the tokenizer and T5 that --add_tokens grew: push a "
             "full fine-tune, or upload <output_dir>/lora yourself."
         )
+    if config.lora_rank:
+        check_base_unchanged(config, "a LoRA weights file")
     prompt = config.instance_prompt.strip()
     pipeline = load_pipeline(config)
     card_info: dict[str, Any] = {"stage": "DreamBooth", "instance prompt": prompt}

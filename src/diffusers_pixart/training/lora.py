@@ -48,7 +48,7 @@ from .diffusion import IDDPMDiffusion, Noised, Objective
 from .engine import make_accelerator, train
 from .optimizers import check_optimizer
 from .parameters import LoraAdapter
-from .stages import Stage2Config, base_model_id, check_data_options, make_loader
+from .stages import Stage2Config, base_model_id, check_base_unchanged, check_data_options, make_loader
 
 #: The ``--adapter`` choices and the peft config each is made with.
 ADAPTERS = ("lora", "dora", "loha", "lokr")
@@ -140,6 +140,7 @@ def check_lora_options(config: LoraTrainingConfig) -> None:
         )
     if config.max_sequence_length is not None and config.max_sequence_length < 1:
         raise ValueError(f"--max_sequence_length must be at least 1, got {config.max_sequence_length}.")
+    check_base_unchanged(config, "an adapter's weights file")
     check_optimizer(config.optimizer)
     columns = caption_column_weights(config.caption_column)
     if config.features is not None and len(columns) > 1:

@@ -12,11 +12,17 @@ Stage 3, high aesthetics (paper section 2.2, appendix A.5, Table 4): from stage 
 at 256px and then higher resolutions, with aspect-ratio buckets (one bucket per batch) and the micro-conditions (the
 original size and the bucket ratio). The model is prepared by :func:`prepare_stage3_transformer`: its grid becomes
 ``--resolution`` (the position embeddings interpolated, DiffFit) and new micro-condition embedders start at zero.
+
+PixArt-Σ's weak-to-strong training is these stages' options (:func:`load_pipeline`): the base pipeline loads as the
+class its ``model_index.json`` names (α or Σ), ``--vae`` swaps the VAE, ``--kv_compress_*`` adds KV token compression
+before the first step, ``--max_sequence_length 300`` gives Σ's captions, and stage 3's resolution raise gives Σ's
+interpolation scales and its 2048 px bucket table.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +34,14 @@ from diffusers import AutoencoderKL, DiTPipeline, DiTTransformer2DModel, DPMSolv
 from transformers import AutoConfig
 
 from ..atomic import atomic_dir
-from ..data.features import FeatureLoader
+from ..data.features import FeatureLoader, read_features_info
 from ..data.streaming import DEFAULT_MIN_IMAGE_SIDE, ImageTextLoader, StreamingBatchLoader, load_streaming_dataset
+from ..models.attention import KV_COMPRESS_SAMPLINGS
 from ..models.conversion import REPARAM_TIMESTEP, load_dit
-from ..models.pixart_transformer import PixArtTransformer2DModel
+from ..models.pixart_transformer import PixArtTransformer2DModel, kv_compressed_layers
+from ..pipelines.auto import family_of, pipeline_class
 from ..pipelines.pixart_alpha import PixArtAlphaPipeline
-from .conditioning import CaptionConditioning, ClassConditioning, Conditioning
+from .conditioning import CaptionConditioning, ClassConditioning, Conditioning, micro_conditioned
 from .config import TrainingConfig, option, run_command
 from .diffusion import IDDPMDiffusion
 from .engine import check_resolution, make_accelerator, train, vae_scale_factor
@@ -54,6 +62,8 @@ STAGE3_DESCRIPTION = (
     "image-caption data, at 256px and then higher resolutions, with aspect-ratio buckets and the micro-conditions "
     "(original size and bucket ratio)."
 )
+
+logger = logging.getLogger(__name__)
 
 #: Folder of a stage-1 run holding the re-parameterized PixArt transformer (next to the DiT's ``pipeline``).
 PIXART_TRANSFORMER_DIR = "pixart_transformer"
@@ -123,6 +133,29 @@ class Stage2Config(StageConfig):
         None, "Transformer folder or Hub id to start from (e.g. a re-parameterized stage-1 model)."
     )
     caption_column: str = option("text", "Caption column of --train_data.")
+    vae: str | None = option(
+        None,
+        "VAE replacing the pipeline's (PixArt-Sigma's weak-to-strong VAE swap, e.g. an SDXL VAE with scaling "
+        "0.13025): an AutoencoderKL folder or Hub id, or a pipeline folder or Hub id with vae/. Its latent channels "
+        "must be the transformer's in_channels; --features must be extracted with it. The saved pipeline keeps it.",
+    )
+    kv_compress_factor: int = option(
+        1,
+        "PixArt-Sigma's KV token compression, added to the loaded transformer before training: the self-attention "
+        "keys and values of the image tokens are down-sampled R x R (R >= 2) in --kv_compress_layers, the new "
+        "weights initialised as Sigma's code does (the convolution the window mean). 1: the model's own setting.",
+    )
+    kv_compress_layers: list[int] | None = option(
+        None,
+        "Blocks that compress keys and values (0-based; default: every block; Sigma's 2K/4K configs: the deep "
+        "half, 14 .. 27 of 28). Needs --kv_compress_factor >= 2.",
+    )
+    kv_compress_sampling: str = option(
+        "conv",
+        "KV compression operator: conv (Sigma's: depthwise strided convolution + LayerNorm), conv_no_norm (the "
+        "paper's formula), uniform (every R-th token, no weights).",
+        choices=list(KV_COMPRESS_SAMPLINGS),
+    )
 
 
 @dataclass
@@ -138,10 +171,12 @@ class Stage3Config(Stage2Config):
     multi_scale: bool = option(
         True, "Aspect-ratio buckets for --train_data (paper A.5): each batch holds images of one bucket."
     )
-    micro_conditions: bool = option(
-        True,
+    micro_conditions: bool | None = option(
+        None,
         "Condition on the original image size and the bucket ratio; embedders the model lacks are added with their "
-        "last linear at zero, so the loaded model's outputs are unchanged at the start.",
+        "last linear at zero, so the loaded model's outputs are unchanged at the start. Default: on for a "
+        "PixArt-alpha pipeline, and for a PixArt-Sigma one only if its model has them (the released Sigma models "
+        "have none).",
     )
     interpolation_scale: float | None = option(
         None,
@@ -370,14 +405,118 @@ def main_stage1(argv: list[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ stage 2
+def load_vae(source: str) -> AutoencoderKL:
+    """The ``AutoencoderKL`` of ``--vae``: a VAE folder or Hub id, or a pipeline folder or Hub id with ``vae/``."""
+    if (Path(source) / "vae" / "config.json").is_file():
+        return AutoencoderKL.from_pretrained(source, subfolder="vae")
+    try:
+        return AutoencoderKL.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        if Path(source).exists():
+            raise ValueError(f"--vae {source}: not an AutoencoderKL folder nor a pipeline folder with vae/.") from error
+        try:  # a pipeline repo on the Hub
+            return AutoencoderKL.from_pretrained(source, subfolder="vae")
+        except (OSError, ValueError):
+            raise ValueError(f"--vae {source}: no AutoencoderKL there (nor in its vae/ subfolder): {error}") from error
+
+
+def check_kv_options(config: Stage2Config) -> None:
+    """Raise a ``ValueError`` for KV-compression options that cannot work (before anything loads)."""
+    factor = config.kv_compress_factor
+    if factor < 1:
+        raise ValueError(f"--kv_compress_factor must be 1 (off) or an integer >= 2, got {factor}.")
+    if factor == 1 and config.kv_compress_layers is not None:
+        raise ValueError("--kv_compress_layers needs --kv_compress_factor >= 2 (Sigma's 2K/4K models: 2).")
+
+
+def check_base_unchanged(config: Stage2Config, result: str) -> None:
+    """Raise a ``ValueError`` when ``--vae`` or ``--kv_compress_factor`` is given to a trainer whose ``result`` (an
+    adapter, a ControlNet) holds neither: the base model it was trained with could not be rebuilt from it."""
+    if config.vae or config.kv_compress_factor != 1:
+        raise ValueError(
+            f"--vae and --kv_compress_factor change the base model, which {result} does not hold: continue the full "
+            "model with the stage scripts first (examples/train_stage2_alignment.py), then train on its result."
+        )
+
+
+def apply_kv_compression(transformer: PixArtTransformer2DModel, config: Stage2Config) -> None:
+    """Add ``--kv_compress_*`` to ``transformer`` (:meth:`PixArtTransformer2DModel.enable_kv_compression`).
+
+    A model that already compresses with exactly these settings keeps its (trained) weights; other settings would
+    replace them and raise.
+    """
+    if config.kv_compress_factor == 1:
+        return
+    wanted = {
+        "kv_compress_factor": config.kv_compress_factor,
+        "kv_compress_layers": config.kv_compress_layers,
+        "kv_compress_sampling": config.kv_compress_sampling,
+    }
+    num_layers = len(transformer.transformer_blocks)
+    try:
+        layers = kv_compressed_layers(wanted, num_layers)
+    except ValueError as error:
+        raise ValueError(f"--kv_compress_layers {config.kv_compress_layers}: {error}") from error
+    own = transformer.config
+    if (own.get("kv_compress_factor") or 1) > 1:
+        same = (own.kv_compress_factor, own.kv_compress_sampling, kv_compressed_layers(own, num_layers)) == (
+            config.kv_compress_factor,
+            config.kv_compress_sampling,
+            layers,
+        )
+        if not same:
+            raise ValueError(
+                f"The transformer already compresses keys and values (factor {own.kv_compress_factor}, "
+                f"{own.kv_compress_sampling}, layers {own.kv_compress_layers}): other --kv_compress_* options would "
+                "replace its trained weights. Give the same ones, or none."
+            )
+        logger.info("The transformer already has this KV compression: its weights are kept.")
+        return
+    transformer.enable_kv_compression(config.kv_compress_factor, config.kv_compress_layers, config.kv_compress_sampling)
+
+
 def load_pipeline(config: Stage2Config) -> PixArtAlphaPipeline:
-    """The pipeline to train: ``--pretrained_model_name_or_path``, with ``--transformer`` swapped in if given."""
+    """The pipeline to train: ``--pretrained_model_name_or_path`` as the pipeline class its ``model_index.json``
+    names (PixArt-α or Σ: :func:`~diffusers_pixart.pipelines.auto.pipeline_class`), with ``--transformer`` and
+    ``--vae`` swapped in and ``--kv_compress_*`` added if given.
+
+    Raises:
+        ValueError: no ``--pretrained_model_name_or_path``, bad KV-compression options, or a VAE whose latent
+            channels are not the transformer's input channels (all before any weights train).
+    """
     if not config.pretrained_model_name_or_path:
         raise ValueError("--pretrained_model_name_or_path is required: it gives the tokenizer, T5, VAE and scheduler.")
+    check_kv_options(config)
     kwargs = {}
     if config.transformer:
         kwargs["transformer"] = PixArtTransformer2DModel.from_pretrained(config.transformer)
-    return PixArtAlphaPipeline.from_pretrained(config.pretrained_model_name_or_path, **kwargs)
+    if config.vae:
+        kwargs["vae"] = load_vae(config.vae)
+    source = config.pretrained_model_name_or_path
+    pipeline = pipeline_class(source).from_pretrained(source, **kwargs)
+    channels, wanted = pipeline.vae.config.latent_channels, pipeline.transformer.config.in_channels
+    if channels != wanted:
+        raise ValueError(
+            f"The VAE{f' --vae {config.vae}' if config.vae else ''} has {channels} latent channels but the "
+            f"transformer takes {wanted}: a VAE swap needs a VAE with the transformer's latent channels."
+        )
+    apply_kv_compression(pipeline.transformer, config)
+    if config.features is not None:
+        check_features_vae(config.features, pipeline.vae)
+    return pipeline
+
+
+def check_features_vae(features: str, vae: AutoencoderKL) -> None:
+    """Raise a ``ValueError`` when a features folder was extracted with a VAE of another latent scaling than the
+    pipeline's (after a VAE swap, extract the features again with the new VAE)."""
+    info = read_features_info(features)
+    ours = (vae.config.scaling_factor, vae.config.get("shift_factor"))
+    theirs = (info.get("scaling_factor"), info.get("shift_factor"))
+    if theirs != ours:
+        raise ValueError(
+            f"--features {features} were extracted with a VAE of scaling/shift {theirs}, but the pipeline's VAE has "
+            f"{ours}: extract them again with this VAE (examples/extract_features.py)."
+        )
 
 
 def train_stage2(config: Stage2Config) -> Path:
@@ -458,9 +597,12 @@ def train_stage3(config: Stage3Config) -> Path:
     pipeline = load_pipeline(config)
     vae_factor = vae_scale_factor(pipeline.vae)
     check_resolution(config.resolution, pipeline.transformer.config.patch_size, vae_factor)
+    micro = config.micro_conditions
+    if micro is None:  # α's recipe adds them; Σ's released models have none
+        micro = family_of(pipeline) == "alpha" or micro_conditioned(pipeline.transformer)
     torch.manual_seed(config.seed)  # the first linears of new micro-condition embedders
     pipeline.transformer = prepare_stage3_transformer(
-        pipeline.transformer, config.resolution // vae_factor, config.interpolation_scale, config.micro_conditions
+        pipeline.transformer, config.resolution // vae_factor, config.interpolation_scale, micro
     )
     accelerator = make_accelerator(config)
     data = make_loader(config, accelerator, caption_column=config.caption_column, multi_scale=config.multi_scale)
