@@ -45,6 +45,7 @@ NUMERIC_MODULES = {
     "test_pipeline",
     "test_pipeline_editing",
     "test_pipeline_sigma",
+    "test_sigma_training",
     "test_training_controlnet",
     "test_training_diffusion",
     "test_training_engine",
