@@ -31,6 +31,13 @@ scheduler) to nothing while running the same kernels.
 ``--sampler`` picks both pipelines' sampler by name (:data:`diffusers_pixart.schedulers.SCHEDULERS`; ``--steps`` and
 ``--guidance`` default to its own): ``--sampler lcm`` times a few-step model's 4 steps without guidance.
 
+``toy-few-step`` is another kind of configuration (ours only; ``--sampler``, ``--steps`` and ``--guidance`` do not
+apply): the embedded toy model as the teacher (DPM-Solver 20 and 4 steps, CFG 4.5) and as its LCM student (its
+shipped ``lcm_lora/``, LCM at 1, 2, 4 and 8 steps, no guidance), the settings of
+:data:`diffusers_pixart.toy.few_step.FEW_STEP_SETTINGS`: the median prompt-to-PNG time of each, ``--repeats`` rounds
+interleaved as above, and its ratio to the 20-step teacher's. Run:
+``python benchmarks/bench_inference.py --configs toy-few-step --repeats 7 --threads 1``.
+
 Run: ``python benchmarks/bench_inference.py --configs tiny xl256 --steps 20 --repeats 3 --threads 1``.
 """
 
@@ -65,10 +72,11 @@ from diffusers import AutoencoderKL, DPMSolverMultistepScheduler
 from torch.profiler import ProfilerActivity, profile
 
 from diffusers_pixart import PixArtAlphaPipeline, PixArtTransformer2DModel
-from diffusers_pixart.default_model import TOY_MODEL_PATH
+from diffusers_pixart.default_model import TOY_MODEL_PATH, shipped_lcm_lora
 from diffusers_pixart.models.attention import caption_cache
 from diffusers_pixart.schedulers import SCHEDULERS
 from diffusers_pixart.tiny import make_components, make_text_encoder, make_tokenizer
+from diffusers_pixart.toy.few_step import FEW_STEP_SETTINGS, TEACHER_SETTING, few_step_pipeline
 
 PROMPT = "a red circle above a blue square"
 
@@ -117,6 +125,8 @@ CONFIGS = {
     "xl512": lambda: xl_components(512),
     "xl1024": lambda: xl_components(1024),
 }
+#: The teacher-against-student configuration (:func:`run_few_step`).
+FEW_STEP_CONFIG = "toy-few-step"
 
 
 def twin_pipelines(
@@ -290,10 +300,48 @@ def run_config(name: str, args: argparse.Namespace, device: torch.device, dtype:
     return row
 
 
+def run_few_step(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    """Time the toy teacher and its LCM student in every few-step setting, prompt to PNG; returns a row of results."""
+    lora = shipped_lcm_lora(None)
+    if lora is None:
+        print(f"{FEW_STEP_CONFIG}: skipped (no embedded toy model with an lcm_lora/ at {TOY_MODEL_PATH})")
+        return {"config": FEW_STEP_CONFIG, "skipped": "no embedded toy model with an LCM-LoRA"}
+    runs = {}
+    for name, setting in FEW_STEP_SETTINGS.items():
+        pipe = few_step_pipeline(TOY_MODEL_PATH, setting, lora)
+        pipe.to(device) if dtype == torch.float32 else pipe.to(device, dtype)
+        runs[name] = partial(generate_png, pipe, setting.steps, setting.guidance, nullcontext)
+    with torch.no_grad():
+        for run in runs.values():
+            run()  # warm-up
+        times = paired_times(runs, device, args.repeats)
+    teacher = statistics.median(times[TEACHER_SETTING])
+    settings = {}
+    for name, setting in FEW_STEP_SETTINGS.items():
+        seconds = statistics.median(times[name])
+        settings[name] = {**setting._asdict(), "seconds": seconds, "vs_teacher": seconds / teacher}
+    return {"config": FEW_STEP_CONFIG, "repeats": args.repeats, "settings": settings, "load_after": load_average()}
+
+
+def print_few_step(row: dict) -> None:
+    """The few-step configuration's table: each setting's time and its ratio to the teacher's."""
+    print(f"{FEW_STEP_CONFIG} (prompt to PNG, median of {row['repeats']}):")
+    for name, result in row["settings"].items():
+        print(f"  {name:30} {result['seconds']:7.3f} s  {result['vs_teacher']:6.0%} of the teacher's")
+    print(f"  ({row['load_after']})")
+
+
+def append_json(path: Path | None, row: dict) -> None:
+    """Append ``row`` to the JSON-lines file ``path`` (nothing without one)."""
+    if path is not None:
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
     """Run the chosen configurations, print a table and optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=["tiny", "toy", "xl256"], choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=["tiny", "toy", "xl256"], choices=[*CONFIGS, FEW_STEP_CONFIG])
     parser.add_argument(
         "--sampler", default="dpm", choices=list(SCHEDULERS), help="Both pipelines' sampler (lcm: a few-step model's)."
     )
@@ -342,10 +390,18 @@ def main() -> None:
     header = "config   ours(s)  diffusers(s) ratio  max|diff|  PSNR(dB)  GFLOP/fwd  ours-MFU  theirs-MFU  mem(MB)"
     print(header)
     for name in args.configs:
-        row = run_config(name, args, device, dtype, peak)
+        row = (
+            run_few_step(args, device, dtype)
+            if name == FEW_STEP_CONFIG
+            else run_config(name, args, device, dtype, peak)
+        )
         if "skipped" in row:
             continue
         row.update(machine=machine(device), dtype=str(dtype), peak_flop_per_s=peak, peak_source=peak_source)
+        if name == FEW_STEP_CONFIG:
+            print_few_step(row)
+            append_json(args.json, row)
+            continue
         row.update(fuse=args.fuse, drop_padding=args.drop_padding, compile=args.compile)
         row.update(compile_scope=args.compile_scope, fp8=args.fp8, compile_vae=args.compile_vae)
         ours, theirs = row["ours"], row["diffusers"]
@@ -363,9 +419,7 @@ def main() -> None:
                 print(f"  {label} kernels: {parts} = {sum(kernels.values()):.3f} s")
             floor = sum(row["ours"]["kernel_seconds"].values()) / theirs["seconds"]
             print(f"  ours' kernels / diffusers' total: {floor:.3f} (the ratio left if all else cost nothing)")
-        if args.json:
-            with args.json.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+        append_json(args.json, row)
 
 
 if __name__ == "__main__":

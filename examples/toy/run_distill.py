@@ -12,6 +12,9 @@
 3. Writes ``<out>/results.json``, ``<out>/results.md`` (the table) and ``<out>/contact_sheet.png`` (rows: teacher 20
    steps, teacher 4 steps, student 1/2/4 steps; columns: the first prompts); with ``--install`` the adapter is copied
    into the embedded model folder as ``lcm_lora/`` (what the Space's "fast" sampler and ``--lora`` load).
+
+``--measure-only`` skips step 1 and measures the model's own ``lcm_lora/`` (the embedded model's shipped adapter):
+``python examples/toy/run_distill.py --measure-only --out runs/distill_measure``.
 """
 
 from __future__ import annotations
@@ -24,22 +27,15 @@ import sys
 import time
 from pathlib import Path
 
-from diffusers_pixart import TOY_MODEL_PATH, PixArtAlphaPipeline
+from diffusers_pixart import TOY_MODEL_PATH
 from diffusers_pixart.atomic import atomic_dir, write_json_atomic, write_text_atomic
+from diffusers_pixart.default_model import shipped_lcm_lora
 from diffusers_pixart.evaluation import contact_sheet, sample_images
 from diffusers_pixart.toy import mean_scores, sample_prompts, score_image
+from diffusers_pixart.toy.few_step import FEW_STEP_SETTINGS, TEACHER_SETTING, few_step_pipeline
 from diffusers_pixart.training.distillation import DistillConfig, train_lcm_distill
 
-#: The sampler settings measured: name -> (uses the LCM-LoRA, scheduler, steps, guidance).
-SETTINGS = {
-    "teacher, DPM-Solver 20 steps": (False, "dpm", 20, 4.5),
-    "teacher, DPM-Solver 4 steps": (False, "dpm", 4, 4.5),
-    "student (LCM-LoRA), 1 step": (True, "lcm", 1, 0.0),
-    "student (LCM-LoRA), 2 steps": (True, "lcm", 2, 0.0),
-    "student (LCM-LoRA), 4 steps": (True, "lcm", 4, 0.0),
-    "student (LCM-LoRA), 8 steps": (True, "lcm", 8, 0.0),
-}
-SHEET_ROWS = list(SETTINGS)[:5]
+SHEET_ROWS = list(FEW_STEP_SETTINGS)[:5]
 
 
 def distil(args: argparse.Namespace) -> Path:
@@ -70,12 +66,9 @@ def measure(args: argparse.Namespace, lora: Path) -> tuple[dict, list]:
     """Scores and times of every setting; the contact-sheet rows."""
     prompts = [prompt.text for prompt in sample_prompts(args.num_prompts, seed=args.seed)]
     results, rows = {}, []
-    for name, (student, sampler, steps, guidance) in SETTINGS.items():
-        pipe = PixArtAlphaPipeline.from_pretrained(args.model)
-        pipe.set_progress_bar_config(disable=True)
-        if student:
-            pipe.load_lora_weights(lora)
-        pipe.set_scheduler(sampler)
+    for name, setting in FEW_STEP_SETTINGS.items():
+        pipe = few_step_pipeline(args.model, setting, lora)
+        steps, guidance = setting.steps, setting.guidance
         images = sample_images(pipe, prompts, seed=args.seed, steps=steps, guidance=guidance, batch_size=16)
         scores = mean_scores([score_image(image, prompt) for image, prompt in zip(images, prompts)])
         times = []
@@ -95,7 +88,7 @@ def measure(args: argparse.Namespace, lora: Path) -> tuple[dict, list]:
 
 def table(results: dict) -> str:
     """The results as a markdown table, with each setting's overall score and time relative to the teacher's."""
-    teacher = results[next(iter(SETTINGS))]
+    teacher = results[TEACHER_SETTING]
     lines = [
         "| sampler | colour | shape | spatial | count | overall | vs teacher | s / image | vs teacher |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -112,7 +105,10 @@ def table(results: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Distil the toy model into an LCM-LoRA and measure few-step sampling.")
     parser.add_argument("--model", default=str(TOY_MODEL_PATH), help="Toy pipeline folder (default: the embedded one).")
-    parser.add_argument("--features", required=True, help="Stage-2 features of the model's VAE and T5.")
+    parser.add_argument("--features", default=None, help="Stage-2 features of the model's VAE and T5 (to distil).")
+    parser.add_argument(
+        "--measure-only", action="store_true", help="No distillation: measure the model's own lcm_lora/ (as shipped)."
+    )
     parser.add_argument("--out", default="runs/distill", help="Output folder.")
     parser.add_argument("--steps", type=int, default=200, help="Distillation steps.")
     parser.add_argument("--batch-size", type=int, default=32, help="Distillation batch size.")
@@ -125,10 +121,19 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the run, the prompts and the images.")
     parser.add_argument("--install", action="store_true", help="Copy the adapter into the model folder (lcm_lora/).")
     args = parser.parse_args()
+    if args.measure_only and args.install:
+        parser.error("--install copies a distilled adapter: it does not go with --measure-only.")
+    if not args.measure_only and args.features is None:
+        parser.error("--features is required to distil (or pass --measure-only to measure the model's lcm_lora/).")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    lora = distil(args)
-    minutes = (time.perf_counter() - start) / 60
+    if args.measure_only:
+        lora, minutes = shipped_lcm_lora(args.model), None
+        if lora is None:
+            parser.error(f"--measure-only: {args.model} has no lcm_lora/ adapter to measure.")
+    else:
+        start = time.perf_counter()
+        lora = distil(args)
+        minutes = (time.perf_counter() - start) / 60
     results, rows = measure(args, lora)
     settings = {key: value for key, value in vars(args).items() if key != "install"}
     write_json_atomic(Path(args.out) / "results.json", {"settings": settings, "distil_minutes": minutes, **results})
