@@ -18,7 +18,7 @@ from diffusers_pixart.data.streaming import ImageTextLoader, caption_column_weig
 from diffusers_pixart.pipelines.auto import pipeline_class
 from diffusers_pixart.pipelines.pixart_sigma import PixArtSigmaPipeline
 from diffusers_pixart.training.diffusion import IDDPMDiffusion
-from diffusers_pixart.training.lora import LoraTrainingConfig, OffsetNoise, add_adapter, train_lora
+from diffusers_pixart.training.lora import LoraTrainingConfig, add_adapter, train_lora
 from diffusers_pixart.training.optimizers import make_optimizer
 
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "train_lora.py"
@@ -235,14 +235,24 @@ def test_weighted_caption_columns_are_drawn_per_sample_and_epoch_and_resume(asse
 
 
 def test_noise_offset_and_optimizers():
-    objective = IDDPMDiffusion(prediction_type="epsilon", learn_sigma=False)
     latents = torch.randn(3, 4, 8, 8)
-    base = objective.noise(latents, {}, torch.Generator().manual_seed(0))
-    offset = OffsetNoise(objective, 0.5).noise(latents, {}, torch.Generator().manual_seed(0))
+
+    def noised(offset: float):
+        objective = IDDPMDiffusion(prediction_type="epsilon", learn_sigma=False, noise_offset=offset)
+        return objective, objective.noise(latents, {}, torch.Generator().manual_seed(0))
+
+    _, base = noised(0.0)
+    generator = torch.Generator().manual_seed(0)
+    timesteps = torch.randint(0, 1000, (3,), generator=generator)
+    assert torch.equal(base.timesteps, timesteps)
+    assert torch.equal(base.noise, torch.randn(latents.shape, generator=generator))  # offset 0: the plain noise
+    objective, offset = noised(0.5)
     shift = offset.noise - base.noise
     assert torch.equal(offset.timesteps, base.timesteps) and shift.abs().min() > 0
     torch.testing.assert_close(shift, shift[..., :1, :1].expand_as(shift))  # one constant per sample and channel
     torch.testing.assert_close(offset.noisy, objective.add_noise(latents, offset.noise, offset.timesteps))
+    with pytest.raises(ValueError, match="`noise_offset` must be >= 0"):
+        IDDPMDiffusion(noise_offset=-0.1)
 
     param = torch.nn.Parameter(torch.ones(64, 64))
     for name, cls in (("adamw", "AdamW"), ("came", "CAME"), ("adamw8bit", "AdamW8bit")):

@@ -7,7 +7,7 @@ variance: ``log_var = frac * log(beta_t) + (1 - frac) * log(posterior_var_clippe
 The loss is ``mse + vb``: the noise MSE, and the variational-bound term of that step (the KL between the true
 posterior ``q(x_{t-1} | x_t, x_0)`` and the model's ``p(x_{t-1} | x_t)``, or the discretized Gaussian negative
 log-likelihood of ``x_0`` at ``t = 0``) in bits per dimension, computed with the mean prediction detached so that only
-the variance learns from it. Min-SNR weighting of the MSE term (Hang et al. 2023) is an option.
+the variance learns from it. Min-SNR weighting of the MSE term (Hang et al. 2023) and a noise offset are options.
 
 The forward process (betas, ``alphas_cumprod``, ``add_noise``, ``get_velocity``) is diffusers' ``DDPMScheduler``.
 Shapes: ``B`` batch, ``C`` latent channels, ``H x W`` the latent grid.
@@ -89,6 +89,9 @@ class IDDPMDiffusion:
         learn_sigma: the model outputs ``2C`` channels, the second half the variance interpolation (the paper); the
             VB term is then part of the loss. Without it the loss is the (weighted) MSE alone.
         snr_gamma: if set, weight the MSE term by ``min(SNR, gamma) / SNR`` (``/(SNR + 1)`` for v-prediction).
+        noise_offset: the "noise offset" (Guttenberg 2023): :meth:`noise` adds ``noise_offset * N(0, 1)`` of shape
+            (B, C, 1, 1), a constant per sample and channel, to the Gaussian noise, so that the model also learns to
+            move an image's mean colour and brightness; 0 (the default) draws exactly the plain noise.
     """
 
     def __init__(
@@ -99,11 +102,14 @@ class IDDPMDiffusion:
         prediction_type: str = "epsilon",
         learn_sigma: bool = True,
         snr_gamma: float | None = None,
+        noise_offset: float = 0.0,
     ):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"`prediction_type` must be one of {PREDICTION_TYPES}, got {prediction_type!r}.")
         if snr_gamma is not None and snr_gamma <= 0:
             raise ValueError(f"`snr_gamma` must be positive, got {snr_gamma}.")
+        if not noise_offset >= 0:
+            raise ValueError(f"`noise_offset` must be >= 0, got {noise_offset}.")
         self.scheduler = DDPMScheduler(
             num_train_timesteps=num_timesteps,
             beta_start=beta_start,
@@ -115,6 +121,7 @@ class IDDPMDiffusion:
         self.prediction_type = prediction_type
         self.learn_sigma = learn_sigma
         self.snr_gamma = snr_gamma
+        self.noise_offset = noise_offset
 
         # Per-step constants in float64 (as IDDPM computes them); cast when gathered.
         betas = self.scheduler.betas.double()
@@ -130,16 +137,21 @@ class IDDPMDiffusion:
 
     @classmethod
     def for_pipeline(
-        cls, pipeline: Any, prediction_type: str | None = None, snr_gamma: float | None = None
+        cls,
+        pipeline: Any,
+        prediction_type: str | None = None,
+        snr_gamma: float | None = None,
+        noise_offset: float = 0.0,
     ) -> IDDPMDiffusion:
         """The objective of ``pipeline``'s transformer: it predicts ``prediction_type``, by default what the pipeline's
         scheduler expects (epsilon for the official checkpoints), with the learned variance when it outputs twice the
-        latent channels."""
+        latent channels; ``snr_gamma`` and ``noise_offset`` as in the class."""
         transformer = pipeline.transformer
         return cls(
             prediction_type=prediction_type or pipeline.scheduler.config.get("prediction_type", "epsilon"),
             learn_sigma=transformer.out_channels == 2 * transformer.config.in_channels,
             snr_gamma=snr_gamma,
+            noise_offset=noise_offset,
         )
 
     def after_optimizer_step(self, module: torch.nn.Module) -> None:
@@ -255,10 +267,14 @@ class IDDPMDiffusion:
         return {"loss": self.mse_weights(timesteps) * mse + vb, "mse": mse, "vb": vb}
 
     def noise(self, latents: torch.Tensor, condition: dict[str, Any], generator: torch.Generator) -> Noised:
-        """Uniform timesteps, then Gaussian noise, both drawn from ``generator``, and the noised latents.
-        ``condition`` is unused here (an objective with a teacher model would use it)."""
+        """Uniform timesteps, then Gaussian noise (plus the noise offset's (B, C, 1, 1) constant when
+        ``noise_offset`` > 0), all drawn from ``generator``, and the noised latents. ``condition`` is unused here (an
+        objective with a teacher model would use it)."""
         timesteps = self.sample_timesteps(latents.shape[0], latents.device, generator)
         noise = torch.randn(latents.shape, device=latents.device, generator=generator)
+        if self.noise_offset:
+            shape = (*latents.shape[:2], 1, 1)
+            noise = noise + self.noise_offset * torch.randn(shape, device=latents.device, generator=generator)
         return Noised(latents, noise, timesteps, self.add_noise(latents, noise, timesteps))
 
     def loss(self, output: torch.Tensor, noised: Noised) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ A composition of the engine's parts (:func:`~.engine.train`), as its docstring p
 (:func:`~.stages.make_loader`: imagefolder with ``metadata.jsonl``, Hub dataset, webdataset, parquet, or a features
 folder), captions (:class:`LoraCaptions`, stage 2's :class:`~.conditioning.CaptionConditioning`), the transformer's
 adapter (:class:`TrainedAdapter`, a :class:`~.parameters.LoraAdapter` that writes trigger words on the card) and
-the IDDPM objective (with :class:`OffsetNoise` for ``--noise_offset``). What this module adds is the choice of adapter
+the IDDPM objective (with its noise offset for ``--noise_offset``). What this module adds is the choice of adapter
 (:func:`adapter_config`, :func:`resolve_target_modules`) and the memory options:
 
 - ``--base_dtype bf16``: the frozen base weights in bfloat16 (half the memory), the adapter in float32, the forward
@@ -44,7 +44,7 @@ from ..data.streaming import caption_column_weights, load_streaming_dataset
 from ..pipelines.auto import family_of, pipeline_class
 from .conditioning import CaptionConditioning
 from .config import option, run_command
-from .diffusion import IDDPMDiffusion, Noised, Objective
+from .diffusion import IDDPMDiffusion
 from .engine import make_accelerator, train
 from .optimizers import check_optimizer
 from .parameters import LoraAdapter
@@ -341,32 +341,6 @@ class LoraCaptions(CaptionConditioning):
         ).images
 
 
-class OffsetNoise:
-    """An objective whose noise has a per-sample, per-channel constant added (the "noise offset", Guttenberg 2023):
-    ``noise + offset * N(0, 1)`` of shape (B, C, 1, 1), drawn from the step's generator, so the model also learns to
-    move an image's mean colour and brightness. Everything else is the wrapped objective's."""
-
-    def __init__(self, objective: IDDPMDiffusion, offset: float):
-        if offset <= 0:
-            raise ValueError(f"The noise offset must be positive, got {offset}.")
-        self.objective, self.offset = objective, offset
-
-    def match_scheduler(self, pipeline: Any) -> None:
-        self.objective.match_scheduler(pipeline)
-
-    def noise(self, latents: torch.Tensor, condition: dict[str, Any], generator: torch.Generator) -> Noised:
-        noised = self.objective.noise(latents, condition, generator)
-        shape = (*latents.shape[:2], 1, 1)
-        noise = noised.noise + self.offset * torch.randn(shape, device=latents.device, generator=generator)
-        return Noised(latents, noise, noised.timesteps, self.objective.add_noise(latents, noise, noised.timesteps))
-
-    def loss(self, output: torch.Tensor, noised: Noised) -> dict[str, torch.Tensor]:
-        return self.objective.loss(output, noised)
-
-    def after_optimizer_step(self, module: torch.nn.Module) -> None:
-        self.objective.after_optimizer_step(module)
-
-
 # ------------------------------------------------------------------------------------------------------ the run
 def load_lora_pipeline(config: LoraTrainingConfig, text_encoder: bool = True) -> Any:
     """The base pipeline (PixArt-α or Σ, from its ``model_index.json``), ``--transformer`` swapped in if given, without
@@ -430,9 +404,7 @@ def train_lora(config: LoraTrainingConfig) -> Path:
     add_adapter(pipeline.transformer, config)
     conditioning = LoraCaptions(config, pipeline, prompts)
     parameters = TrainedAdapter(pipeline, config.trigger_words)
-    objective: Objective = IDDPMDiffusion.for_pipeline(pipeline, config.prediction_type, config.snr_gamma)
-    if config.noise_offset:
-        objective = OffsetNoise(objective, config.noise_offset)
+    objective = IDDPMDiffusion.for_pipeline(pipeline, config.prediction_type, config.snr_gamma, config.noise_offset)
     result = train(
         config,
         pipeline,
