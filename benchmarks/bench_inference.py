@@ -33,7 +33,8 @@ scheduler) to nothing while running the same kernels.
 
 ``toy-few-step`` is another kind of configuration (ours only; ``--sampler``, ``--steps`` and ``--guidance`` do not
 apply): the embedded toy model as the teacher (DPM-Solver 20 and 4 steps, CFG 4.5) and as its LCM student (its
-shipped ``lcm_lora/``, LCM at 1, 2, 4 and 8 steps, no guidance), the settings of
+shipped ``lcm_lora/`` fused into the weights as ``pixart generate --scheduler lcm`` serves it, LCM at 1, 2, 4 and 8
+steps, no guidance; and unfused at 4 steps), the settings of
 :data:`diffusers_pixart.toy.few_step.FEW_STEP_SETTINGS`: the median prompt-to-PNG time of each, ``--repeats`` rounds
 interleaved as above, and its ratio to the 20-step teacher's. Run:
 ``python benchmarks/bench_inference.py --configs toy-few-step --repeats 7 --threads 1``.
@@ -327,7 +328,7 @@ def print_few_step(row: dict) -> None:
     """The few-step configuration's table: each setting's time and its ratio to the teacher's."""
     print(f"{FEW_STEP_CONFIG} (prompt to PNG, median of {row['repeats']}):")
     for name, result in row["settings"].items():
-        print(f"  {name:30} {result['seconds']:7.3f} s  {result['vs_teacher']:6.0%} of the teacher's")
+        print(f"  {name:36} {result['seconds']:7.3f} s  {result['vs_teacher']:6.0%} of the teacher's")
     print(f"  ({row['load_after']})")
 
 

@@ -7,8 +7,9 @@
    teacher's guided step at guidance 4.5 as the recipe's sampler uses.
 2. **Measure**: toy CompBench (colour, shape, spatial, count, overall) of ``--num-prompts`` held-out prompts for the
    teacher at 20 DPM-Solver steps with guidance 4.5 (the default sampler), the teacher at 4 DPM-Solver steps (the
-   baseline distillation must beat), and the student (LCM, guidance 0) at 1, 2, 4 and 8 steps; the prompt-to-PNG time
-   of one image at batch 1 for each (median of ``--timing-repeats``, in this process, after one warm-up).
+   baseline distillation must beat), and the student (LCM, guidance 0; its LoRA fused into the weights, as ``pixart
+   generate --scheduler lcm`` serves it) at 1, 2, 4 and 8 steps, and unfused at 4 steps; the prompt-to-PNG time of one
+   image at batch 1 for each (median of ``--timing-repeats``, in this process, after one warm-up).
 3. Writes ``<out>/results.json``, ``<out>/results.md`` (the table) and ``<out>/contact_sheet.png`` (rows: teacher 20
    steps, teacher 4 steps, student 1/2/4 steps; columns: the first prompts); with ``--install`` the adapter is copied
    into the embedded model folder as ``lcm_lora/`` (what the Space's "fast" sampler and ``--lora`` load).

@@ -103,3 +103,16 @@ def test_eval_bad_input_exits_2_with_message(model_dir, tmp_path, capsys):
     assert main([*fid_args, "--reference", str(tmp_path), "--out", str(tmp_path / "c")]) == 2
     assert "missing.txt" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_eval_fuses_the_models_lcm_lora_as_generate_does(lcm_model, tmp_path):
+    """``eval --scheduler lcm`` loads and fuses the model's own LCM-LoRA (the loader it shares with ``generate``);
+    ``--no-fuse-lora`` keeps it separate, with the same images up to 8-bit rounding."""
+    args = ["eval", "toy", "--model", lcm_model, "--scheduler", "lcm", "--num-prompts", "2", "--steps", "1"]
+    sheets = []
+    for flags, fused in (([], True), (["--no-fuse-lora"], False)):
+        out = tmp_path / str(fused)
+        assert main([*args, "--resolution", "32", *flags, "--out", str(out)]) == 0
+        assert json.loads((out / "scores.json").read_text())["model"].endswith(" (fused)") is fused
+        sheets.append(np.asarray(Image.open(out / "contact_sheet.png"), dtype=np.int16))
+    assert np.abs(sheets[0] - sheets[1]).max() <= 1

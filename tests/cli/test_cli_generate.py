@@ -1,9 +1,14 @@
 """``pixart generate``: PNGs written, the model named, bad input refused with exit code 2, a toy model's unknown
-words warned about."""
+words warned about, LoRAs loaded, scaled and fused (the fused image against the unfused pipeline's)."""
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
+import torch
 from PIL import Image
+from tolerances import IMAGES
 
 from diffusers_pixart.cli import main
 from diffusers_pixart.tiny import make_pipeline
@@ -67,7 +72,6 @@ def test_generate_with_a_sigma_folder_loads_the_sigma_pipeline(tmp_path):
 
 def test_generate_loads_a_lora_and_the_lcm_sampler_finds_the_models_own(tmp_path, capsys):
     """``--lora`` changes the image; ``--scheduler lcm`` loads the folder's ``lcm_lora/`` unless a LoRA is named."""
-    import numpy as np
     from peft import LoraConfig
 
     from diffusers_pixart.default_model import LCM_LORA_DIR
@@ -87,9 +91,61 @@ def test_generate_loads_a_lora_and_the_lcm_sampler_finds_the_models_own(tmp_path
 
     plain = image("--scheduler", "lcm", "--lora", str(tmp_path / "model" / LCM_LORA_DIR))
     assert "+ LoRA" in capsys.readouterr().out
-    shipped = image("--scheduler", "lcm")
-    assert f"+ LoRA {tmp_path / 'model' / LCM_LORA_DIR}" in capsys.readouterr().out
-    assert np.array_equal(plain, shipped)
+    shipped = image("--scheduler", "lcm")  # fused: the same image up to rounding of the merged weights
+    assert f"+ LoRA {tmp_path / 'model' / LCM_LORA_DIR} (fused)" in capsys.readouterr().out
+    assert np.abs(plain - shipped).max() <= 1
     without = image("--scheduler", "dpm")
     assert "LoRA" not in capsys.readouterr().out
     assert not np.array_equal(image("--scheduler", "dpm", "--lora", str(tmp_path / "model" / LCM_LORA_DIR)), without)
+
+
+def unfused_image(model: str, lora_scale: float = 1.0) -> np.ndarray:
+    """The float image (0..1) ``pixart generate "a red circle" --scheduler lcm --steps 2`` draws with the model's
+    LCM-LoRA kept as a separate adapter (its layers in the transformer)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from diffusers_pixart.default_model import load_sampling_pipeline
+
+    pipe, description = load_sampling_pipeline(model, "lcm", lora_scale=lora_scale, fuse_lora=False)
+    assert "(fused)" not in description
+    assert any(isinstance(module, BaseTunerLayer) for module in pipe.transformer.modules())
+    generator = torch.Generator().manual_seed(0)
+    kwargs = dict(negative_prompt="", num_inference_steps=2, guidance_scale=0.0, generator=generator, output_type="np")
+    return pipe("a red circle", **kwargs).images[0]
+
+
+def test_the_lcm_lora_is_fused_and_draws_the_unfused_image(lcm_model, tmp_path, capsys):
+    """The model's own LCM-LoRA is fused by default (no LoRA layers left), a named ``--lora`` only with ``--fuse-lora``;
+    the fused PNG is the unfused pipeline's float image rounded to 8 bits, within float32 rounding (IMAGES)."""
+    from diffusers_pixart.default_model import LCM_LORA_DIR
+
+    def png(*flags: str) -> tuple[np.ndarray, str]:
+        out = tmp_path / f"{len(list(tmp_path.glob('*.png')))}.png"
+        args = ["generate", "a red circle", "--model", lcm_model, "--out", str(out), "--steps", "2", *flags]
+        assert main([*args, "--scheduler", "lcm"]) == 0
+        return np.asarray(Image.open(out), dtype=np.float64) / 255, capsys.readouterr().out
+
+    bound = 0.5 / 255 + IMAGES  # PNG rounding, then the fused weights' float32 rounding
+    fused, out = png()
+    assert "(fused)" in out
+    assert np.abs(fused - unfused_image(lcm_model)).max() <= bound
+    half = unfused_image(lcm_model, lora_scale=0.5)
+    lora = os.path.join(lcm_model, LCM_LORA_DIR)
+    named, out = png("--lora", lora, "--lora-scale", "0.5")
+    assert "x 0.5" in out and "(fused)" not in out  # a named LoRA stays a separate adapter
+    assert np.abs(named - half).max() <= bound
+    fused_half, out = png("--lora", lora, "--lora-scale", "0.5", "--fuse-lora")
+    assert "x 0.5 (fused)" in out
+    assert np.abs(fused_half - half).max() <= bound
+    assert np.abs(fused_half - fused).max() > 10 / 255  # the scale is applied
+    assert "(fused)" not in png("--no-fuse-lora")[1]
+
+
+def test_fusing_or_scaling_without_a_lora_exits_2(tmp_path, capsys):
+    make_pipeline().save_pretrained(tmp_path / "model")  # ships no lcm_lora/
+    args = ["generate", "x", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "a.png"), "--steps", "1"]
+    for flags in (["--fuse-lora"], ["--scheduler", "lcm", "--lora-scale", "0.5"]):
+        assert main([*args, *flags]) == 2
+        assert "needs a LoRA" in capsys.readouterr().err
+    assert main([*args, "--scheduler", "lcm", "--no-fuse-lora"]) == 0  # nothing to fuse, nothing asked
+    assert not any("LoRA" in line for line in capsys.readouterr().out.splitlines())

@@ -13,12 +13,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from ..atomic import write_png_atomic, write_text_atomic
 from ..schedulers import SCHEDULERS, scheduler_name
-from .generate import DTYPES
+from .generate import DTYPES, add_lora_arguments, load_args_pipeline
 
 #: Suffixes of the files read as reference images.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -32,9 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--steps", type=int, default=None, help="Denoising steps (default: the sampler's own).")
     common.add_argument("--guidance", type=float, default=None, help="Guidance scale (default: the sampler's own).")
     common.add_argument("--scheduler", default="dpm", help=f"Sampler: one of {', '.join(SCHEDULERS)}.")
-    common.add_argument(
-        "--lora", default=None, help="LoRA folder, file or Hub id (default with --scheduler lcm: the model's LCM-LoRA)."
-    )
+    add_lora_arguments(common)
     common.add_argument("--resolution", type=int, default=None, help="Square image side (default: the model's).")
     common.add_argument("--batch-size", type=int, default=8, help="Prompts per generation batch.")
     common.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="Device.")
@@ -81,18 +78,13 @@ def read_images(folder: str | os.PathLike) -> list[Image.Image]:
 
 def generate_images(args: argparse.Namespace, prompts: Sequence[str]) -> tuple[list[Image.Image], dict]:
     """Images of ``prompts`` from the model of ``args``, one seed per image; also the settings used."""
-    from ..default_model import load_pipeline, sampler_lora
     from ..evaluation import sample_images
 
     sampler = scheduler_name(args.scheduler)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device.")
-    lora = sampler_lora(args.model, sampler, args.lora)
-    pipe, description = load_pipeline(args.model, device=args.device, dtype=DTYPES[args.dtype], lora=lora)
+    pipe, description = load_args_pipeline(args, sampler)
     print(f"model: {description}")
-    pipe.set_scheduler(sampler)
     _, _, steps, guidance = SCHEDULERS[sampler]
     settings = {
         "model": description,

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..atomic import write_png_atomic
 from ..schedulers import SCHEDULERS, scheduler_name
+
+if TYPE_CHECKING:
+    from ..pipelines.pixart_alpha import PixArtAlphaPipeline
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -27,9 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--width", type=int, default=None, help="Width in pixels (default: the model's size).")
     parser.add_argument("--scheduler", default="dpm", help=f"Sampler: one of {', '.join(SCHEDULERS)}.")
     parser.add_argument("--negative", default="", help="Negative prompt.")
-    parser.add_argument(
-        "--lora", default=None, help="LoRA folder, file or Hub id (default with --scheduler lcm: the model's LCM-LoRA)."
-    )
+    add_lora_arguments(parser)
     parser.add_argument("--num-images", type=int, default=1, help="Images to generate.")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="Device.")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="Weights dtype.")
@@ -39,6 +41,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="int8 T5 (torchao), dropped before denoising; VAE decode in 512 px tiles (see enable_low_memory).",
     )
     parser.set_defaults(func=run)
+
+
+def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--lora``, ``--lora-scale`` and ``--fuse-lora`` / ``--no-fuse-lora`` (shared by ``generate`` and ``eval``;
+    read by :func:`load_args_pipeline`)."""
+    parser.add_argument(
+        "--lora", default=None, help="LoRA folder, file or Hub id (default with --scheduler lcm: the model's LCM-LoRA)."
+    )
+    parser.add_argument("--lora-scale", type=float, default=1.0, help="The LoRA's weight (default 1).")
+    parser.add_argument(
+        "--fuse-lora",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Merge the LoRA into the weights (faster; it can no longer be switched off). Default: the model's own "
+        "LCM-LoRA (--scheduler lcm without --lora) is fused, a LoRA named with --lora is not.",
+    )
+
+
+def load_args_pipeline(args: argparse.Namespace, sampler: str) -> tuple[PixArtAlphaPipeline, str]:
+    """The pipeline of the parsed arguments (model, LoRA options, device, dtype, ``--low-memory`` where the command has
+    it) with ``sampler`` set: :func:`..default_model.load_sampling_pipeline`; returns it and its description."""
+    from ..default_model import load_sampling_pipeline
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device.")
+    return load_sampling_pipeline(
+        args.model,
+        sampler,
+        args.lora,
+        lora_scale=args.lora_scale,
+        fuse_lora=args.fuse_lora,
+        device=args.device,
+        dtype=DTYPES[args.dtype],
+        low_memory=getattr(args, "low_memory", False),
+    )
 
 
 def output_paths(out: str, count: int) -> list[Path]:
@@ -72,23 +109,15 @@ def toy_prompt_warning(tokenizer, prompt: str) -> str | None:
 def run(args: argparse.Namespace) -> int:
     """Generate and save the images; prints which model made them, and a warning (stderr) when the model is a toy
     model that cannot read the prompt (:func:`toy_prompt_warning`)."""
-    from ..default_model import load_pipeline, sampler_lora
-
     sampler = scheduler_name(args.scheduler)
     if args.num_images < 1:
         raise ValueError(f"--num-images must be at least 1, got {args.num_images}.")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device.")
     paths = output_paths(args.out, args.num_images)
-    lora = sampler_lora(args.model, sampler, args.lora)
-    pipe, description = load_pipeline(
-        args.model, args.device, DTYPES[args.dtype], low_memory=args.low_memory, lora=lora
-    )
+    pipe, description = load_args_pipeline(args, sampler)
     print(f"model: {description}")
     warning = toy_prompt_warning(pipe.tokenizer, args.prompt)
     if warning is not None:
         print(f"warning: {warning}", file=sys.stderr)
-    pipe.set_scheduler(sampler)
     _, _, steps, guidance = SCHEDULERS[sampler]
     images = pipe(
         args.prompt,
