@@ -10,7 +10,9 @@ shards or parquet files; ``--features`` a folder written by ``examples/extract_f
 VAE's encoder never run during training). Several caption columns: ``--caption_column dense=0.7,short=0.3``. The
 result ``<output_dir>/lora/pytorch_lora_weights.safetensors`` loads with ``pipe.load_lora_weights(folder)``. The
 code is ``diffusers_pixart.training.lora``; every option (adapter, memory, validation, checkpoints and
-``--resume_from_checkpoint latest``, ``--push_to_hub``): ``--help``.
+``--resume_from_checkpoint latest``, ``--push_to_hub``): ``--help``. Pivotal tuning: ``--train_text_encoder_embeddings``
+also trains the T5 input-embedding rows of the ``--trigger_words`` (at ``--embedding_learning_rate``), saved next to
+the adapter as ``text_encoder_embeddings.safetensors``, which ``load_lora_weights`` writes into the pipeline's T5.
 """
 
 import sys

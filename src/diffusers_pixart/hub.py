@@ -481,6 +481,7 @@ def push_to_hub(
     commit_message: str | None = None,
     create_pr: bool = False,
     plain_diffusers: bool = False,
+    extra_files: Mapping[str, str | os.PathLike] | None = None,
 ) -> CommitInfo:
     """Push a pipeline, a transformer, or (with ``lora_adapter``) a transformer's LoRA weights, with a model card.
 
@@ -505,6 +506,8 @@ def push_to_hub(
             native size's micro-conditions built in (:func:`fold_micro_conditions`), so that plain diffusers
             generates with it; the card says so. Without it such a pipeline is pushed as it is, and the card and the
             log say that plain diffusers cannot run it.
+        extra_files: more files to upload with it, by their path in the repo (e.g. the T5 embedding rows of a
+            pivotal-tuning LoRA, ``loaders.TEXT_ENCODER_EMBEDDINGS_NAME``).
 
     Returns:
         The ``CommitInfo`` of the commit (``.oid``, ``.commit_url``, ``.repo_url.repo_id``).
@@ -557,6 +560,8 @@ def push_to_hub(
                     if "micro-conditions" in reason
                     else "",
                 )
+        for name, path in (extra_files or {}).items():
+            shutil.copyfile(path, os.path.join(staging, name))
         sample_paths = []
         for index, (prompt, image) in enumerate(samples):
             path = f"images/sample_{index}.png"

@@ -17,6 +17,11 @@ PixArt-family pipeline), with two additions:
 * :meth:`~PixArtLoraLoaderMixin.load_lora_into_transformer` checks every LoRA tensor against the transformer first,
   so that a file for another architecture or model size, or with inconsistent ranks, is refused with a ``ValueError``
   naming the problem instead of being skipped with a warning or failing deep inside peft.
+
+A LoRA trained with pivotal tuning (``examples/train_lora.py --train_text_encoder_embeddings``) has a
+:data:`TEXT_ENCODER_EMBEDDINGS_NAME` next to its weights: the trained input-embedding rows of some T5 tokens,
+``{token: vector (C,)}``. ``load_lora_weights`` of a folder or Hub repo with that file also writes those rows into the
+pipeline's T5 (:func:`load_text_encoder_embeddings`), and ``unload_lora_weights`` puts the original rows back.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ OFFICIAL_LORA_ALPHA = 8.0
 
 #: The peft config file next to ``adapter_model.safetensors``.
 PEFT_CONFIG_NAME = "adapter_config.json"
+
+#: The file of trained T5 input-embedding rows, ``{token: vector (C,)}``, next to a pivotal-tuning LoRA.
+TEXT_ENCODER_EMBEDDINGS_NAME = "text_encoder_embeddings.safetensors"
 
 
 def _read_peft_config(path_or_dict: Any, subfolder: str | None) -> dict[str, Any] | None:
@@ -155,6 +163,91 @@ def check_lora_state_dict(state_dict: Mapping[str, torch.Tensor], transformer: n
             )
 
 
+def read_text_encoder_embeddings(pipe: Any, path: str | os.PathLike) -> dict[int, torch.Tensor]:
+    """The rows of a :data:`TEXT_ENCODER_EMBEDDINGS_NAME` file by token id of ``pipe.tokenizer``, checked against
+    ``pipe.text_encoder``'s input embeddings (nothing is changed).
+
+    Raises:
+        ValueError: the pipeline has no tokenizer or text encoder, the tokenizer lacks a token of the file, or a
+            vector's width is not the text encoder's (a file for another text encoder).
+    """
+    from safetensors.torch import load_file
+
+    if getattr(pipe, "tokenizer", None) is None or getattr(pipe, "text_encoder", None) is None:
+        raise ValueError(f"{os.fspath(path)} holds T5 embedding rows: the pipeline needs a tokenizer and text encoder.")
+    rows = load_file(os.fspath(path))
+    vocab = pipe.tokenizer.get_vocab()
+    weight = pipe.text_encoder.get_input_embeddings().weight
+    missing = [token for token in rows if token not in vocab or vocab[token] >= weight.shape[0]]
+    if missing:
+        raise ValueError(
+            f"{os.fspath(path)} trains the tokens {missing}, which this pipeline's tokenizer and text encoder lack: "
+            "it was made for another tokenizer."
+        )
+    wrong = {token: tuple(row.shape) for token, row in rows.items() if tuple(row.shape) != (weight.shape[1],)}
+    if wrong:
+        raise ValueError(
+            f"{os.fspath(path)} holds embedding rows of shapes {wrong} but the text encoder's rows have "
+            f"{weight.shape[1]} channels: it was made for another text encoder."
+        )
+    return {vocab[token]: row for token, row in rows.items()}
+
+
+def write_text_encoder_embeddings(pipe: Any, rows: Mapping[int, torch.Tensor]) -> None:
+    """Write ``rows`` (token id -> vector) into ``pipe.text_encoder``'s input embeddings in place, keeping each
+    row's value from before the first write for :func:`restore_text_encoder_embeddings`."""
+    weight = pipe.text_encoder.get_input_embeddings().weight
+    originals = pipe.__dict__.setdefault("_original_embedding_rows", {})
+    with torch.no_grad():
+        for index, row in rows.items():
+            originals.setdefault(index, weight[index].detach().clone())
+            weight[index] = row.to(weight.device, weight.dtype)
+
+
+def load_text_encoder_embeddings(pipe: Any, path: str | os.PathLike) -> list[str]:
+    """Write the trained T5 input-embedding rows of a :data:`TEXT_ENCODER_EMBEDDINGS_NAME` file (pivotal tuning,
+    ``examples/train_lora.py --train_text_encoder_embeddings``) into ``pipe.text_encoder``; every other row is left
+    as it was. ``load_lora_weights`` calls this for a LoRA folder that has the file.
+
+    Returns:
+        The tokens whose rows were written.
+
+    Raises:
+        ValueError: see :func:`read_text_encoder_embeddings`; the pipeline is left unchanged.
+    """
+    rows = read_text_encoder_embeddings(pipe, path)
+    write_text_encoder_embeddings(pipe, rows)
+    return pipe.tokenizer.convert_ids_to_tokens(list(rows))
+
+
+def restore_text_encoder_embeddings(pipe: Any) -> None:
+    """Put back the T5 input-embedding rows that :func:`write_text_encoder_embeddings` replaced (none: nothing)."""
+    originals = pipe.__dict__.pop("_original_embedding_rows", {})
+    if originals:
+        weight = pipe.text_encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            for index, row in originals.items():
+                weight[index] = row
+
+
+def text_encoder_embeddings_file(source: Any, subfolder: str | None = None, **hub_kwargs: Any) -> str | None:
+    """The :data:`TEXT_ENCODER_EMBEDDINGS_NAME` of a LoRA folder or Hub repo ``source``, or None when it has none
+    (state dicts and single files have none). ``hub_kwargs``: ``revision``, ``token``, ``cache_dir`` for the Hub."""
+    if not isinstance(source, (str, os.PathLike)) or os.path.isfile(source):
+        return None
+    if os.path.isdir(source):
+        path = os.path.join(source, subfolder or "", TEXT_ENCODER_EMBEDDINGS_NAME)
+        return path if os.path.isfile(path) else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    kwargs = {key: hub_kwargs[key] for key in ("revision", "token", "cache_dir") if hub_kwargs.get(key) is not None}
+    try:
+        return hf_hub_download(os.fspath(source), TEXT_ENCODER_EMBEDDINGS_NAME, subfolder=subfolder, **kwargs)
+    except EntryNotFoundError:
+        return None
+
+
 #: The peft adapter types other than LoRA that :meth:`PixArtLoraLoaderMixin.load_lora_weights` reads, by the
 #: ``peft_type`` of the config in the file's metadata, with the peft config class each is rebuilt with.
 LYCORIS_CONFIGS = {"LOHA": "LoHaConfig", "LOKR": "LoKrConfig"}
@@ -250,14 +343,21 @@ class PixArtLoraLoaderMixin(SanaLoraLoaderMixin):
         """diffusers' ``load_lora_weights`` (LoRA and DoRA), and LoHa and LoKr adapters saved with their peft config
         in the safetensors metadata (``examples/train_lora.py --adapter loha|lokr``): those are rebuilt from that
         config (:func:`load_lycoris_adapter`). The adapter name defaults to ``default_<n>``, as diffusers names them.
+        A folder or repo with a :data:`TEXT_ENCODER_EMBEDDINGS_NAME` also gets its T5 rows written
+        (:func:`load_text_encoder_embeddings`).
 
         Raises:
-            ValueError: the file does not fit the transformer (see :func:`check_lora_state_dict`).
+            ValueError: the file does not fit the transformer (see :func:`check_lora_state_dict`), or the embeddings
+                file does not fit the tokenizer and text encoder (see :func:`read_text_encoder_embeddings`).
         """
         source = pretrained_model_name_or_path_or_dict
+        embeddings: dict[int, torch.Tensor] = {}
         if not isinstance(source, dict):
             read = {k: v for k, v in kwargs.items() if k != "low_cpu_mem_usage"}
             state_dict, metadata = self.lora_state_dict(source, return_lora_metadata=True, **read)
+            rows_file = text_encoder_embeddings_file(source, **read)
+            if rows_file is not None:  # checked before the LoRA loads, written once it has
+                embeddings = read_text_encoder_embeddings(self, rows_file)
             if lycoris_type(metadata) is not None:
                 if hotswap:
                     raise ValueError("hotswap=True is not supported for LoHa and LoKr adapters.")
@@ -268,8 +368,15 @@ class PixArtLoraLoaderMixin(SanaLoraLoaderMixin):
                 elif adapter_name in taken:
                     raise ValueError(f"Adapter name {adapter_name!r} is already in use in the transformer.")
                 load_lycoris_adapter(state_dict, metadata, transformer, adapter_name)
+                write_text_encoder_embeddings(self, embeddings)
                 return
         super().load_lora_weights(source, adapter_name=adapter_name, hotswap=hotswap, **kwargs)
+        write_text_encoder_embeddings(self, embeddings)
+
+    def unload_lora_weights(self, *args: Any, **kwargs: Any) -> None:
+        """diffusers' ``unload_lora_weights``, and the T5 embedding rows a pivotal-tuning LoRA wrote put back."""
+        restore_text_encoder_embeddings(self)
+        super().unload_lora_weights(*args, **kwargs)
 
     @classmethod
     def load_lora_into_transformer(

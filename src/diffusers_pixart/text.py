@@ -35,6 +35,17 @@ def encode_prompts(
         ``prompt_embeds`` (B, max_length, C) in the encoder's dtype on its device, and ``prompt_attention_mask``
         (B, max_length) long, 1 for real tokens (with the end token) and 0 for padding.
     """
+    input_ids, mask = tokenize_prompts(tokenizer, texts, max_length, clean_caption)
+    mask = mask.to(text_encoder.device)
+    embeds = text_encoder(input_ids.to(text_encoder.device), attention_mask=mask)[0]
+    return embeds, mask
+
+
+def tokenize_prompts(
+    tokenizer, texts: Sequence[str], max_length: int = 120, clean_caption: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The T5 tokens of :func:`encode_prompts`: ``input_ids`` (B, max_length) and ``attention_mask`` (B, max_length),
+    both long on the CPU, of the processed ``texts`` padded to ``max_length`` (truncated beyond)."""
     if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
         raise ValueError("`texts` must be a list of strings.")
     tokens = tokenizer(
@@ -45,9 +56,7 @@ def encode_prompts(
         add_special_tokens=True,
         return_tensors="pt",
     )
-    mask = tokens.attention_mask.to(text_encoder.device)
-    embeds = text_encoder(tokens.input_ids.to(text_encoder.device), attention_mask=mask)[0]
-    return embeds, mask.long()
+    return tokens.input_ids.long(), tokens.attention_mask.long()
 
 
 class TextEncodingCache:

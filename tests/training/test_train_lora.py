@@ -1,6 +1,8 @@
 """examples/train_lora.py on a tiny pipeline: LoRA, DoRA, LoHa and LoKr runs, exact resume, the saved adapter reloaded
 with ``load_lora_weights`` (the trained model's images within 1e-5), weighted caption columns, precomputed features
-without T5, PixArt-Σ, the memory options, and every bad input refused before the first step with nothing written."""
+without T5, PixArt-Σ, the memory options, pivotal tuning (T5 embedding rows trained with the adapter: exact resume,
+reload from a folder and the Hub, every other row bit-identical), and every bad input refused before the first step
+with nothing written."""
 
 import importlib.util
 import json
@@ -10,14 +12,16 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, hf_hub_download
 from safetensors.torch import load_file
 
 from diffusers_pixart import tiny
 from diffusers_pixart.data.streaming import ImageTextLoader, caption_column_weights, load_streaming_dataset
+from diffusers_pixart.loaders import TEXT_ENCODER_EMBEDDINGS_NAME, load_text_encoder_embeddings
 from diffusers_pixart.pipelines.auto import pipeline_class
 from diffusers_pixart.pipelines.pixart_sigma import PixArtSigmaPipeline
 from diffusers_pixart.training.diffusion import IDDPMDiffusion
+from diffusers_pixart.training.embeddings import TokenEmbeddings, embedding_token_ids
 from diffusers_pixart.training.lora import LoraTrainingConfig, add_adapter, train_lora
 from diffusers_pixart.training.optimizers import make_optimizer
 
@@ -54,11 +58,11 @@ def args(assets, out, *extra, base="base"):
     ]  # fmt: skip
 
 
-def images(pipe) -> np.ndarray:
+def images(pipe, prompts=("a red circle", "a blue square on the left")) -> np.ndarray:
     """Two 32 px images (float arrays) of fixed prompts and seed."""
     pipe.set_progress_bar_config(disable=True)
     return pipe(
-        ["a red circle", "a blue square on the left"],
+        list(prompts),
         num_inference_steps=3,
         height=32,
         width=32,
@@ -68,14 +72,16 @@ def images(pipe) -> np.ndarray:
     ).images
 
 
-def trained_pipeline(assets, out, *extra, base="base"):
+def trained_pipeline(assets, out, *extra, base="base", prefix=""):
     """The base pipeline with the run's adapter built by the trainer's own code and its last checkpoint loaded:
-    the model the run trained (without EMA the result file holds these weights)."""
+    the model the run trained (without EMA the result file holds these weights). ``prefix``: of the transformer's
+    keys in the checkpoint (others are left out)."""
     config = load_script().LoraTrainingConfig(output_dir="x", rank=4, **dict(zip(extra[::2], extra[1::2])))
     pipe = pipeline_class(assets / base).from_pretrained(assets / base)
     add_adapter(pipe.transformer, config)
-    checkpoint = sorted((out / "checkpoints").iterdir())[-1] / "model.safetensors"
-    assert not pipe.transformer.load_state_dict(load_file(checkpoint), strict=False).unexpected_keys
+    checkpoint = load_file(sorted((out / "checkpoints").iterdir())[-1] / "model.safetensors")
+    state = {key.removeprefix(prefix): value for key, value in checkpoint.items() if key.startswith(prefix)}
+    assert not pipe.transformer.load_state_dict(state, strict=False).unexpected_keys
     return pipe
 
 
@@ -155,6 +161,7 @@ def test_memory_options_push_and_sigma(assets, tmp_path, monkeypatch, hub, bf16_
         "--noise_offset", "0.1", "--multi_scale", "--snr_gamma", "5", "--prediction_type", "v_prediction",
         "--max_train_steps", "2", "--trigger_words", TRIGGER, "--validation_steps", "2", "--validation_prompts",
         f"a {TRIGGER} of a cat", "--validation_inference_steps", "2", "--push_to_hub", "--hub_model_id", "alice/lora",
+        "--train_text_encoder_embeddings", "--train_embedding_tokens", "\u2581red", "--embedding_learning_rate", "0.1",
     ]  # fmt: skip
     try:
         assert load_script().main(args(assets, out, *extra, base="sigma")) == 0
@@ -164,11 +171,19 @@ def test_memory_options_push_and_sigma(assets, tmp_path, monkeypatch, hub, bf16_
     saved = load_file(out / "lora" / "pytorch_lora_weights.safetensors")
     assert all(value.dtype == torch.float32 for value in saved.values())  # the adapter trained in float32
     pipe = PixArtSigmaPipeline.from_pretrained(assets / "sigma")
-    pipe.load_lora_weights(out / "lora")
+    before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    pipe.load_lora_weights("alice/lora")  # the Hub repo: the adapter and the T5 rows of the trained tokens
+    rows = load_file(hf_hub_download("alice/lora", TEXT_ENCODER_EMBEDDINGS_NAME))
+    ids = {pipe.tokenizer.convert_tokens_to_ids(token): row for token, row in rows.items()}
+    weight = pipe.text_encoder.get_input_embeddings().weight
+    assert set(ids) == set(pipe.tokenizer(f"{TRIGGER} red", add_special_tokens=False).input_ids)
+    assert all(torch.equal(weight[index], row) for index, row in ids.items())
+    assert set((weight != before).any(dim=1).nonzero().flatten().tolist()) <= set(ids)
     card = ModelCard.load("alice/lora")
     assert (
         "PixArt-Σ" in card.text and f"Trigger words: `{TRIGGER}`" in card.text and "| optimizer | came |" in card.text
     )
+    assert "T5 embeddings trained (pivotal tuning)" in card.text
     assert "pixart-sigma" in card.data.tags and "lora" in card.data.tags
 
 
@@ -299,6 +314,17 @@ def _empty_captions(root: Path) -> Path:
         (["--base_dtype", "bf16"], "needs --mixed_precision bf16"),
         (["--trigger_words", "sks"], "reads the trigger words ['sks'] as <unk>"),
         (["--noise_offset", "-1"], "--noise_offset must be >= 0"),
+        (["--train_text_encoder_embeddings"], "needs tokens to train"),
+        (["--train_embedding_tokens", "\u2581red"], "--train_embedding_tokens needs --train_text_encoder_embeddings"),
+        (
+            ["--train_text_encoder_embeddings", "--train_embedding_tokens", "red"],
+            "no such token ('red': try ['\u2581red']",
+        ),
+        (["--train_text_encoder_embeddings", "--train_embedding_tokens", "</s>"], "special tokens"),
+        (
+            ["--train_text_encoder_embeddings", "--trigger_words", TRIGGER, "--embedding_learning_rate", "0"],
+            "must be positive",
+        ),
     ],
 )
 def test_bad_input_exits_with_2_before_the_first_step_and_writes_nothing(assets, tmp_path, capsys, extra, message):
@@ -325,3 +351,94 @@ def test_an_adapter_type_peft_lacks_is_refused(assets, tmp_path, capsys):
     with pytest.raises(ValueError, match="--adapter 'ia3' is not one of lora, dora, loha, lokr"):
         train_lora(config)
     assert not out.exists()
+
+
+#: The pivotal-tuning tests' trigger word: one every dense toy caption uses (its row gets gradients).
+CAPTION_WORD = "a"
+
+
+def _embedding_run(assets, out, *extra):
+    """args() of a pivotal-tuning run on the dense captions: the LoRA and the row of CAPTION_WORD, the row at 10x
+    the learning rate."""
+    pivotal = ["--train_text_encoder_embeddings", "--trigger_words", CAPTION_WORD, "--embedding_learning_rate", "0.1"]
+    return args(assets, out, "--caption_column", "text", *pivotal, *extra)
+
+
+def test_pivotal_tuning_resumes_exactly_and_reloads_with_load_lora_weights(assets, tmp_path):
+    script = load_script()
+    ema = ["--use_ema", "--ema_decay", "0.5"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert script.main(_embedding_run(assets, straight, *ema, "--max_train_steps", "3")) == 0
+    assert script.main(_embedding_run(assets, resumed, *ema, "--max_train_steps", "2")) == 0
+    again = [*ema, "--max_train_steps", "3", "--resume_from_checkpoint", "latest"]
+    assert script.main(_embedding_run(assets, resumed, *again)) == 0
+    for name in ("pytorch_lora_weights.safetensors", TEXT_ENCODER_EMBEDDINGS_NAME):
+        expected, got = load_file(straight / "lora" / name), load_file(resumed / "lora" / name)
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(got[key], value) for key, value in expected.items()), name
+    checkpoint = load_file(straight / "checkpoints" / "checkpoint-3" / "model.safetensors")
+    assert "embeddings.delta" in checkpoint and all("lora_" in k for k in checkpoint if k != "embeddings.delta")
+    base = pipeline_class(assets / "base").from_pretrained(assets / "base")
+    (index,) = base.tokenizer(CAPTION_WORD, add_special_tokens=False).input_ids
+    assert list(load_file(straight / "lora" / TEXT_ENCODER_EMBEDDINGS_NAME)) == [
+        base.tokenizer.convert_ids_to_tokens(index)
+    ]
+
+    # Without EMA the result is the last step's model: the base with the checkpoint's adapter and rows.
+    out = tmp_path / "plain"
+    assert script.main(_embedding_run(assets, out, "--max_train_steps", "2")) == 0
+    reference = trained_pipeline(assets, out, "target_modules", ["attention"], prefix="transformer.")
+    state = load_file(sorted((out / "checkpoints").iterdir())[-1] / "model.safetensors")
+    rows = TokenEmbeddings(reference.text_encoder, {CAPTION_WORD: index}, scale=10.0)
+    rows.load_state_dict({"delta": state["embeddings.delta"]})
+    prompts = ("a red circle", "a blue square left of a red triangle")
+    untouched = images(reference, prompts)  # the trained rows are not in T5 yet: another model
+    with rows.written_into(reference.text_encoder):
+        reference_images = images(reference, prompts)
+    reloaded = pipeline_class(assets / "base").from_pretrained(assets / "base")
+    reloaded.load_lora_weights(out / "lora")
+    np.testing.assert_allclose(images(reloaded, prompts), reference_images, rtol=0, atol=1e-5)
+    assert np.abs(untouched - reference_images).max() > 1e-4  # the rows changed the model
+    # Every other T5 weight, every other row included, is bit-identical; unloading puts the trigger row back.
+    weight, original = (
+        reloaded.text_encoder.get_input_embeddings().weight,
+        base.text_encoder.get_input_embeddings().weight,
+    )
+    assert (weight != original).any(dim=1).nonzero().flatten().tolist() == [index]
+    original_state = base.text_encoder.state_dict()
+    assert all(
+        torch.equal(v, original_state[k])
+        for k, v in reloaded.text_encoder.state_dict().items()
+        if "shared" not in k and "embed_tokens" not in k
+    )
+    reloaded.unload_lora_weights()
+    assert torch.equal(weight, original)
+
+
+def test_text_encoder_embeddings_that_do_not_fit_are_refused_at_load(assets, tmp_path):
+    from safetensors.torch import save_file
+
+    pipe = pipeline_class(assets / "base").from_pretrained(assets / "base")
+    before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    width = before.shape[1]
+    save_file({"\u2581nothing_like_it": torch.zeros(width)}, tmp_path / "unknown.safetensors")
+    with pytest.raises(ValueError, match="tokenizer and text encoder lack"):
+        load_text_encoder_embeddings(pipe, tmp_path / "unknown.safetensors")
+    token = pipe.tokenizer.convert_ids_to_tokens(pipe.tokenizer(TRIGGER, add_special_tokens=False).input_ids)[0]
+    save_file({token: torch.zeros(width + 1)}, tmp_path / "wide.safetensors")
+    with pytest.raises(ValueError, match="another text encoder"):
+        load_text_encoder_embeddings(pipe, tmp_path / "wide.safetensors")
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight, before)
+    with pytest.raises(ValueError, match="no such token"):
+        embedding_token_ids(pipe.tokenizer, [], ["nothing_like_it"])
+
+
+def test_text_encoder_embeddings_refuse_precomputed_features(assets, tmp_path):
+    (tmp_path / "features").mkdir()
+    config = LoraTrainingConfig(
+        output_dir=str(tmp_path / "run"), pretrained_model_name_or_path=str(assets / "base"),
+        features=str(tmp_path / "features"), train_text_encoder_embeddings=True, trigger_words=[TRIGGER],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="--features holds precomputed T5 embeddings"):
+        train_lora(config)
+    assert not (tmp_path / "run").exists()

@@ -126,10 +126,15 @@ class CaptionConditioning:
             embeds, mask = batch["prompt_embeds"].to(device), batch["prompt_attention_mask"].to(device)
         else:
             embeds, mask = self.encode_captions(list(batch["text"]))
-        added = None
-        if micro_conditioned(self.pipeline.transformer):
-            added = {key: batch[key].to(device, torch.float32) for key in MICRO_CONDITION_KEYS}
+        added = self.micro_conditions(batch, device)
         return {"encoder_hidden_states": embeds, "encoder_attention_mask": mask, "added_cond_kwargs": added}
+
+    def micro_conditions(self, batch: Mapping[str, Any], device: torch.device) -> dict[str, torch.Tensor] | None:
+        """The batch's ``resolution`` (B, 2) and ``aspect_ratio`` (B, 1) in float32 on ``device`` when the
+        transformer takes micro-conditions, else None (the model's ``added_cond_kwargs``)."""
+        if not micro_conditioned(self.pipeline.transformer):
+            return None
+        return {key: batch[key].to(device, torch.float32) for key in MICRO_CONDITION_KEYS}
 
     def drop(self, condition: dict[str, Any], mask: torch.Tensor) -> dict[str, Any]:
         """Replace the captions of the samples where ``mask`` (B,) is set by exactly the null caption; the embeds in

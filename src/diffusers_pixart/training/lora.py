@@ -15,6 +15,10 @@ the IDDPM objective (with its noise offset for ``--noise_offset``). What this mo
   the validation images;
 - ``--optimizer adamw8bit|came`` (:mod:`.optimizers`) and ``--gradient_checkpointing``.
 
+``--train_text_encoder_embeddings`` (pivotal tuning, :mod:`.embeddings`) also trains the T5 input-embedding rows of
+the trigger words' tokens, at ``--embedding_learning_rate``: the parts are wrapped (:class:`~.embeddings.TokenCaptions`,
+:class:`~.embeddings.AdapterWithEmbeddings`), and the rows are saved next to the adapter.
+
 Captions: ``--caption_column dense=0.7,short=0.3`` draws each image's caption from several columns by weight, the
 same draw for a sample and epoch on every resume (``ImageTextLoader.pick_caption`` of ``diffusers_pixart.data``).
 A features folder holds the one caption encoded at extraction (weights need ``--train_data``). ``--multi_scale`` puts
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import gc
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,12 +46,13 @@ from transformers import AutoTokenizer, T5EncoderModel
 from ..data.features import encode_prompts
 from ..data.streaming import caption_column_weights, load_streaming_dataset
 from ..pipelines.auto import family_of, pipeline_class
-from .conditioning import CaptionConditioning
+from .conditioning import CaptionConditioning, Conditioning
 from .config import option, run_command
 from .diffusion import IDDPMDiffusion
+from .embeddings import AdapterWithEmbeddings, TokenCaptions, TokenEmbeddings, embedding_token_ids
 from .engine import make_accelerator, train
 from .optimizers import check_optimizer
-from .parameters import LoraAdapter
+from .parameters import LoraAdapter, TrainedParameters
 from .stages import Stage2Config, base_model_id, check_base_unchanged, check_data_options, make_loader
 
 #: The ``--adapter`` choices and the peft config each is made with.
@@ -94,6 +99,21 @@ class LoraTrainingConfig(Stage2Config):
         "attn2.to_k or transformer_blocks.0.ff.net.2).",
     )
     trigger_words: list[str] = option([], "Words your captions use for the new concept or style (on the model card).")
+    train_text_encoder_embeddings: bool = option(
+        False,
+        "Pivotal tuning: also train the T5 input-embedding rows of the --trigger_words' tokens (and of "
+        "--train_embedding_tokens), every other row frozen; saved next to the adapter as "
+        "text_encoder_embeddings.safetensors, which load_lora_weights writes into the pipeline's T5. Needs T5 "
+        "(not with --features).",
+    )
+    train_embedding_tokens: list[str] = option(
+        [],
+        "With --train_text_encoder_embeddings: more tokens whose rows train, as the tokenizer writes them (e.g. "
+        "'▁retro' for a SentencePiece word).",
+    )
+    embedding_learning_rate: float | None = option(
+        None, "With --train_text_encoder_embeddings: the learning rate of the rows; default: --learning_rate."
+    )
     noise_offset: float = option(0.0, "Noise offset: add offset x N(0, 1) per sample and channel to the noise.")
     base_dtype: str = option(
         "fp32",
@@ -141,6 +161,7 @@ def check_lora_options(config: LoraTrainingConfig) -> None:
     if config.max_sequence_length is not None and config.max_sequence_length < 1:
         raise ValueError(f"--max_sequence_length must be at least 1, got {config.max_sequence_length}.")
     check_base_unchanged(config, "an adapter's weights file")
+    check_embedding_options(config)
     check_optimizer(config.optimizer)
     columns = caption_column_weights(config.caption_column)
     if config.features is not None and len(columns) > 1:
@@ -148,6 +169,28 @@ def check_lora_options(config: LoraTrainingConfig) -> None:
             f"--caption_column {config.caption_column!r} draws among several columns, which needs --train_data: a "
             "--features folder holds the one caption encoded at extraction."
         )
+
+
+def check_embedding_options(config: LoraTrainingConfig) -> None:
+    """Raise a ``ValueError`` naming the first text-encoder embedding option that cannot work."""
+    if not config.train_text_encoder_embeddings:
+        given = [name for name in ("train_embedding_tokens", "embedding_learning_rate") if getattr(config, name)]
+        if given:
+            raise ValueError(f"--{given[0]} needs --train_text_encoder_embeddings.")
+        return
+    if config.features is not None:
+        raise ValueError(
+            "--train_text_encoder_embeddings needs T5 during training, but --features holds precomputed T5 embeddings, "
+            "which cannot change with the rows: train from --train_data."
+        )
+    if not config.trigger_words and not config.train_embedding_tokens:
+        raise ValueError(
+            "--train_text_encoder_embeddings needs tokens to train: give --trigger_words or --train_embedding_tokens."
+        )
+    for name in ("learning_rate", "embedding_learning_rate"):
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name} must be positive with --train_text_encoder_embeddings, got {value}.")
 
 
 def check_captions(dataset: Any, columns: Sequence[str], source: str, probe: int = CAPTION_PROBE_RECORDS) -> None:
@@ -170,14 +213,14 @@ def check_captions(dataset: Any, columns: Sequence[str], source: str, probe: int
 
 def check_trigger_words(tokenizer: Any, words: Sequence[str]) -> None:
     """Raise a ``ValueError`` naming the trigger words that ``tokenizer`` reads as ``<unk>`` (a word-level tokenizer's
-    unknown words): the adapter could not tell them from any other unknown word, and this trainer does not train
-    text embeddings."""
+    unknown words): neither the adapter nor a trained embedding row (``<unk>``'s is every unknown word's) could tell
+    them from any other unknown word."""
     unk = tokenizer.unk_token_id
     unknown = [word for word in words if unk is not None and unk in tokenizer(word, add_special_tokens=False).input_ids]
     if unknown:
         raise ValueError(
-            f"The tokenizer reads the trigger words {unknown} as <unk>: choose words it knows (train_lora trains the "
-            "transformer's adapter, not text embeddings; examples/train_dreambooth.py --add_tokens adds words)."
+            f"The tokenizer reads the trigger words {unknown} as <unk>: choose words it knows (train_lora does not add "
+            "tokens; examples/train_dreambooth.py --add_tokens does)."
         )
 
 
@@ -250,9 +293,15 @@ class TrainedAdapter(LoraAdapter):
         super().__init__(pipeline)
         self.trigger_words = list(trigger_words)
 
-    def push(self, repo_id: str, samples: Sequence[tuple[str, Any]], card_info: dict[str, Any]) -> None:
+    def push(
+        self,
+        repo_id: str,
+        samples: Sequence[tuple[str, Any]],
+        card_info: dict[str, Any],
+        extra_files: Mapping[str, Path] | None = None,
+    ) -> None:
         card = {**card_info, "trigger_words": self.trigger_words, "family": family_of(self.pipeline)}
-        super().push(repo_id, samples, card)
+        super().push(repo_id, samples, card, extra_files)
 
 
 @dataclass
@@ -369,6 +418,10 @@ def card_info(config: LoraTrainingConfig) -> dict[str, Any]:
     }
     if config.trigger_words:
         info["trigger words"] = ", ".join(config.trigger_words)
+    if config.train_text_encoder_embeddings:
+        tokens = ", ".join([*config.trigger_words, *config.train_embedding_tokens])
+        rate = config.embedding_learning_rate or config.learning_rate
+        info["T5 embeddings trained (pivotal tuning)"] = f"{tokens} (lr {rate})"
     for name, value in (("noise offset", config.noise_offset), ("min-SNR gamma", config.snr_gamma)):
         if value:
             info[name] = value
@@ -401,9 +454,16 @@ def train_lora(config: LoraTrainingConfig) -> Path:
     prompts = encode_fixed_prompts(config) if config.features is not None else None
     pipeline = load_lora_pipeline(config, text_encoder=prompts is None)
     check_trigger_words(pipeline.tokenizer, config.trigger_words)
+    if config.train_text_encoder_embeddings:
+        tokens = embedding_token_ids(pipeline.tokenizer, config.trigger_words, config.train_embedding_tokens)
     add_adapter(pipeline.transformer, config)
-    conditioning = LoraCaptions(config, pipeline, prompts)
-    parameters = TrainedAdapter(pipeline, config.trigger_words)
+    conditioning: Conditioning = LoraCaptions(config, pipeline, prompts)
+    parameters: TrainedParameters = TrainedAdapter(pipeline, config.trigger_words)
+    if config.train_text_encoder_embeddings:  # pivotal tuning: the rows train with the adapter
+        scale = (config.embedding_learning_rate or config.learning_rate) / config.learning_rate
+        embeddings = TokenEmbeddings(pipeline.text_encoder, tokens, scale)
+        conditioning = TokenCaptions(conditioning, embeddings)
+        parameters = AdapterWithEmbeddings(parameters, embeddings)
     objective = IDDPMDiffusion.for_pipeline(pipeline, config.prediction_type, config.snr_gamma, config.noise_offset)
     result = train(
         config,

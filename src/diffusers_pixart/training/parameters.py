@@ -18,7 +18,7 @@ A part checks its pipeline when it is made.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,6 +49,12 @@ class TrainedParameters(Protocol):
 def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The parameters of ``module`` that require gradients, in ``module.parameters()`` order."""
     return [param for param in module.parameters() if param.requires_grad]
+
+
+def trainable_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` (``module``'s state dict) that are trainable parameters of ``module``."""
+    trainable = {name for name, param in module.named_parameters() if param.requires_grad}
+    return {key: value for key, value in state.items() if key in trainable}
 
 
 def transformer_forward(
@@ -134,8 +140,7 @@ class LoraAdapter:
 
     def checkpointed(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The adapter's (trainable) weights of ``state``."""
-        trainable = {name for name, param in self.module.named_parameters() if param.requires_grad}
-        return {key: value for key, value in state.items() if key in trainable}
+        return trainable_state(self.module, state)
 
     forward = staticmethod(transformer_forward)
 
@@ -147,7 +152,21 @@ class LoraAdapter:
             self.pipeline.tokenizer.save_pretrained(folder / "tokenizer")
             self.pipeline.text_encoder.save_pretrained(folder / "text_encoder")
 
-    def push(self, repo_id: str, samples: Sequence[tuple[str, Any]], card_info: dict[str, Any]) -> None:
+    def push(
+        self,
+        repo_id: str,
+        samples: Sequence[tuple[str, Any]],
+        card_info: dict[str, Any],
+        extra_files: Mapping[str, Path] | None = None,
+    ) -> None:
+        """Upload the adapter file with a LoRA card (and ``extra_files``: name in the repo -> local file)."""
         from ..hub import push_to_hub
 
-        push_to_hub(self.pipeline, repo_id, lora_adapter=self.adapter_name, samples=samples, card_info=card_info)
+        push_to_hub(
+            self.pipeline,
+            repo_id,
+            lora_adapter=self.adapter_name,
+            samples=samples,
+            card_info=card_info,
+            extra_files=extra_files,
+        )
