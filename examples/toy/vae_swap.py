@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL
+from eval_editing import vae_round_trip
 from PIL import Image
 from recipe import (
     RESOLUTION,
@@ -48,11 +49,14 @@ from diffusers_pixart.data.features import extract_dataset_features
 from diffusers_pixart.evaluation import contact_sheet, sample_images
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.toy.compbench import CATEGORIES, mean_scores, score_image
-from diffusers_pixart.toy.world import sample_prompts
+from diffusers_pixart.toy.world import render, sample_prompts
 from diffusers_pixart.training.logs import read_loss_curve
 
 #: The name of the reference row: the embedded model with its own VAE.
 ORIGINAL = "original"
+#: The table's rows of the ceilings: the prompts' renders as they are and after each VAE's round trip.
+ROUND_TRIP_LABELS = {"render": "the prompts' renders", ORIGINAL: "renders, original VAE round trip",
+                     "new": "renders, new VAE round trip"}  # fmt: skip
 
 
 @dataclass
@@ -166,15 +170,40 @@ def evaluate(
     return mean_scores([score_image(image, prompt.meaning) for image, prompt in zip(images, prompts)]), images
 
 
+def round_trip_scores(pipelines: dict[str, Path], prompts: Sequence[Any]) -> dict[str, dict[str, float | None]]:
+    """Toy CompBench of the prompts' renders (``render``) as they are and after each pipeline's VAE round trip: the
+    most a model drawing through that VAE can score."""
+    renders = [render(prompt.meaning, RESOLUTION) for prompt in prompts]
+    sets = {"render": renders}
+    for name, folder in pipelines.items():
+        sets[name] = vae_round_trip(PixArtAlphaPipeline.from_pretrained(folder), renders)
+    return {
+        name: mean_scores([score_image(image, prompt.meaning) for image, prompt in zip(images, prompts)])
+        for name, images in sets.items()
+    }
+
+
+def by_steps(results: dict[str, Any]) -> list[tuple[str, dict[str, float | None]]]:
+    """The swapped model's ``(steps, scores)`` in the order of the steps (``results.json`` sorts keys as strings)."""
+    return sorted(((k, v) for k, v in results["scores"].items() if k != ORIGINAL), key=lambda item: int(item[0]))
+
+
+def _cells(scores: dict[str, float | None]) -> str:
+    return " | ".join("-" if scores[key] is None else f"{scores[key]:.3f}" for key in (*CATEGORIES, "overall"))
+
+
 def results_table(results: dict[str, Any]) -> str:
     """A Markdown table of the scores: the reference, then the swapped model by training steps."""
     header = "| model | steps | " + " | ".join(CATEGORIES) + " | overall | overall / original |"
     rows = [header, "|" + " --- |" * (len(CATEGORIES) + 4)]
     reference = results["scores"][ORIGINAL]["overall"]
-    for name, scores in results["scores"].items():
+    for name, scores in [(ORIGINAL, results["scores"][ORIGINAL]), *by_steps(results)]:
         label, steps = ("original VAE", "-") if name == ORIGINAL else ("new VAE", name)
-        cells = " | ".join("-" if scores[key] is None else f"{scores[key]:.3f}" for key in (*CATEGORIES, "overall"))
-        rows.append(f"| {label} | {steps} | {cells} | {scores['overall'] / reference:.0%} |")
+        rows.append(f"| {label} | {steps} | {_cells(scores)} | {scores['overall'] / reference:.0%} |")
+    ceilings = results.get("round_trip", {})
+    for name, label in ROUND_TRIP_LABELS.items():
+        if name in ceilings:
+            rows.append(f"| {label} | - | {_cells(ceilings[name])} | {ceilings[name]['overall'] / reference:.0%} |")
     return "\n".join(rows)
 
 
@@ -187,14 +216,17 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    points = [(int(name), scores) for name, scores in results["scores"].items() if name != ORIGINAL]
+    points = [(int(name), scores) for name, scores in by_steps(results)]
     figure, axes = plt.subplots(figsize=(6, 3.6))
     for key in ("overall", *CATEGORIES):
         axes.plot([s for s, _ in points], [scores[key] for _, scores in points], marker="o", label=key,
                   linewidth=2.5 if key == "overall" else 1)  # fmt: skip
     axes.axhline(results["scores"][ORIGINAL]["overall"], color="black", linestyle="--", label="original (overall)")
     axes.set(xlabel="training steps on the new VAE", ylabel="toy CompBench", ylim=(0, 1.02))
-    axes.set_title("Toy VAE swap: the embedded model continued on a new latent space")
+    ceiling = results.get("round_trip", {}).get("new")
+    if ceiling is not None:
+        axes.axhline(ceiling["overall"], color="grey", linestyle=":", label="new VAE round trip (overall)")
+    axes.set_title("Toy VAE swap: the embedded model on a new VAE", fontsize=10)
     axes.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,6 +298,12 @@ def run_vae_swap(
         write_json_atomic(results_path, results)
         log(f"{name}: {', '.join(f'{k} {v:.3f}' for k, v in scores.items() if v is not None)}")
 
+    if "round_trip" not in results:
+        results["round_trip"] = timed(
+            "round trips", lambda: round_trip_scores({ORIGINAL: model, "new": swapped}, prompts)
+        )
+        write_json_atomic(results_path, results)
+        log(f"round trips: {results['round_trip']}")
     measure(ORIGINAL, model)
     measure("0", swapped)
     run = out / "train"
@@ -293,7 +331,7 @@ def run_vae_swap(
     write_text_atomic(out / "results.md", results_table(results) + "\n")
     rows = [
         Image.open(sheets / name / f"{index:02d}.png").convert("RGB")
-        for name in results["scores"]
+        for name in [ORIGINAL, *(steps for steps, _ in by_steps(results))]
         for index in range(settings.sheet_prompts)
     ]
     write_png_atomic(out / "contact_sheet.png", contact_sheet(rows, columns=settings.sheet_prompts))

@@ -36,7 +36,9 @@ def test_vae_swap_plumbing_tiny_budget(tmp_path, bf16_cpu_attention, fresh_accel
     assert list(trained.vae.config.block_out_channels) == [8, 8, 8]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["scores"] == results["scores"]
     rows = (tmp_path / "run" / "results.md").read_text().splitlines()
-    assert [row.split(" | ")[1] for row in rows[2:]] == ["-", "0", "1", "2"]
+    assert [row.split(" | ")[1] for row in rows[2:]] == ["-", "0", "1", "2", "-", "-", "-"]
+    assert rows[-3].startswith("| the prompts' renders | - | 1.000 | 1.000 | 1.000 | 1.000 | 1.000")
+    assert sorted(results["round_trip"]) == sorted([ORIGINAL, "new", "render"])
     assert Image.open(tmp_path / "run" / "contact_sheet.png").size[0] > 2 * 64
     logs.clear()
     run_vae_swap(tmp_path / "run", TOY_MODEL_PATH, settings, log=logs.append)  # a rerun redoes nothing
