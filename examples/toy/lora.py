@@ -15,9 +15,11 @@ is detected), how often it shows with the prompted shape, and the toy CompBench 
 palette plus the new colour. Forgetting: toy CompBench on held-out prompts without the word, before and after, and how
 often the new colour leaks into them.
 
-:func:`run_lora_example` fine-tunes the embedded model with a LoRA and with a DoRA (the real trainer,
-:func:`diffusers_pixart.training.lora.train_lora`), loads each result with ``pipe.load_lora_weights`` and measures
-the base model and both adapters on the same prompts and seeds (``examples/toy/run_lora.py``).
+:func:`run_lora_example` fine-tunes the embedded model with each run of ``settings.adapters`` (the real trainer,
+:func:`diffusers_pixart.training.lora.train_lora`): a LoRA or DoRA, optionally with pivotal tuning (``+emb``: the
+word's T5 input-embedding row trains too, ``--train_text_encoder_embeddings``) and its own budget (``@steps``),
+loads each result with ``pipe.load_lora_weights`` and measures the base model and every run on the same prompts and
+seeds (``examples/toy/run_lora.py``).
 """
 
 from __future__ import annotations
@@ -70,12 +72,16 @@ class LoraExampleSettings:
     word: str = NEW_WORD
     color: RGB = NEW_COLOR
     train_images: int = 200
+    #: The runs, one per entry ``adapter[+emb][@steps]`` (:func:`parse_run`): ``dora``, ``lora+emb`` (pivotal tuning:
+    #: the word's T5 embedding row trains too), ``lora@800`` (another budget than ``steps``).
     adapters: tuple[str, ...] = ("lora", "dora")
     rank: int = 8
     target_modules: tuple[str, ...] = ("attention+ffn",)
     steps: int = 300
     batch_size: int = 16
     learning_rate: float = 5e-4
+    #: The learning rate of the word's embedding row in ``+emb`` runs (``--embedding_learning_rate``).
+    embedding_learning_rate: float = 1e-2
     caption_column: str = "text=0.8,short=0.2"
     # generation and measurement
     word_prompts: int = 48
@@ -88,6 +94,8 @@ class LoraExampleSettings:
         for name in ("train_images", "rank", "steps", "batch_size", "word_prompts", "forgetting_prompts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
+        for run in self.adapters:
+            parse_run(run, self.steps)
 
     def sample(self, pipe: Any, prompts: Sequence[str]) -> list[Image.Image]:
         """Images of ``prompts`` (image ``i``: seed ``seed + i``) with these generation settings."""
@@ -100,6 +108,22 @@ class LoraExampleSettings:
             guidance=self.guidance_scale,
             batch_size=self.sample_batch_size,
         )
+
+
+def parse_run(run: str, steps: int) -> tuple[str, bool, int]:
+    """``(adapter, embeddings, steps)`` of a run name ``adapter[+emb][@steps]`` (``steps``: the default budget).
+
+    Raises:
+        ValueError: a name of another form, or a budget below 1.
+    """
+    name, _, budget = run.partition("@")
+    adapter, plus, extra = name.partition("+")
+    if not adapter or (plus and extra != "emb") or (budget and not budget.isdigit()):
+        raise ValueError(f"Run {run!r}: expected adapter[+emb][@steps], e.g. lora, dora+emb, lora@800.")
+    total = int(budget) if budget else steps
+    if total < 1:
+        raise ValueError(f"Run {run!r}: the budget must be at least 1 step.")
+    return adapter, bool(plus), total
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -251,8 +275,9 @@ def run_lora_example(
     all_images: dict[str, dict[str, list[Image.Image]]] = {}
     results["models"]["base"], all_images["base"] = _timed(log, times, "evaluate base", lambda: measure(base, "base"))
     losses = {}
-    for adapter in settings.adapters:
-        run = out_dir / adapter
+    for name in settings.adapters:
+        adapter, embeddings, steps = parse_run(name, settings.steps)
+        run = out_dir / name
         shutil.rmtree(run, ignore_errors=True)  # a rerun trains anew
         config = LoraTrainingConfig(
             output_dir=str(run),
@@ -264,28 +289,31 @@ def run_lora_example(
             rank=settings.rank,
             target_modules=list(settings.target_modules),
             trigger_words=[settings.word],
+            train_text_encoder_embeddings=embeddings,
+            embedding_learning_rate=settings.embedding_learning_rate if embeddings else None,
             learning_rate=settings.learning_rate,
             lr_warmup_steps=20,
-            max_train_steps=settings.steps,
+            max_train_steps=steps,
             train_batch_size=settings.batch_size,
             snr_gamma=5.0,
             max_sequence_length=64,
             mixed_precision="bf16",
             seed=settings.seed,
             validation_steps=0,
-            checkpointing_steps=settings.steps,
+            checkpointing_steps=steps,
             checkpoints_total_limit=1,
             report_to="tensorboard",
             logging_steps=10,
         )
-        log(f"{adapter}: {settings.steps} steps of {settings.batch_size} on {data}")
-        folder = _timed(log, times, f"train {adapter}", lambda config=config: train_lora(config))
+        log(f"{name}: {steps} steps of {settings.batch_size} on {data}")
+        folder = _timed(log, times, f"train {name}", lambda config=config: train_lora(config))
         pipe = PixArtAlphaPipeline.from_pretrained(model)
         pipe.load_lora_weights(folder)
-        results["models"][adapter], all_images[adapter] = _timed(
-            log, times, f"evaluate {adapter}", lambda pipe=pipe, name=adapter: measure(pipe, name)
+        results["models"][name], all_images[name] = _timed(
+            log, times, f"evaluate {name}", lambda pipe=pipe, name=name: measure(pipe, name)
         )
-        losses[adapter] = _loss_ends(run)
+        losses[name] = _loss_ends(run)
+        write_json_atomic(out_dir / "scores.json", {**results, "loss": losses, "wall_time_s": times})  # so far
     results.update(
         settings={
             **asdict(settings),
@@ -320,6 +348,7 @@ __all__ = [
     "LoraExampleSettings",
     "forgetting_measures",
     "make_word_dataset",
+    "parse_run",
     "run_lora_example",
     "word_measures",
     "word_prompts",
