@@ -48,7 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--num_workers", type=int, default=0, help="Processes decoding and resizing the images (0: this one)."
     )
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--max_length", type=int, default=120)
+    parser.add_argument(
+        "--max_length",
+        type=int,
+        default=120,
+        help="T5 tokens per caption: PixArt-alpha 120; PixArt-Sigma 300 (the trainers' default for a Sigma base: they "
+        "refuse a features folder of another length than their --max_sequence_length).",
+    )
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="Storage dtype.")
     parser.add_argument(
         "--encoder_dtype",

@@ -12,18 +12,24 @@ from diffusers_pixart import tiny
 from diffusers_pixart.data.features import extract_dataset_features
 from diffusers_pixart.diffusers_compat import ASPECT_RATIO_2048_BIN
 from diffusers_pixart.pipelines.auto import pipeline_class
+from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.pipelines.pixart_sigma import PixArtSigmaPipeline
 from diffusers_pixart.toy.world import make_dataset
 from diffusers_pixart.training.conditioning import CaptionConditioning
+from diffusers_pixart.training.controlnet import ControlNetConfig
+from diffusers_pixart.training.distillation import DistillConfig
+from diffusers_pixart.training.dreambooth import DreamBoothConfig
 from diffusers_pixart.training.engine import make_accelerator
 from diffusers_pixart.training.lora import LoraTrainingConfig, check_lora_options
 from diffusers_pixart.training.stages import (
+    Stage2Config,
     Stage3Config,
     load_pipeline,
     main_stage2,
     main_stage3,
     make_loader,
     prepare_stage3_transformer,
+    with_sequence_length,
 )
 
 #: The SDXL VAE's latent scaling, which Σ uses (sd-vae-ft-ema's is 0.18215).
@@ -32,10 +38,11 @@ SDXL_SCALING = 0.13025
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    """A tiny Σ pipeline (256px grid of 4 latent pixels: a 32px model), an SDXL-shaped VAE with Σ's scaling, a VAE
-    with 8 latent channels, and 8 toy images at 32px."""
+    """A tiny Σ pipeline (256px grid of 4 latent pixels: a 32px model) and the same as an α one, an SDXL-shaped VAE
+    with Σ's scaling, a VAE with 8 latent channels, and 8 toy images at 32px."""
     root = tmp_path_factory.mktemp("sigma-training")
     PixArtSigmaPipeline(**tiny.make_components(sample_size=4)).save_pretrained(root / "sigma")
+    PixArtAlphaPipeline(**tiny.make_components(sample_size=4)).save_pretrained(root / "alpha")
     vae = tiny.make_vae(seed=1)
     vae.register_to_config(scaling_factor=SDXL_SCALING)
     vae.save_pretrained(root / "sdxl_vae")
@@ -100,6 +107,54 @@ def test_sigma_stage2_with_300_tokens_a_new_vae_and_kv_compression_saves_a_sigma
     assert not torch.allclose(conv, torch.full_like(conv, 0.25))  # started as the window mean, then trained
     image = pipe("a red circle", num_inference_steps=2, output_type="np").images
     assert image.shape == (1, 32, 32, 3)
+
+
+@pytest.mark.parametrize(
+    ("base", "given", "tokens"),
+    [("sigma", None, 300), ("alpha", None, 120), ("sigma", 64, 64)],
+    ids=["sigma-default", "alpha-default", "given-wins"],
+)
+def test_the_caption_length_is_the_base_family_s_unless_given(assets, tmp_path, monkeypatch, base, given, tokens):
+    shapes = []
+    encode = CaptionConditioning.encode
+
+    def recording_encode(self, batch, device):
+        condition = encode(self, batch, device)
+        shapes.append((condition["encoder_hidden_states"].shape[1], self.null_caption[0].shape[1]))
+        return condition
+
+    monkeypatch.setattr(CaptionConditioning, "encode", recording_encode)
+    base_path = str(assets / base)
+    config = write_config(
+        tmp_path / "run.yaml",
+        assets,
+        tmp_path / "out",
+        pretrained_model_name_or_path=base_path,
+        max_sequence_length=given,
+        max_train_steps=1,
+    )
+    assert main_stage2(["--config", str(config)]) == 0
+    assert shapes == [(tokens, tokens)]  # the captions and the null caption
+    # Every trainer built on Stage2Config has the same rule (the same function resolves it).
+    for config_class in (Stage2Config, Stage3Config, DreamBoothConfig, ControlNetConfig, DistillConfig):
+        config = config_class(output_dir="x", pretrained_model_name_or_path=base_path, max_sequence_length=given)
+        assert with_sequence_length(config).max_sequence_length == tokens, config_class
+    config = LoraTrainingConfig(output_dir="x", pretrained_model_name_or_path=base_path, max_sequence_length=given)
+    assert with_sequence_length(config).max_sequence_length == tokens
+    assert config.max_sequence_length == given  # a copy: the given config is left as it is
+
+
+def test_features_of_another_caption_length_are_refused(assets, tmp_path):
+    features = tmp_path / "features"
+    extract_dataset_features(str(assets / "toy"), str(assets / "sigma"), features, resolution=32, max_length=300)
+    config = Stage2Config(
+        pretrained_model_name_or_path=str(assets / "sigma"), features=str(features), output_dir=str(tmp_path / "o")
+    )
+    assert isinstance(load_pipeline(config), PixArtSigmaPipeline)  # Σ's default, 300 tokens: the folder's length
+    with pytest.raises(ValueError, match="hold captions of 300 T5 tokens, but this run uses 120"):
+        load_pipeline(replace(config, max_sequence_length=120))
+    with pytest.raises(ValueError, match="--max_sequence_length must be at least 1, got 0"):
+        with_sequence_length(replace(config, max_sequence_length=0))
 
 
 def test_resume_with_kv_compression_matches_an_uninterrupted_run(assets, tmp_path):

@@ -79,7 +79,8 @@ class CaptionConditioning:
         pipeline: a ``PixArtAlphaPipeline``; its tokenizer and text encoder encode the captions.
 
     Raises:
-        ValueError: the pipeline lacks its tokenizer or text encoder, or their width is not the transformer's.
+        ValueError: the pipeline lacks its tokenizer or text encoder, their width is not the transformer's, or
+            ``config.max_sequence_length`` is None (not resolved).
     """
 
     raw_keys = RAW_KEYS
@@ -89,6 +90,11 @@ class CaptionConditioning:
         transformer, text_encoder = pipeline.transformer, pipeline.text_encoder
         if pipeline.tokenizer is None or text_encoder is None:
             raise ValueError("The pipeline needs its tokenizer and text encoder (captions, null caption, validation).")
+        if config.max_sequence_length is None:
+            raise ValueError(
+                "max_sequence_length is None: resolve it first (training.stages.with_sequence_length gives the base "
+                "family's length, PixArt-alpha 120, PixArt-Sigma 300) or give one."
+            )
         if text_encoder.config.d_model != transformer.config.caption_channels:
             raise ValueError(
                 f"The text encoder outputs {text_encoder.config.d_model} channels but the transformer's "

@@ -33,7 +33,14 @@ from ..pipelines.pixart_alpha_controlnet import PixArtAlphaControlNetPipeline, c
 from .conditioning import CaptionConditioning, generate
 from .config import TrainingConfig, option, run_command
 from .engine import make_accelerator, vae_scale_factor
-from .stages import Stage2Config, check_base_unchanged, image_loader_options, load_pipeline, train_with_iddpm
+from .stages import (
+    Stage2Config,
+    check_base_unchanged,
+    image_loader_options,
+    load_pipeline,
+    train_with_iddpm,
+    with_sequence_length,
+)
 
 #: The batch key of the control images (B, 3, H, W) in [0, 1].
 CONTROL_KEY = "control_values"
@@ -281,6 +288,7 @@ def train_controlnet(config: ControlNetConfig) -> Path:
     """
     if config.train_data is None or config.features is not None:
         raise ValueError("ControlNet training reads raw images (--train_data): control maps are made from them.")
+    config = with_sequence_length(config)
     accelerator = make_accelerator(config)
     edge_detector = None
     if config.conditioning_image_column is None:

@@ -40,7 +40,14 @@ from .consistency import ConsistencyDistillation, EmaTarget, LatentConsistency, 
 from .dreambooth import add_lora_adapter
 from .engine import make_accelerator, train
 from .parameters import AllParameters, LoraAdapter, transformer_forward
-from .stages import Stage2Config, base_model_id, check_data_options, load_pipeline, make_loader
+from .stages import (
+    Stage2Config,
+    base_model_id,
+    check_data_options,
+    load_pipeline,
+    make_loader,
+    with_sequence_length,
+)
 
 DESCRIPTION = (
     "Latent consistency distillation (LCM; PixArt-delta): distil a PixArt pipeline into a 1-4 step model, all weights "
@@ -173,6 +180,7 @@ def train_lcm_distill(config: DistillConfig) -> Path:
     check_data_options(config)
     if config.caption_dropout:
         raise ValueError("--caption_dropout must be 0: the teacher's guided step is the unconditional branch's use.")
+    config = with_sequence_length(config)
     pipeline = load_pipeline(config)
     accelerator = make_accelerator(config)
     data = make_loader(config, accelerator, caption_column=config.caption_column)

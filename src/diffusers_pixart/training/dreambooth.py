@@ -32,7 +32,14 @@ from .conditioning import CaptionConditioning
 from .config import option, run_command
 from .engine import make_accelerator
 from .parameters import AllParameters, LoraAdapter
-from .stages import Stage2Config, check_base_unchanged, image_loader_options, load_pipeline, train_with_iddpm
+from .stages import (
+    Stage2Config,
+    check_base_unchanged,
+    image_loader_options,
+    load_pipeline,
+    train_with_iddpm,
+    with_sequence_length,
+)
 
 
 @dataclass
@@ -108,6 +115,7 @@ def train_dreambooth(config: DreamBoothConfig) -> Path:
     if config.lora_rank:
         check_base_unchanged(config, "a LoRA weights file")
     prompt = config.instance_prompt.strip()
+    config = with_sequence_length(config)
     pipeline = load_pipeline(config)
     card_info: dict[str, Any] = {"stage": "DreamBooth", "instance prompt": prompt}
     if config.add_tokens:

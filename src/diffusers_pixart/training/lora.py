@@ -35,7 +35,7 @@ from __future__ import annotations
 import gc
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,14 @@ from .embeddings import AdapterWithEmbeddings, TokenCaptions, TokenEmbeddings, e
 from .engine import make_accelerator, train
 from .optimizers import check_optimizer
 from .parameters import LoraAdapter, TrainedParameters
-from .stages import Stage2Config, base_model_id, check_base_unchanged, check_data_options, make_loader
+from .stages import (
+    Stage2Config,
+    base_model_id,
+    check_base_unchanged,
+    check_data_options,
+    make_loader,
+    with_sequence_length,
+)
 
 #: The ``--adapter`` choices and the peft config each is made with.
 ADAPTERS = ("lora", "dora", "loha", "lokr")
@@ -65,8 +72,6 @@ TARGET_PRESETS = {"attention": ATTENTION_MODULES, "attention+ffn": ATTENTION_MOD
 BASE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 #: Records of ``--train_data`` read before training to check that it has captions.
 CAPTION_PROBE_RECORDS = 64
-#: Caption tokens of each family's pipeline when ``--max_sequence_length`` is not given.
-FAMILY_SEQUENCE_LENGTHS = {"alpha": 120, "sigma": 300}
 
 DESCRIPTION = (
     "Fine-tune a LoRA, DoRA, LoHa or LoKr adapter of a PixArt-alpha or PixArt-Sigma transformer on your own captioned "
@@ -120,9 +125,6 @@ class LoraTrainingConfig(Stage2Config):
         "dtype of the frozen base weights: bf16 halves them (needs --mixed_precision bf16).",
         choices=list(BASE_DTYPES),
     )
-    max_sequence_length: int | None = option(
-        None, "T5 tokens per caption; default: the pipeline's (PixArt-alpha 120, PixArt-Sigma 300)."
-    )
     learning_rate: float = option(1e-4, "Learning rate (adapters train at larger rates than full fine-tunes).")
     adam_weight_decay: float = option(1e-2, "Weight decay.")
     adam_epsilon: float = option(1e-8, "AdamW epsilon.")
@@ -158,8 +160,6 @@ def check_lora_options(config: LoraTrainingConfig) -> None:
         raise ValueError(
             "--base_dtype bf16 needs --mixed_precision bf16: autocast runs the bf16 base with the float32 adapter."
         )
-    if config.max_sequence_length is not None and config.max_sequence_length < 1:
-        raise ValueError(f"--max_sequence_length must be at least 1, got {config.max_sequence_length}.")
     check_base_unchanged(config, "an adapter's weights file")
     check_embedding_options(config)
     check_optimizer(config.optimizer)
@@ -440,9 +440,7 @@ def train_lora(config: LoraTrainingConfig) -> Path:
         raise ValueError("--pretrained_model_name_or_path is required: the base pipeline the adapter is trained for.")
     check_data_options(config)
     check_lora_options(config)
-    family = family_of(pipeline_class(config.pretrained_model_name_or_path))
-    if config.max_sequence_length is None:
-        config = replace(config, max_sequence_length=FAMILY_SEQUENCE_LENGTHS[family])
+    config = with_sequence_length(config)
     columns = caption_column_weights(config.caption_column)
     dataset = None
     if config.train_data is not None:

@@ -15,7 +15,8 @@ original size and the bucket ratio). The model is prepared by :func:`prepare_sta
 
 PixArt-Σ's weak-to-strong training is these stages' options (:func:`load_pipeline`): the base pipeline loads as the
 class its ``model_index.json`` names (α or Σ), ``--vae`` swaps the VAE, ``--kv_compress_*`` adds KV token compression
-before the first step, ``--max_sequence_length 300`` gives Σ's captions, and stage 3's resolution raise gives Σ's
+before the first step, the captions have the base family's length (:func:`with_sequence_length`: Σ's 300 tokens for
+a Σ base, α's 120 otherwise, unless ``--max_sequence_length`` says), and stage 3's resolution raise gives Σ's
 interpolation scales and its 2048 px bucket table.
 """
 
@@ -23,9 +24,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import datasets
 import torch
@@ -67,6 +68,9 @@ logger = logging.getLogger(__name__)
 
 #: Folder of a stage-1 run holding the re-parameterized PixArt transformer (next to the DiT's ``pipeline``).
 PIXART_TRANSFORMER_DIR = "pixart_transformer"
+#: Caption tokens of each family's pipeline (:func:`~diffusers_pixart.pipelines.auto.family_of`): the length of the
+#: trainers built on :class:`Stage2Config` when ``--max_sequence_length`` is not given (:func:`with_sequence_length`).
+FAMILY_SEQUENCE_LENGTHS = {"alpha": 120, "sigma": 300}
 
 
 @dataclass
@@ -133,6 +137,11 @@ class Stage2Config(StageConfig):
         None, "Transformer folder or Hub id to start from (e.g. a re-parameterized stage-1 model)."
     )
     caption_column: str = option("text", "Caption column of --train_data.")
+    max_sequence_length: int | None = option(
+        None,
+        "T5 tokens per caption; default: the base pipeline's family (PixArt-alpha 120, PixArt-Sigma 300, from its "
+        "model_index.json). --features must be extracted with the same length.",
+    )
     vae: str | None = option(
         None,
         "VAE replacing the pipeline's (PixArt-Sigma's weak-to-strong VAE swap, e.g. an SDXL VAE with scaling "
@@ -185,10 +194,37 @@ class Stage3Config(Stage2Config):
     )
 
 
+Stage2ConfigT = TypeVar("Stage2ConfigT", bound=Stage2Config)
+
+
 def check_data_options(config: StageConfig) -> None:
     """Exactly one of ``--train_data`` and ``--features``."""
     if (config.train_data is None) == (config.features is None):
         raise ValueError("Give exactly one of --train_data (raw images) and --features (precomputed).")
+
+
+def require_base_model(config: StageConfig) -> str:
+    """``--pretrained_model_name_or_path``; a ``ValueError`` when it is not given."""
+    if not config.pretrained_model_name_or_path:
+        raise ValueError("--pretrained_model_name_or_path is required: it gives the tokenizer, T5, VAE and scheduler.")
+    return config.pretrained_model_name_or_path
+
+
+def with_sequence_length(config: Stage2ConfigT) -> Stage2ConfigT:
+    """``config`` with its caption length: ``--max_sequence_length`` when given, else the base family's
+    (:data:`FAMILY_SEQUENCE_LENGTHS`: 300 tokens for a base whose ``model_index.json`` names a PixArt-Σ pipeline, 120
+    otherwise). The one rule of every trainer built on :class:`Stage2Config`; a copy, ``config`` is left as it is.
+
+    Raises:
+        ValueError: no ``--pretrained_model_name_or_path``, or a given length below 1.
+    """
+    length = config.max_sequence_length
+    if length is None:
+        family = family_of(pipeline_class(require_base_model(config)))
+        return replace(config, max_sequence_length=FAMILY_SEQUENCE_LENGTHS[family])
+    if length < 1:
+        raise ValueError(f"--max_sequence_length must be at least 1, got {length}.")
+    return config
 
 
 def base_model_id(config: StageConfig) -> str | None:
@@ -481,18 +517,17 @@ def load_pipeline(config: Stage2Config) -> PixArtAlphaPipeline:
     ``--vae`` swapped in and ``--kv_compress_*`` added if given.
 
     Raises:
-        ValueError: no ``--pretrained_model_name_or_path``, bad KV-compression options, or a VAE whose latent
-            channels are not the transformer's input channels (all before any weights train).
+        ValueError: no ``--pretrained_model_name_or_path``, bad KV-compression options, a VAE whose latent
+            channels are not the transformer's input channels, or ``--features`` that do not fit
+            (:func:`check_features`), all before any weights train.
     """
-    if not config.pretrained_model_name_or_path:
-        raise ValueError("--pretrained_model_name_or_path is required: it gives the tokenizer, T5, VAE and scheduler.")
+    source = require_base_model(config)
     check_kv_options(config)
     kwargs = {}
     if config.transformer:
         kwargs["transformer"] = PixArtTransformer2DModel.from_pretrained(config.transformer)
     if config.vae:
         kwargs["vae"] = load_vae(config.vae)
-    source = config.pretrained_model_name_or_path
     pipeline = pipeline_class(source).from_pretrained(source, **kwargs)
     channels, wanted = pipeline.vae.config.latent_channels, pipeline.transformer.config.in_channels
     if channels != wanted:
@@ -502,13 +537,15 @@ def load_pipeline(config: Stage2Config) -> PixArtAlphaPipeline:
         )
     apply_kv_compression(pipeline.transformer, config)
     if config.features is not None:
-        check_features_vae(config.features, pipeline.vae)
+        check_features(with_sequence_length(config), pipeline.vae)
     return pipeline
 
 
-def check_features_vae(features: str, vae: AutoencoderKL) -> None:
-    """Raise a ``ValueError`` when a features folder was extracted with a VAE of another latent scaling than the
-    pipeline's (after a VAE swap, extract the features again with the new VAE)."""
+def check_features(config: Stage2Config, vae: AutoencoderKL) -> None:
+    """Raise a ``ValueError`` when the ``--features`` folder does not fit the run: extracted with a VAE of another
+    latent scaling than the pipeline's (after a VAE swap, extract the features again with the new VAE), or with
+    captions of another length than ``config``'s (resolved) ``--max_sequence_length``."""
+    features = config.features
     info = read_features_info(features)
     ours = (vae.config.scaling_factor, vae.config.get("shift_factor"))
     theirs = (info.get("scaling_factor"), info.get("shift_factor"))
@@ -517,11 +554,19 @@ def check_features_vae(features: str, vae: AutoencoderKL) -> None:
             f"--features {features} were extracted with a VAE of scaling/shift {theirs}, but the pipeline's VAE has "
             f"{ours}: extract them again with this VAE (examples/extract_features.py)."
         )
+    length, wanted = info.get("max_length"), config.max_sequence_length
+    if length is not None and length != wanted:
+        raise ValueError(
+            f"--features {features} hold captions of {length} T5 tokens, but this run uses {wanted} "
+            "(--max_sequence_length; default: the base family's, PixArt-alpha 120, PixArt-Sigma 300): pass "
+            f"--max_sequence_length {length}, or extract them again with --max_length {wanted}."
+        )
 
 
 def train_stage2(config: Stage2Config) -> Path:
     """Run stage 2; returns the saved pipeline folder."""
     check_data_options(config)
+    config = with_sequence_length(config)
     pipeline = load_pipeline(config)
     accelerator = make_accelerator(config)
     data = make_loader(config, accelerator, caption_column=config.caption_column)
@@ -594,6 +639,7 @@ def prepare_stage3_transformer(
 def train_stage3(config: Stage3Config) -> Path:
     """Run stage 3; returns the saved pipeline folder (its transformer's ``sample_size`` is ``--resolution``'s)."""
     check_data_options(config)
+    config = with_sequence_length(config)
     pipeline = load_pipeline(config)
     vae_factor = vae_scale_factor(pipeline.vae)
     check_resolution(config.resolution, pipeline.transformer.config.patch_size, vae_factor)
