@@ -73,6 +73,21 @@ def test_the_distilled_pipeline_samples_with_lcm(training_assets, tmp_path):
     assert image.images.shape == (1, 32, 32, 3)
 
 
+def test_a_base_that_already_compresses_distils_into_a_student_that_keeps_its_kv_weights(training_assets, tmp_path):
+    """The route the refusal of --kv_compress_factor names: KV compression trained by the stage scripts first, then
+    distilled (teacher and student compress alike); the full student keeps the KV weights, trained on."""
+    base = make_pipeline()
+    base.transformer.enable_kv_compression(2, layers=[1])
+    base.save_pretrained(tmp_path / "compressed")
+    folder = train_lcm_distill(
+        _config(training_assets, tmp_path / "out", pretrained_model_name_or_path=str(tmp_path / "compressed"))
+    )
+    student = PixArtAlphaPipeline.from_pretrained(folder).transformer
+    assert (student.config.kv_compress_factor, student.config.kv_compress_layers) == (2, [1])
+    before = base.transformer.transformer_blocks[1].attn1.kv_compress.conv.weight
+    assert not torch.equal(student.transformer_blocks[1].attn1.kv_compress.conv.weight, before)
+
+
 def _sample(pipe: PixArtAlphaPipeline, guidance_scale: float) -> np.ndarray:
     batches = []
     hook = pipe.transformer.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
@@ -139,6 +154,12 @@ def test_a_student_with_a_guidance_embedding_trains_saves_and_reloads(training_a
         ({"num_ddim_timesteps": 48}, "num_ddim_timesteps"),
         ({"teacher_guidance_scale": 0.5}, "guidance_scale"),
         ({"validation_step_counts": [0]}, "validation_step_counts"),
+        # What the result could not keep: an LCM-LoRA holds neither a new VAE nor KV weights (the adapter trainers'
+        # refusal), and a full student would distil a teacher that never trained with them.
+        ({"lora_rank": 2, "vae": "any/vae"}, "which an LCM-LoRA does not hold"),
+        ({"lora_rank": 2, "kv_compress_factor": 2}, "which an LCM-LoRA does not hold"),
+        ({"vae": "any/vae"}, "the teacher .* would never have trained with that change"),
+        ({"kv_compress_factor": 2}, "the teacher .* would never have trained with that change"),
     ],
 )
 def test_bad_options_are_named_before_any_step(training_assets, tmp_path, overrides, message):

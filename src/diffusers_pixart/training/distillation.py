@@ -43,6 +43,7 @@ from .parameters import AllParameters, LoraAdapter, transformer_forward
 from .stages import (
     Stage2Config,
     base_model_id,
+    check_base_unchanged,
     check_data_options,
     load_pipeline,
     make_loader,
@@ -175,11 +176,20 @@ def train_lcm_distill(config: DistillConfig) -> Path:
     """Distil ``--pretrained_model_name_or_path`` (see the module docstring); returns the saved result folder.
 
     Raises:
-        ValueError, FileNotFoundError: bad options or data (before any step).
+        ValueError, FileNotFoundError: bad options or data (before any step), among them ``--vae`` and
+            ``--kv_compress_factor`` (:func:`~.stages.check_base_unchanged`): an LCM-LoRA does not hold them, and a
+            full student would distil a teacher that never trained with them (distil the stage scripts' result).
     """
     check_data_options(config)
     if config.caption_dropout:
         raise ValueError("--caption_dropout must be 0: the teacher's guided step is the unconditional branch's use.")
+    if config.lora_rank:
+        check_base_unchanged(config, "an LCM-LoRA")
+    else:  # the student could hold them, but it would learn from a teacher that never trained with them
+        check_base_unchanged(
+            config,
+            reason="and the teacher (a frozen copy of the loaded model) would never have trained with that change",
+        )
     config = with_sequence_length(config)
     pipeline = load_pipeline(config)
     accelerator = make_accelerator(config)

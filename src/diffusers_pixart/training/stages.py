@@ -465,13 +465,15 @@ def check_kv_options(config: Stage2Config) -> None:
         raise ValueError("--kv_compress_layers needs --kv_compress_factor >= 2 (Sigma's 2K/4K models: 2).")
 
 
-def check_base_unchanged(config: Stage2Config, result: str) -> None:
+def check_base_unchanged(config: Stage2Config, result: str = "", reason: str = "") -> None:
     """Raise a ``ValueError`` when ``--vae`` or ``--kv_compress_factor`` is given to a trainer whose ``result`` (an
-    adapter, a ControlNet) holds neither: the base model it was trained with could not be rebuilt from it."""
+    adapter, a ControlNet) holds neither: the base model it was trained with could not be rebuilt from it.
+    ``reason``, when given, says instead why the trainer cannot change its base (e.g. a distillation's teacher)."""
     if config.vae or config.kv_compress_factor != 1:
         raise ValueError(
-            f"--vae and --kv_compress_factor change the base model, which {result} does not hold: continue the full "
-            "model with the stage scripts first (examples/train_stage2_alignment.py), then train on its result."
+            f"--vae and --kv_compress_factor change the base model, {reason or f'which {result} does not hold'}: "
+            "continue the full model with the stage scripts first (examples/train_stage2_alignment.py), then train "
+            "on its result."
         )
 
 
