@@ -217,6 +217,44 @@ def test_precomputed_features_train_without_the_text_encoder(assets, tmp_path, m
     assert (tmp_path / "run" / "validation" / "step-0000002.png").is_file()
 
 
+def test_the_base_loads_as_the_stage_scripts_load_it(assets, tmp_path, monkeypatch):
+    """The stage scripts' loader: the Σ class with --transformer swapped in; --features checked against the run."""
+    from diffusers_pixart.data.features import extract_features
+
+    loaded = []
+    original = PixArtSigmaPipeline.from_pretrained.__func__
+
+    def spy(cls, path, **kwargs):
+        loaded.append(original(cls, path, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(PixArtSigmaPipeline, "from_pretrained", classmethod(spy))
+    tiny.make_transformer(seed=5).save_pretrained(tmp_path / "transformer")
+    config = LoraTrainingConfig(
+        output_dir=str(tmp_path / "run"), pretrained_model_name_or_path=str(assets / "sigma"),
+        transformer=str(tmp_path / "transformer"), train_data=str(assets / "toy"), resolution=32, train_batch_size=2,
+        max_train_steps=1, rank=4, validation_steps=0, report_to="none",
+    )  # fmt: skip
+    train_lora(config)
+    swapped = load_file(str(tmp_path / "transformer" / "diffusion_pytorch_model.safetensors"))["proj_out.weight"]
+    assert [type(pipe) for pipe in loaded] == [PixArtSigmaPipeline]
+    torch.testing.assert_close(loaded[0].transformer.proj_out.weight, swapped)  # frozen: not an adapted layer
+
+    loader = ImageTextLoader(
+        load_streaming_dataset(str(assets / "toy")), resolution=32, batch_size=4, shuffle_buffer_size=0, max_epochs=1
+    )
+    base = loaded[0]
+    extract_features(
+        loader, tmp_path / "features", vae=base.vae, tokenizer=base.tokenizer, text_encoder=base.text_encoder
+    )
+    features = LoraTrainingConfig(
+        output_dir=str(tmp_path / "features-run"), pretrained_model_name_or_path=str(assets / "sigma"),
+        features=str(tmp_path / "features"), resolution=32, validation_steps=0, report_to="none",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="hold captions of 120 T5 tokens, but this run uses 300"):
+        train_lora(features)  # extracted at α's 120 tokens; a Σ base trains with 300
+
+
 def test_weighted_caption_columns_are_drawn_per_sample_and_epoch_and_resume(assets):
     dataset = load_streaming_dataset(str(assets / "toy"))
 

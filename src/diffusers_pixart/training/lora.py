@@ -45,7 +45,7 @@ from transformers import AutoTokenizer, T5EncoderModel
 
 from ..data.features import encode_prompts
 from ..data.streaming import caption_column_weights, load_streaming_dataset
-from ..pipelines.auto import family_of, pipeline_class
+from ..pipelines.auto import family_of
 from .conditioning import CaptionConditioning, Conditioning
 from .config import option, run_command
 from .diffusion import IDDPMDiffusion
@@ -58,6 +58,7 @@ from .stages import (
     base_model_id,
     check_base_unchanged,
     check_data_options,
+    load_pipeline,
     make_loader,
     with_sequence_length,
 )
@@ -391,19 +392,6 @@ class LoraCaptions(CaptionConditioning):
 
 
 # ------------------------------------------------------------------------------------------------------ the run
-def load_lora_pipeline(config: LoraTrainingConfig, text_encoder: bool = True) -> Any:
-    """The base pipeline (PixArt-α or Σ, from its ``model_index.json``), ``--transformer`` swapped in if given, without
-    its text encoder when ``text_encoder`` is False."""
-    source = config.pretrained_model_name_or_path
-    cls = pipeline_class(source)
-    kwargs: dict[str, Any] = {} if text_encoder else {"text_encoder": None}
-    if config.transformer:
-        from ..models.pixart_transformer import PixArtTransformer2DModel
-
-        kwargs["transformer"] = PixArtTransformer2DModel.from_pretrained(config.transformer)
-    return cls.from_pretrained(source, **kwargs)
-
-
 def card_info(config: LoraTrainingConfig) -> dict[str, Any]:
     """The model card's training table entries of the adapter and data options."""
     info = {
@@ -450,7 +438,8 @@ def train_lora(config: LoraTrainingConfig) -> Path:
     data = make_loader(config, accelerator, dataset, caption_column=columns, multi_scale=config.multi_scale)
 
     prompts = encode_fixed_prompts(config) if config.features is not None else None
-    pipeline = load_lora_pipeline(config, text_encoder=prompts is None)
+    # The base pipeline (PixArt-α or Σ, --transformer swapped in) as the stage scripts load it; without T5 for features.
+    pipeline = load_pipeline(config, **({} if prompts is None else {"text_encoder": None}))
     check_trigger_words(pipeline.tokenizer, config.trigger_words)
     if config.train_text_encoder_embeddings:
         tokens = embedding_token_ids(pipeline.tokenizer, config.trigger_words, config.train_embedding_tokens)

@@ -513,10 +513,11 @@ def apply_kv_compression(transformer: PixArtTransformer2DModel, config: Stage2Co
     transformer.enable_kv_compression(config.kv_compress_factor, config.kv_compress_layers, config.kv_compress_sampling)
 
 
-def load_pipeline(config: Stage2Config) -> PixArtAlphaPipeline:
+def load_pipeline(config: Stage2Config, **from_pretrained_kwargs: Any) -> PixArtAlphaPipeline:
     """The pipeline to train: ``--pretrained_model_name_or_path`` as the pipeline class its ``model_index.json``
     names (PixArt-α or Σ: :func:`~diffusers_pixart.pipelines.auto.pipeline_class`), with ``--transformer`` and
-    ``--vae`` swapped in and ``--kv_compress_*`` added if given.
+    ``--vae`` swapped in and ``--kv_compress_*`` added if given. ``from_pretrained_kwargs`` go to the class's
+    ``from_pretrained`` (e.g. ``text_encoder=None``: the pipeline without T5).
 
     Raises:
         ValueError: no ``--pretrained_model_name_or_path``, bad KV-compression options, a VAE whose latent
@@ -525,7 +526,7 @@ def load_pipeline(config: Stage2Config) -> PixArtAlphaPipeline:
     """
     source = require_base_model(config)
     check_kv_options(config)
-    kwargs = {}
+    kwargs = dict(from_pretrained_kwargs)
     if config.transformer:
         kwargs["transformer"] = PixArtTransformer2DModel.from_pretrained(config.transformer)
     if config.vae:
