@@ -2,8 +2,9 @@
 
     OMP_NUM_THREADS=1 python examples/toy/run_lora.py --out runs/toy-lora
 
-200 images of objects in a colour outside the toy palette (lime) called "retro", with varied captions; the embedded
-model fine-tuned with ``examples/train_lora.py``'s code (``--adapter lora`` and ``dora``), each result loaded with
+200 images of objects in a colour outside the toy palette (indigo; one the model's VAE decodes, checked before
+training) called "retro", with varied captions; the embedded model fine-tuned with ``examples/train_lora.py``'s code
+(``--adapter lora`` and ``dora``), each result loaded with
 ``pipe.load_lora_weights``. Reports how often "retro" shows in held-out prompts that pair it with shapes and places
 it never had in training, and the toy CompBench of prompts without it before and after (forgetting). Writes
 ``<out>/scores.json`` and ``<out>/contact_sheet.png`` (the code: ``lora.py`` here); ``--docs`` also
@@ -23,9 +24,9 @@ from diffusers_pixart import TOY_MODEL_PATH
 from diffusers_pixart.atomic import write_json_atomic
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-#: The runs of ``docs/toy_lora.json``: LoRA and DoRA with the word's embedding row (pivotal tuning), and a LoRA
-#: alone with a larger budget (500 steps: what fits in 10 minutes on the shared 2-core CPU).
-MEASURED_RUNS = ("lora+emb", "dora+emb", "lora@500")
+#: The runs of ``docs/toy_lora.json``: LoRA and DoRA, LoRA with the word's embedding row (pivotal tuning), and a
+#: LoRA with a larger budget.
+MEASURED_RUNS = ("lora", "dora", "lora+emb", "lora@800")
 
 
 def main() -> int:
@@ -67,22 +68,32 @@ def main() -> int:
 
 def copy_to_docs(out: Path, results: dict[str, Any]) -> None:
     """Write ``results`` (the run's ``scores.json``) to ``docs/toy_lora.json`` and its contact sheet to
-    ``docs/toy_lora.png``; the runs of the earlier ``docs/toy_lora.json`` that this one lacks stay, with their
-    settings, under ``earlier_runs`` (their base model may differ from this one's: compare with their own base)."""
+    ``docs/toy_lora.png``. The runs of the earlier ``docs/toy_lora.json`` stay, with their settings (and VAE check,
+    where measured), under ``earlier_runs``, unless this run repeats them (same name and settings); a name already
+    kept gets a number (``base (2)``). Their base model or colour may differ from this one's: compare with their own
+    base."""
     docs_json = DOCS / "toy_lora.json"
     if docs_json.is_file():
         earlier = json.loads(docs_json.read_text(encoding="utf-8"))
         kept = {**earlier.get("earlier_runs", {})}
-        kept.update(
-            {
-                name: {**measures, "settings": earlier["settings"]}
-                for name, measures in earlier["models"].items()
-                if name not in results["models"] or name == "base"
-            }
-        )
+        same_settings = _without_runs(earlier["settings"]) == _without_runs(results["settings"])
+        for name, measures in earlier["models"].items():
+            if same_settings and name in results["models"]:
+                continue  # rerun
+            key, number = name, 1
+            while key in kept:
+                number += 1
+                key = f"{name} ({number})"
+            check = {"vae_check": earlier["vae_check"]} if "vae_check" in earlier else {}
+            kept[key] = {**measures, "settings": earlier["settings"], **check}
         results = {**results, "earlier_runs": kept}
     write_json_atomic(docs_json, results)
     shutil.copyfile(out / "contact_sheet.png", DOCS / "toy_lora.png")
+
+
+def _without_runs(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without the list of runs (``adapters``)."""
+    return {key: value for key, value in settings.items() if key != "adapters"}
 
 
 if __name__ == "__main__":
