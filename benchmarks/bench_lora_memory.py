@@ -143,6 +143,28 @@ def run_one(resolution: int, base_dtype: str, checkpointing: bool, optimizer_nam
     }
 
 
+def table(results: list[dict]) -> str:
+    """The results as the markdown table of ``benchmarks/README.md``: resolution, base dtype, checkpointing, optimizer
+    (its class's package), peak memory and step time, sorted from the largest configuration to the leanest."""
+    lines = [
+        "| resolution | base dtype | gradient checkpointing | optimizer | peak memory (GB) | step time (s) | load |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    order = {"fp32": 0, "bf16": 1}
+
+    def key(r: dict) -> tuple:
+        return r["resolution"], order[r["base_dtype"]], r["gradient_checkpointing"], r["optimizer"]
+
+    for r in sorted(results, key=key):
+        package = r["optimizer_class"].split(".")[0]
+        lines.append(
+            f"| {r['resolution']} px | {r['base_dtype']} | {'on' if r['gradient_checkpointing'] else 'off'} | "
+            f"{r['optimizer']} ({package}) | {r['peak_memory_gb']:.2f} | {r['step_time_s']:.0f} | "
+            f"{r.get('load_average', ['-'])[0]} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Peak memory and step time of an XL/2 LoRA step per memory option.")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[512, 1024])
@@ -153,7 +175,13 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="JSON file; results already there are kept and not rerun.")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child process: one configuration
+    parser.add_argument("--table", action="store_true", help="Print --out's results as a markdown table and stop.")
     args = parser.parse_args()
+    if args.table:
+        if not args.out or not Path(args.out).is_file():
+            parser.error("--table needs --out naming an existing results file.")
+        print(table(json.loads(Path(args.out).read_text())))
+        return 0
     if args.one:
         resolution, base_dtype, checkpointing, optimizer_name = args.one.split(",")
         record = run_one(int(resolution), base_dtype, checkpointing == "on", optimizer_name, args.steps, args.device)
