@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import PixArtAlphaPipeline
+from launching import free_port, run_launch
 from test_data_streaming import assert_same_batches, write_imagefolder
 
 from diffusers_pixart.data.buckets import nearest_bucket
@@ -160,9 +159,7 @@ def test_two_processes_extract_disjoint_parts(folder, components, tmp_path):
     model = tmp_path / "model"
     for name in ("vae", "text_encoder", "tokenizer"):
         components[name].save_pretrained(model / name)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     out = tmp_path / "features"
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -172,7 +169,7 @@ def test_two_processes_extract_disjoint_parts(folder, components, tmp_path):
         "--multi_scale", "--min_size", "8", "--batch_size", "2", "--rows_per_shard", "4",
     ]  # fmt: skip
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result = run_launch(command, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     parts = [
         list(

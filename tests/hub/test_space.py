@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
 from huggingface_hub import SpaceCard
+from launching import free_port
 from peft import LoraConfig
 from PIL import Image
 
@@ -733,12 +733,6 @@ def test_hed_is_offered_only_with_its_weights(tmp_path, monkeypatch, model_dir, 
         demo.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _browser(playwright):
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: apt-get install -y chromium"
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -801,7 +795,7 @@ def test_fresh_start_in_a_real_browser(tmp_path):
     """``python space/app.py`` with no model and no network: the default model's page, as a visitor first sees it."""
     from playwright.sync_api import expect, sync_playwright
 
-    port = _free_port()
+    port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()

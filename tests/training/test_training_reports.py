@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from launching import free_port, run_launch
 from PIL import Image
 from test_training_engine import make_config, raw_batches, train_on_captions
 from test_training_stage2 import env, write_config
@@ -112,8 +113,8 @@ def test_fsdp_and_deepspeed_launches_without_gpus_fail_in_one_line(training_asse
 
     # Through accelerate launch with the example config (one process): the script's line, not accelerate's error.
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "examples/configs/fsdp.yaml"]
-    launch += ["--num_processes", "1", "--main_process_port", "29519", str(SCRIPT), "--config", str(config)]
-    result = subprocess.run(launch, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    launch += ["--num_processes", "1", "--main_process_port", str(free_port()), SCRIPT, "--config", config]
+    result = run_launch(launch, env=env(), cwd=ROOT, timeout=120)
     assert result.returncode != 0
     assert "error: FSDP and DeepSpeed need GPUs, and this launch (with FSDP) has none" in result.stderr
     assert "no available devices found" not in result.stderr

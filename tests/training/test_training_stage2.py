@@ -11,6 +11,7 @@ from pathlib import Path
 import datasets
 import torch
 import yaml
+from launching import free_port, run_launch
 from safetensors.torch import load_file
 
 from diffusers_pixart.training.checkpoints import list_checkpoints
@@ -82,16 +83,9 @@ def test_two_processes_read_different_data_and_end_with_identical_weights(traini
         "--dynamo_backend",
         "no",
         "--main_process_port",
-        "29517",
+        str(free_port()),
     ]
-    result = subprocess.run(
-        [*command, str(probe), str(tmp_path), "--config", str(config)],
-        env=env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    result = run_launch([*command, probe, tmp_path, "--config", config], env=env(), cwd=ROOT, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     seen = [json.loads((tmp_path / f"seen_{rank}.json").read_text()) for rank in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 6  # 3 steps x batch 2 on each rank
