@@ -48,18 +48,17 @@ from ..data.streaming import caption_column_weights, load_streaming_dataset
 from ..pipelines.auto import family_of
 from .conditioning import CaptionConditioning, Conditioning
 from .config import option, run_command
-from .diffusion import IDDPMDiffusion
 from .embeddings import AdapterWithEmbeddings, TokenCaptions, TokenEmbeddings, embedding_token_ids
-from .engine import make_accelerator, train
+from .engine import make_accelerator
 from .optimizers import check_optimizer
 from .parameters import LoraAdapter, TrainedParameters
 from .stages import (
     Stage2Config,
-    base_model_id,
     check_base_unchanged,
     check_data_options,
     load_pipeline,
     make_loader,
+    train_with_iddpm,
     with_sequence_length,
 )
 
@@ -451,19 +450,8 @@ def train_lora(config: LoraTrainingConfig) -> Path:
         embeddings = TokenEmbeddings(pipeline.text_encoder, tokens, scale)
         conditioning = TokenCaptions(conditioning, embeddings)
         parameters = AdapterWithEmbeddings(parameters, embeddings)
-    objective = IDDPMDiffusion.for_pipeline(pipeline, config.prediction_type, config.snr_gamma, config.noise_offset)
-    result = train(
-        config,
-        pipeline,
-        data,
-        conditioning,
-        parameters,
-        objective,
-        accelerator=accelerator,
-        card_info=card_info(config),
-        base_model=base_model_id(config),
-    )
-    return result.path
+    info = card_info(config)
+    return train_with_iddpm(config, accelerator, pipeline, data, conditioning, parameters, info, config.noise_offset)
 
 
 def main_lora(argv: list[str] | None = None) -> int:

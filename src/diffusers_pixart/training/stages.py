@@ -282,10 +282,11 @@ def train_with_iddpm(
     conditioning: Conditioning,
     parameters: TrainedParameters,
     card_info: dict[str, Any],
+    noise_offset: float = 0.0,
 ) -> Path:
     """The shared loop (:func:`~.engine.train`) with ``conditioning``, ``parameters`` and the paper's objective for
-    ``pipeline`` (``--prediction_type``, ``--snr_gamma``); returns the saved result folder."""
-    objective = IDDPMDiffusion.for_pipeline(pipeline, config.prediction_type, config.snr_gamma)
+    ``pipeline`` (``--prediction_type``, ``--snr_gamma``, and ``noise_offset``); returns the saved result folder."""
+    objective = IDDPMDiffusion.for_pipeline(pipeline, config.prediction_type, config.snr_gamma, noise_offset)
     result = train(
         config,
         pipeline,
