@@ -195,7 +195,8 @@ class CustomizationSettings:
         )
 
 
-def _timed(log: Callable[[str], None], what: str, times: dict[str, float], function: Callable[[], Any]) -> Any:
+def timed(log: Callable[[str], None], what: str, times: dict[str, float], function: Callable[[], Any]) -> Any:
+    """Call ``function``; record its wall time in seconds as ``times[what]`` and log it; return its result."""
     start = time.perf_counter()
     result = function()
     times[what] = round(time.perf_counter() - start, 1)
@@ -288,7 +289,7 @@ def run_dreambooth(
 
     before_pipe = PixArtAlphaPipeline.from_pretrained(model)
     add_tokens(before_pipe.tokenizer, before_pipe.text_encoder, [settings.token], seed=settings.seed)
-    before, before_images = _timed(
+    before, before_images = timed(
         log, "evaluate before", times, lambda: evaluate_dreambooth(before_pipe, settings, palette, held_out)
     )
     config = DreamBoothConfig(
@@ -309,12 +310,12 @@ def run_dreambooth(
         report_to="none",
     )
     log(f"dreambooth: {settings.instance_images} images of {instance_prompt!r}, {settings.dreambooth_steps} steps")
-    result = _timed(log, "train dreambooth", times, lambda: train_dreambooth(config))
+    result = timed(log, "train dreambooth", times, lambda: train_dreambooth(config))
     if settings.lora_rank:
         after_pipe = load_dreambooth_lora(model, result)
     else:
         after_pipe = PixArtAlphaPipeline.from_pretrained(result)
-    after, after_images = _timed(
+    after, after_images = timed(
         log, "evaluate after", times, lambda: evaluate_dreambooth(after_pipe, settings, palette, held_out)
     )
     results = {
@@ -443,7 +444,7 @@ def run_controlnet(
     shutil.rmtree(out_dir / "run", ignore_errors=True)  # a rerun starts over (the data is kept)
     data = out_dir / f"data-{settings.controlnet_images}-seed{settings.seed + 2}"
     if not (data / "metadata.jsonl").is_file():
-        _timed(log, "make data", times, lambda: make_dataset(data, settings.controlnet_images, seed=settings.seed + 2))
+        timed(log, "make data", times, lambda: make_dataset(data, settings.controlnet_images, seed=settings.seed + 2))
     config = ControlNetConfig(
         output_dir=str(out_dir / "run"),
         pretrained_model_name_or_path=str(model),
@@ -466,7 +467,7 @@ def run_controlnet(
         logging_steps=min(10, settings.controlnet_steps),
     )
     log(f"controlnet: {settings.controlnet_steps} steps, batch {settings.controlnet_batch_size}")
-    folder = _timed(log, "train controlnet", times, lambda: train_controlnet(config))
+    folder = timed(log, "train controlnet", times, lambda: train_controlnet(config))
     base = PixArtAlphaPipeline.from_pretrained(model)
     pipe = PixArtAlphaControlNetPipeline(**base.components, controlnet=PixArtControlNetModel.from_pretrained(folder))
     prompts = sample_prompts(settings.control_prompts, seed=settings.seed + 1)
@@ -475,12 +476,12 @@ def run_controlnet(
         prompts, resolution, settings.canny_low_threshold, settings.canny_high_threshold
     )
     scales = (settings.control_scale, 0.0)
-    scores, images = _timed(
+    scores, images = timed(
         log, "evaluate", times, lambda: compare_control(pipe, prompts, edges, settings, scales=scales)
     )
     if settings.control_low_guidance:
         low = replace(settings, guidance_scale=settings.control_low_guidance)
-        scores[f"guidance_{low.guidance_scale:g}"], _ = _timed(
+        scores[f"guidance_{low.guidance_scale:g}"], _ = timed(
             log,
             "evaluate at low guidance",
             times,

@@ -35,15 +35,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from customization import loss_summary
+from customization import loss_summary, timed
 from eval_editing import vae_round_trip
 from PIL import Image
 
@@ -296,14 +296,6 @@ def forgetting_measures(
 # The example
 
 
-def _timed(log: Callable[[str], None], times: dict[str, float], what: str, function: Callable[[], Any]) -> Any:
-    start = time.perf_counter()
-    result = function()
-    times[what] = round(time.perf_counter() - start, 1)
-    log(f"{what}: {times[what]:.1f} s")
-    return result
-
-
 def run_lora_example(
     out_dir: str | os.PathLike,
     model: str | os.PathLike,
@@ -329,7 +321,7 @@ def run_lora_example(
         raise ValueError(f"The model's tokenizer does not know {settings.word!r}: choose a word of its vocabulary.")
     data = out_dir / f"data-{settings.train_images}-seed{settings.seed}"
     if not (data / "metadata.jsonl").is_file():
-        _timed(log, times, "make data", lambda: make_word_dataset(data, settings, base.tokenizer, palette))
+        timed(log, "make data", times, lambda: make_word_dataset(data, settings, base.tokenizer, palette))
     vae_check = check_vae_renders(base, data, settings, palette)
     log(f"VAE check: {json.dumps(vae_check)}")
     held_out = word_prompts(settings)
@@ -352,7 +344,7 @@ def run_lora_example(
 
     results: dict[str, Any] = {"vae_check": vae_check, "models": {}}
     all_images: dict[str, dict[str, list[Image.Image]]] = {}
-    results["models"]["base"], all_images["base"] = _timed(log, times, "evaluate base", lambda: measure(base, "base"))
+    results["models"]["base"], all_images["base"] = timed(log, "evaluate base", times, lambda: measure(base, "base"))
     losses = {}
     for name in settings.adapters:
         adapter, embeddings, steps = parse_run(name, settings.steps)
@@ -385,12 +377,10 @@ def run_lora_example(
             logging_steps=10,
         )
         log(f"{name}: {steps} steps of {settings.batch_size} on {data}")
-        folder = _timed(log, times, f"train {name}", lambda config=config: train_lora(config))
+        folder = timed(log, f"train {name}", times, lambda config=config: train_lora(config))
         pipe = PixArtAlphaPipeline.from_pretrained(model)
         pipe.load_lora_weights(folder)
-        results["models"][name], all_images[name] = _timed(
-            log, times, f"evaluate {name}", lambda pipe=pipe, name=name: measure(pipe, name)
-        )
+        results["models"][name], all_images[name] = timed(log, f"evaluate {name}", times, partial(measure, pipe, name))
         losses[name] = _loss_ends(run)
         write_json_atomic(out_dir / "scores.json", {**results, "loss": losses, "wall_time_s": times})  # so far
     results.update(
