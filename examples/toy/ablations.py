@@ -44,6 +44,7 @@ from diffusers_pixart.evaluation import contact_sheet, sample_images
 from diffusers_pixart.models.pixart_transformer import PixArtTransformer2DModel
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.toy import class_names, make_dataset, mean_scores, sample_prompts, score_image
+from diffusers_pixart.training.checkpoints import list_checkpoints
 from diffusers_pixart.training.conditioning import CaptionConditioning
 from diffusers_pixart.training.engine import make_accelerator
 from diffusers_pixart.training.parameters import AllParameters
@@ -88,6 +89,7 @@ class AblationSettings:
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
+    arms: tuple[str, ...] = ARMS
     model: str = str(TOY_MODEL_PATH)
     stage1_images: int = 2000
     stage2_images: int = 6000
@@ -110,9 +112,11 @@ class AblationSettings:
     mixed_precision: str = "bf16"
 
     def __post_init__(self):
-        self.seeds = tuple(self.seeds)
+        self.seeds, self.arms = tuple(self.seeds), tuple(self.arms)
         if not self.seeds:
             raise ValueError("`seeds` must name at least one seed.")
+        if not self.arms or set(self.arms) - set(ARMS):
+            raise ValueError(f"`arms` must name some of {list(ARMS)}, got {list(self.arms)}.")
         for name, value in asdict(self).items():
             if isinstance(value, int) and value < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {value}.")
@@ -140,6 +144,14 @@ class AblationSettings:
     def stage2_targets(self) -> list[int]:
         """The stage-local steps at which stage 2 is scored."""
         return [self.stage2_steps * k // self.eval_points for k in range(1, self.eval_points + 1)]
+
+    def claims(self) -> dict[str, tuple]:
+        """The :data:`CLAIMS` whose arms all run in these settings."""
+        return {claim: spec for claim, spec in CLAIMS.items() if set(spec[1]) <= set(self.arms)}
+
+    def scored_steps(self) -> list[int]:
+        """The total step counts this budget scores (a report leaves out the points of another budget)."""
+        return [self.stage1_steps + target for target in self.stage2_targets()] + [self.total_steps]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -385,6 +397,12 @@ class Arm:
         total, folder = offset + local_steps, self.run_dir / run
         if score and self.done(total):
             return folder / "pipeline"
+        checkpoints = list_checkpoints(folder / "checkpoints")
+        if checkpoints and int(checkpoints[-1].name.split("-")[1]) > local_steps:
+            raise ValueError(
+                f"{folder} has trained past step {local_steps} already ({checkpoints[-1].name}): a run continues, it "
+                "cannot go back; score a budget's points in increasing order, or start it in another --out."
+            )
         start = time.perf_counter()
         recipe = self.settings.recipe(self.seed)
         name = f"seed {self.seed} {self.name} {run}"
@@ -452,7 +470,7 @@ def run_seed(seed: int, out: Path, settings: AblationSettings, paths: dict[str, 
             train_toy_stage(f"seed {seed} stage 1", 1, stage1_run, settings.recipe(seed), s1, log, **options)
         return stage1_run
 
-    for name in ARMS:
+    for name in settings.arms:
         arm = Arm(name, seed, out, settings, log)
         if name in ("three_stages", "sparse_captions", "per_block_adaln"):
             dit_run = stage1(arm)
@@ -466,7 +484,8 @@ def run_seed(seed: int, out: Path, settings: AblationSettings, paths: dict[str, 
             for target in settings.stage2_targets():
                 pipeline = arm.segment(2, "stage2", s1, target, options, train=train)
             if name == "three_stages":
-                arm.segment(3, "stage3", s1 + s2, s3, {**stage3, "pretrained_model_name_or_path": str(pipeline)})
+                start3 = {**stage3, "pretrained_model_name_or_path": str(pipeline)}
+                arm.segment(3, f"stage3_after{s2}", s1 + s2, s3, start3)  # a longer stage 2 gets its own stage 3
         else:
             stage, options = (
                 (2, stage2) if name == "scratch" else (3, {**stage3, "pretrained_model_name_or_path": base})
@@ -497,13 +516,16 @@ def per_block_trainer(dit_pipeline: Path, caption_channels: int) -> Callable:
 
 
 def collect(out: Path, settings: AblationSettings) -> dict[str, Any]:
-    """Every finished point of every arm and seed: ``{arm: {seed: {"points": {total: scores}, ...}}}``."""
-    results = {}
-    for name in ARMS:
+    """Every finished point of this budget (:meth:`AblationSettings.scored_steps`) of every arm and seed:
+    ``{arm: {seed: {"points": {total: scores}, ...}}}``."""
+    results, scored = {}, {str(total) for total in settings.scored_steps()}
+    for name in settings.arms:
         for seed in settings.seeds:
             path = out / "results" / f"seed{seed}_{name}.json"
             if path.is_file():
-                results.setdefault(name, {})[str(seed)] = json.loads(path.read_text())
+                record = json.loads(path.read_text())
+                record["points"] = {total: scores for total, scores in record["points"].items() if total in scored}
+                results.setdefault(name, {})[str(seed)] = record
     return results
 
 
@@ -545,15 +567,15 @@ def seconds_per_step(arms: dict[str, Any], run: str) -> dict[str, float]:
     return rates
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
+def plot(summary: dict[str, Any], path: Path, claims: dict[str, tuple] = CLAIMS) -> None:
     """One panel per claim: overall toy CompBench against total training steps, mean and min-max over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(CLAIMS), figsize=(4.2 * len(CLAIMS), 3.6), sharey=True)
-    for axis, (title, arms, _) in zip(axes, CLAIMS.values()):
+    figure, axes = plt.subplots(1, len(claims), figsize=(4.2 * len(claims), 3.6), sharey=True, squeeze=False)
+    for axis, (title, arms, _) in zip(axes[0], claims.values()):
         for name in arms:
             points = summary.get(name, {})
             if not points:
@@ -567,7 +589,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         axis.set_title(title, fontsize=9)
         axis.set_xlabel("total training steps")
         axis.legend(fontsize=8)
-    axes[0].set_ylabel("toy CompBench overall")
+    axes[0][0].set_ylabel("toy CompBench overall")
     figure.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     figure.savefig(tmp, dpi=110)
@@ -582,7 +604,7 @@ def claims_table(summary: dict[str, Any], settings: AblationSettings) -> str:
     judged["decomposition"] = settings.total_steps
     categories = ("color", "shape", "spatial", "count")
     lines = []
-    for claim, (title, arms, paper) in CLAIMS.items():
+    for claim, (title, arms, paper) in settings.claims().items():
         steps = sorted({int(total) for name in arms for total in summary["overall"].get(name, {})})
         steps = [total for total in steps if total <= judged[claim]]
         header = [f"overall @ {total}" for total in steps] + [
@@ -646,12 +668,12 @@ def report(out: Path, docs: Path, settings: AblationSettings, costs: dict[str, A
         + costs_table(costs, results["seconds_per_step"]["stage2"])
     )
     write_text_atomic(docs / "results.md", table + "\n")
-    for name in ARMS:
+    for name in settings.arms:
         sheets = [out / "results" / f"seed{seed}_{name}.png" for seed in settings.seeds]
         images = [Image.open(path).convert("RGB") for path in sheets if path.is_file()]
         if images:
             write_png_atomic(docs / f"sheet_{name}.png", contact_sheet(images, columns=1))
-    plot(summary["overall"], docs / "curves.png")
+    plot(summary["overall"], docs / "curves.png", settings.claims())
     return results
 
 

@@ -5,14 +5,16 @@
 trains the arms of ``ablations.py`` here (re-parameterization, adaLN-single, dense captions, the three stages) and
 writes ``docs/ablations/results.json``, ``results.md`` (a table per claim), ``curves.png`` and a contact sheet per arm.
 A rerun continues where one stopped (every scored point is kept in ``runs/ablations/results``); the report is
-rewritten after each seed, so a partial run is committable. The sizes and budgets are options (``--help``).
+rewritten after each seed, so a partial run is committable. The sizes and budgets are options (``--help``); a copy of
+a finished run's folder continued with a longer ``--stage2_steps`` (the same scored steps first) and some ``--arms``
+trains on from the checkpoints, as the longer-budget run of the docs was made.
 """
 
 import argparse
 import dataclasses
 import sys
 
-from ablations import AblationSettings, run_ablations
+from ablations import ARMS, AblationSettings, run_ablations
 
 from diffusers_pixart.training.config import show_messages
 
@@ -22,12 +24,14 @@ def main() -> int:
     parser.add_argument("--out", default="runs/ablations", help="Run folder (resumable).")
     parser.add_argument("--docs", default="docs/ablations", help="Report folder.")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(AblationSettings.seeds), help="Seeds.")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="Arms to run (default: all).")
     scalars = {"int": int, "float": float, "str": str}
     fields = [field for field in dataclasses.fields(AblationSettings) if field.type in scalars]
     for field in fields:
         parser.add_argument(f"--{field.name}", type=scalars[field.type], default=field.default, help="(settings)")
     args = parser.parse_args()
-    settings = AblationSettings(seeds=tuple(args.seeds), **{field.name: getattr(args, field.name) for field in fields})
+    budget = {field.name: getattr(args, field.name) for field in fields}
+    settings = AblationSettings(seeds=tuple(args.seeds), arms=tuple(args.arms), **budget)
     show_messages()
     results = run_ablations(args.out, args.docs, settings)
     print(open(f"{args.docs}/results.md", encoding="utf-8").read())
