@@ -568,7 +568,10 @@ def seconds_per_step(arms: dict[str, Any], run: str) -> dict[str, float]:
 
 
 def plot(summary: dict[str, Any], path: Path, claims: dict[str, tuple] = CLAIMS) -> None:
-    """One panel per claim: overall toy CompBench against total training steps, mean and min-max over seeds."""
+    """One panel per claim: overall toy CompBench against total training steps, mean and min-max over seeds (no
+    file when no claim has all its arms)."""
+    if not claims:
+        return
     import matplotlib
 
     matplotlib.use("Agg")

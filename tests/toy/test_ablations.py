@@ -1,6 +1,7 @@
 """The toy ablations of examples/toy/ablations.py: every arm on a tiny budget, resume, and the per-block variant."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -66,6 +67,16 @@ def test_every_arm_runs_and_a_rerun_resumes(tmp_path, bf16_cpu_attention, fresh_
     again = run_ablations(out, docs, settings, log=logs.append)
     assert again["arms"] == results["arms"]
 
+    # A longer stage 2 for one arm trains on from its checkpoint; the report keeps that budget's points (4 6 8 10).
+    longer = replace(settings, arms=("scratch",), stage2_steps=6, eval_points=3)
+    extended = run_ablations(out, tmp_path / "docs_long", longer, log=logs.append)
+    assert set(extended["arms"]) == {"scratch"}
+    assert sorted(int(t) for t in extended["arms"]["scratch"]["0"]["points"]) == [4, 6, 8, 10]
+    assert [s["to_step"] for s in extended["arms"]["scratch"]["0"]["segments"]] == [3, 4, 6, 8, 10]
+    # A point before the run's checkpoint cannot be trained to: it says so.
+    with pytest.raises(ValueError, match="cannot go back"):
+        run_ablations(out, tmp_path / "docs_back", replace(longer, stage2_steps=3), log=logs.append)
+
 
 def test_per_block_variant_parameters_masking_and_reload(tmp_path):
     torch.manual_seed(0)
@@ -119,3 +130,5 @@ def test_settings_reject_bad_budgets():
         AblationSettings(seeds=())
     with pytest.raises(ValueError, match="num_prompts"):
         AblationSettings(num_prompts=0)
+    with pytest.raises(ValueError, match="arms"):
+        AblationSettings(arms=("scratch", "unknown"))
