@@ -32,14 +32,20 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DiTTransformer2DModel
 from PIL import Image
-from recipe import RESOLUTION, ToyRecipe, make_toy_transformer, save_base_pipeline, train_toy_stage
+from recipe import (
+    RESOLUTION,
+    ToyRecipe,
+    extract_toy_features,
+    make_toy_transformer,
+    save_base_pipeline,
+    train_toy_stage,
+)
 from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoTokenizer, T5EncoderModel
 
 from diffusers_pixart import TOY_MODEL_PATH
 from diffusers_pixart.atomic import write_json_atomic, write_png_atomic, write_text_atomic
-from diffusers_pixart.data.features import extract_dataset_features
 from diffusers_pixart.evaluation import contact_sheet, sample_images
 from diffusers_pixart.models.pixart_transformer import PixArtTransformer2DModel
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
@@ -331,21 +337,8 @@ def prepare(out: Path, settings: AblationSettings, log: Callable[[str], None]) -
     }
     paths = {"base": base}
     for name, spec in features.items():
-        folder = work / "features" / name
-        done = folder.with_name(f"{name}.done")  # beside the folder: the loader reads every file in it
-        if not done.is_file():
-            rows, _ = extract_dataset_features(
-                str(work / "data" / spec.pop("data")),
-                str(base),
-                folder,
-                resolution=RESOLUTION,
-                batch_size=64,
-                max_length=ToyRecipe.max_sequence_length,
-                **spec,
-            )
-            log(f"features {name}: {rows} rows")
-            done.touch()
-        paths[name] = folder
+        data = work / "data" / spec.pop("data")
+        paths[name] = extract_toy_features(data, base, work / "features" / name, log, **spec)
     return paths
 
 

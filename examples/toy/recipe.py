@@ -504,28 +504,38 @@ def _pretrain_language(tokenizer, text_encoder, stage2: Path, recipe: ToyRecipe)
     )
 
 
+def extract_toy_features(
+    data: str | os.PathLike,
+    pipeline: str | os.PathLike,
+    folder: str | os.PathLike,
+    log: Callable[[str], None],
+    max_length: int = ToyRecipe.max_sequence_length,
+    **options: Any,
+) -> Path:
+    """Precompute an image folder's latents and caption embeddings with ``pipeline``'s VAE and T5 into ``folder``,
+    once: a ``.done`` file beside the folder (the loader reads every file in it) marks it finished, and a rerun
+    returns it as it is. ``options`` go to :func:`extract_dataset_features` (caption and label columns, buckets)."""
+    folder = Path(folder)
+    done = folder.with_name(f"{folder.name}.done")
+    if not done.is_file():
+        rows, _ = extract_dataset_features(
+            str(data), str(pipeline), folder, resolution=RESOLUTION, max_length=max_length, batch_size=64, **options
+        )
+        log(f"features {folder.name}: {rows} rows in {folder}")
+        done.touch()
+    return folder
+
+
 def _features(stage: int, data: dict[str, Path], base: Path, work: Path, recipe: ToyRecipe, log) -> Path:
-    """Precompute one stage's latents and caption embeddings with the base pipeline's VAE and T5 (once); their folder.
+    """One stage's features (:func:`extract_toy_features`) with the base pipeline's VAE and T5; their folder.
 
     Stage 1's features hold labels (no captions), the others' captions; stage 3's are in aspect-ratio buckets.
     """
+    columns = dict(caption_column=None, label_column="label") if stage == 1 else {}
     folder = work / "features" / f"stage{stage}"
-    done = folder.with_name(f"{folder.name}.done")  # beside the folder: the loader reads every file in it
-    if not done.is_file():
-        columns = dict(caption_column=None, label_column="label") if stage == 1 else {}
-        rows, _ = extract_dataset_features(
-            str(data[f"stage{stage}"]),
-            str(base),
-            folder,
-            resolution=RESOLUTION,
-            multi_scale=stage == 3,
-            max_length=recipe.max_sequence_length,
-            batch_size=64,
-            **columns,
-        )
-        log(f"features {stage}: {rows} rows in {folder}")
-        done.touch()
-    return folder
+    return extract_toy_features(
+        data[f"stage{stage}"], base, folder, log, recipe.max_sequence_length, multi_scale=stage == 3, **columns
+    )
 
 
 def _finish(out_dir: Path, runs: dict[str, Path], timings: dict[str, float]) -> Path:

@@ -35,6 +35,7 @@ from PIL import Image
 from recipe import (
     RESOLUTION,
     ToyRecipe,
+    extract_toy_features,
     load_images,
     make_toy_datasets,
     make_toy_vae,
@@ -45,7 +46,6 @@ from recipe import (
 )
 
 from diffusers_pixart.atomic import atomic_dir, write_json_atomic, write_png_atomic, write_text_atomic
-from diffusers_pixart.data.features import extract_dataset_features
 from diffusers_pixart.evaluation import contact_sheet, sample_images
 from diffusers_pixart.pipelines.pixart_alpha import PixArtAlphaPipeline
 from diffusers_pixart.toy.compbench import CATEGORIES, mean_scores, score_image
@@ -138,20 +138,7 @@ def swapped_pipeline(out: Path, model: Path, vae: Path) -> Path:
 
 def new_features(data: Path, pipeline: Path, out: Path, settings: VaeSwapSettings, log: Callable[[str], None]) -> Path:
     """The stage-2 images' latents (new VAE) and caption embeddings, extracted once; their folder."""
-    folder = out / "features"
-    done = out / "features.done"  # beside the folder: the loader reads every file in it
-    if not done.is_file():
-        rows, _ = extract_dataset_features(
-            str(data),
-            str(pipeline),
-            folder,
-            resolution=RESOLUTION,
-            max_length=settings.recipe.max_sequence_length,
-            batch_size=64,
-        )
-        log(f"features: {rows} rows with the new VAE in {folder}")
-        done.touch()
-    return folder
+    return extract_toy_features(data, pipeline, out / "features", log, settings.recipe.max_sequence_length)
 
 
 def evaluate(
