@@ -26,6 +26,7 @@ TRAIN = [
     "textblob>=0.19",
     "opencv-python-headless>=4.8",
     "came-pytorch>=0.1.3",  # --optimizer came (the optimizer of PixArt-Sigma and Sana)
+    "matplotlib>=3.8",  # the toy experiments' curves (ablations, VAE swap)
 ]
 SPACE = ["gradio>=6.0"]
 #: The low-memory mode's int8 T5: torchao's weight-only quantization, which runs on CPU and CUDA.

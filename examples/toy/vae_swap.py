@@ -194,15 +194,13 @@ def results_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def plot(results: dict[str, Any], path: Path) -> bool:
-    """Overall score against training steps (with the reference as a line) as a PNG, if matplotlib is installed."""
-    try:
-        import matplotlib
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Overall score against training steps (with the reference as a line) as a PNG."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     points = [(int(name), scores) for name, scores in by_steps(results)]
     figure, axes = plt.subplots(figsize=(6, 3.6))
     for key in ("overall", *CATEGORIES):
@@ -219,7 +217,6 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
-    return True
 
 
 def run_vae_swap(
@@ -231,7 +228,7 @@ def run_vae_swap(
     """Run the experiment of the module docstring; every step is kept under ``out_dir`` and a rerun continues.
 
     Writes ``out_dir/results.json`` (settings, VAE measures, scores by step, losses, times), ``results.md`` (the
-    table), ``score_vs_steps.png`` (if matplotlib is installed) and ``contact_sheet.png`` (rows: the reference, then
+    table), ``score_vs_steps.png`` and ``contact_sheet.png`` (rows: the reference, then
     step 0 and each evaluated step; columns: the first ``sheet_prompts`` prompts).
 
     Returns:
