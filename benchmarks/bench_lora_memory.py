@@ -1,4 +1,4 @@
-"""Peak memory and step time of one XL/2 LoRA training step (batch 1) for each memory option of train_lora.
+"""Peak memory and step time of one XL/2 LoRA or full fine-tuning step (batch 1) for each memory option.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_lora_memory.py --out benchmarks/results/lora_memory.json
 
@@ -10,6 +10,10 @@ IDDPM loss, backward, gradient clipping and the optimizer step, as the training 
 state of a ``--features`` run, where T5 and the VAE's encoder never load (see the README for what a raw-image run
 adds). Options per configuration: ``--base_dtype`` fp32 or bf16 (bf16 runs under bf16 autocast, as
 ``--mixed_precision bf16``), ``--gradient_checkpointing``, ``--optimizer adamw|adamw8bit|came``.
+
+``--trained full`` measures a full fine-tuning step instead (every weight trained, as the stage scripts and
+``train_dreambooth.py`` without ``--lora_rank`` do): the weights stay float32 (the optimizer's master copy), and
+"bf16" means ``--mixed_precision bf16``, bf16 autocast over float32 weights.
 
 CPU: the peak resident set size of the process (``ru_maxrss``, including the Python interpreter and torch, ~0.4 GB)
 after ``--steps`` steps; the time of the last step. ``--device cuda``: ``torch.cuda.max_memory_allocated``.
@@ -29,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from diffusers_pixart.atomic import write_json_atomic
+
 #: PixArt-α XL/2 (diffusers' PixArt-alpha/PixArt-XL-2-1024-MS transformer config), its sample size set per run.
 XL2 = dict(
     num_attention_heads=16,
@@ -46,6 +52,7 @@ XL2 = dict(
     activation_fn="gelu-approximate",
 )
 OPTIONS = {
+    "trained": ("lora", "full"),
     "base_dtype": ("fp32", "bf16"),
     "gradient_checkpointing": (False, True),
     "optimizer": ("adamw", "adamw8bit", "came"),
@@ -80,21 +87,31 @@ def peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
 
 
-def run_one(resolution: int, base_dtype: str, checkpointing: bool, optimizer_name: str, steps: int, device_name: str):
-    """Measure one configuration in this process; returns its record."""
+def run_one(
+    resolution: int,
+    base_dtype: str,
+    checkpointing: bool,
+    optimizer_name: str,
+    steps: int,
+    device_name: str,
+    trained: str = "lora",
+) -> dict:
+    """Measure one configuration in this process (``trained``: "lora" or "full"); returns its record."""
     from diffusers_pixart.training.diffusion import IDDPMDiffusion
     from diffusers_pixart.training.lora import LoraTrainingConfig, add_adapter
     from diffusers_pixart.training.optimizers import make_optimizer
     from diffusers_pixart.training.parameters import trainable_parameters
 
     device = torch.device(device_name)
-    dtype = torch.bfloat16 if base_dtype == "bf16" else torch.float32
+    autocast = base_dtype == "bf16"
+    dtype = torch.bfloat16 if autocast and trained == "lora" else torch.float32
     config = LoraTrainingConfig(
-        output_dir="unused", rank=16, target_modules=["attention"], base_dtype=base_dtype, optimizer=optimizer_name,
-        mixed_precision="bf16" if base_dtype == "bf16" else "no",
+        output_dir="unused", rank=16, target_modules=["attention"], optimizer=optimizer_name,
+        base_dtype="bf16" if dtype == torch.bfloat16 else "fp32", mixed_precision="bf16" if autocast else "no",
     )  # fmt: skip
     model = build_transformer(resolution, dtype, device)
-    add_adapter(model, config)
+    if trained == "lora":
+        add_adapter(model, config)
     model.train()
     if checkpointing:
         model.enable_gradient_checkpointing()
@@ -114,7 +131,7 @@ def run_one(resolution: int, base_dtype: str, checkpointing: bool, optimizer_nam
     for _ in range(steps):
         start = time.perf_counter()
         noised = objective.noise(latents, {}, generator)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             output = model(
                 noised.noisy, embeds, timestep=noised.timesteps, encoder_attention_mask=mask, added_cond_kwargs=added
             ).sample
@@ -127,6 +144,7 @@ def run_one(resolution: int, base_dtype: str, checkpointing: bool, optimizer_nam
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return {
+        "trained": trained,
         "resolution": resolution,
         "base_dtype": base_dtype,
         "gradient_checkpointing": checkpointing,
@@ -144,21 +162,33 @@ def run_one(resolution: int, base_dtype: str, checkpointing: bool, optimizer_nam
 
 
 def table(results: list[dict]) -> str:
-    """The results as the markdown table of ``benchmarks/README.md``: resolution, base dtype, checkpointing, optimizer
-    (its class's package), peak memory and step time, sorted from the largest configuration to the leanest."""
+    """The results as the markdown tables of ``benchmarks/README.md``: trained weights, resolution, base dtype,
+    checkpointing, optimizer (its class's package), peak memory and step time, sorted from the largest configuration
+    to the leanest (records without ``trained`` are LoRA steps)."""
     lines = [
-        "| resolution | base dtype | gradient checkpointing | optimizer | peak memory (GB) | step time (s) | load |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| trained | resolution | base dtype | gradient checkpointing | optimizer | peak memory (GB) | step time (s) "
+        "| load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     order = {"fp32": 0, "bf16": 1}
+    precision = {("lora", "fp32"): "fp32", ("lora", "bf16"): "bf16", ("full", "fp32"): "fp32",
+                 ("full", "bf16"): "fp32, bf16 autocast"}  # fmt: skip
 
     def key(r: dict) -> tuple:
-        return r["resolution"], order[r["base_dtype"]], r["gradient_checkpointing"], r["optimizer"]
+        return (
+            r.get("trained", "lora") == "full",  # LoRA rows first
+            r["resolution"],
+            order[r["base_dtype"]],
+            r["gradient_checkpointing"],
+            r["optimizer"],
+        )
 
     for r in sorted(results, key=key):
         package = r["optimizer_class"].split(".")[0]
+        trained = r.get("trained", "lora")
         lines.append(
-            f"| {r['resolution']} px | {r['base_dtype']} | {'on' if r['gradient_checkpointing'] else 'off'} | "
+            f"| {'LoRA' if trained == 'lora' else 'all weights'} | {r['resolution']} px | "
+            f"{precision[trained, r['base_dtype']]} | {'on' if r['gradient_checkpointing'] else 'off'} | "
             f"{r['optimizer']} ({package}) | {r['peak_memory_gb']:.2f} | {r['step_time_s']:.0f} | "
             f"{r.get('load_average', ['-'])[0]} |"
         )
@@ -167,6 +197,7 @@ def table(results: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Peak memory and step time of an XL/2 LoRA step per memory option.")
+    parser.add_argument("--trained", nargs="+", default=["lora"], choices=list(OPTIONS["trained"]))
     parser.add_argument("--resolutions", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--base_dtypes", nargs="+", default=list(OPTIONS["base_dtype"]))
     parser.add_argument("--checkpointing", nargs="+", default=["off", "on"], choices=["off", "on"])
@@ -183,21 +214,26 @@ def main() -> int:
         print(table(json.loads(Path(args.out).read_text())))
         return 0
     if args.one:
-        resolution, base_dtype, checkpointing, optimizer_name = args.one.split(",")
-        record = run_one(int(resolution), base_dtype, checkpointing == "on", optimizer_name, args.steps, args.device)
+        resolution, base_dtype, checkpointing, optimizer_name, *trained = args.one.split(",")
+        record = run_one(
+            int(resolution), base_dtype, checkpointing == "on", optimizer_name, args.steps, args.device, *trained
+        )
         print(json.dumps(record), flush=True)
         return 0
 
     out = Path(args.out) if args.out else None
     results = json.loads(out.read_text()) if out and out.is_file() else []
-    done = {(r["resolution"], r["base_dtype"], r["gradient_checkpointing"], r["optimizer"]) for r in results}
+    done = {
+        (r.get("trained", "lora"), r["resolution"], r["base_dtype"], r["gradient_checkpointing"], r["optimizer"])
+        for r in results
+    }
     print(f"torch threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; load {os.getloadavg()}")
-    for resolution, base_dtype, checkpointing, optimizer_name in itertools.product(
-        args.resolutions, args.base_dtypes, args.checkpointing, args.optimizers
+    for trained, resolution, base_dtype, checkpointing, optimizer_name in itertools.product(
+        args.trained, args.resolutions, args.base_dtypes, args.checkpointing, args.optimizers
     ):
-        if (resolution, base_dtype, checkpointing == "on", optimizer_name) in done:
+        if (trained, resolution, base_dtype, checkpointing == "on", optimizer_name) in done:
             continue
-        spec = f"{resolution},{base_dtype},{checkpointing},{optimizer_name}"
+        spec = f"{resolution},{base_dtype},{checkpointing},{optimizer_name},{trained}"
         child = subprocess.run(
             [sys.executable, __file__, "--one", spec, "--steps", str(args.steps), "--device", args.device],
             capture_output=True,
@@ -213,7 +249,7 @@ def main() -> int:
         print(json.dumps(record), flush=True)
         if out:
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(results, indent=1) + "\n")
+            write_json_atomic(out, results)
     return 0
 
 
