@@ -13,7 +13,9 @@ adds). Options per configuration: ``--base_dtype`` fp32 or bf16 (bf16 runs under
 
 ``--trained full`` measures a full fine-tuning step instead (every weight trained, as the stage scripts and
 ``train_dreambooth.py`` without ``--lora_rank`` do): the weights stay float32 (the optimizer's master copy), and
-"bf16" means ``--mixed_precision bf16``, bf16 autocast over float32 weights.
+"bf16" means ``--mixed_precision bf16``, bf16 autocast over float32 weights. Measure those with ``--steps 2``: the
+optimizer allocates its state in the first step's ``optimizer.step()``, after the backward pass has freed the
+activations, so only a second step holds both.
 
 CPU: the peak resident set size of the process (``ru_maxrss``, including the Python interpreter and torch, ~0.4 GB)
 after ``--steps`` steps; the time of the last step. ``--device cuda``: ``torch.cuda.max_memory_allocated``.
@@ -153,6 +155,7 @@ def run_one(
         "trained_parameters": sum(p.numel() for p in params),
         "base_parameters": sum(p.numel() for p in model.parameters() if not p.requires_grad),
         "peak_memory_gb": round(peak_memory_gb(device), 3),
+        "steps": steps,
         "step_time_s": round(times[-1], 2),
         "first_step_time_s": round(times[0], 2),
         "loss": float(loss),

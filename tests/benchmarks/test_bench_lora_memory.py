@@ -31,7 +31,7 @@ def test_a_step_trains_the_adapter_or_every_weight(bench, trained):
     record = bench.run_one(64, "bf16", True, "adamw", 1, "cpu", trained)
     model = bench.build_transformer(64, bench.torch.float32, bench.torch.device("cpu"))
     total = sum(p.numel() for p in model.parameters())
-    assert record["trained"] == trained
+    assert (record["trained"], record["steps"]) == (trained, 1)
     if trained == "full":  # every weight trained, kept in float32 under bf16 autocast
         assert (record["trained_parameters"], record["base_parameters"]) == (total, 0)
     else:  # a rank-16 adapter on the attention layers beside the frozen base
