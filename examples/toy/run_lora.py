@@ -25,8 +25,8 @@ from diffusers_pixart.atomic import write_json_atomic
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 #: The runs of ``docs/toy_lora.json``: LoRA and DoRA, LoRA with the word's embedding row (pivotal tuning), and a
-#: LoRA with a larger budget.
-MEASURED_RUNS = ("lora", "dora", "lora+emb", "lora@800")
+#: LoRA with a larger budget, alone and with the embedding row.
+MEASURED_RUNS = ("lora", "dora", "lora+emb", "lora@800", "lora+emb@800")
 
 
 def main() -> int:
