@@ -251,7 +251,6 @@ def main() -> int:
         results.append(record)
         print(json.dumps(record), flush=True)
         if out:
-            out.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(out, results)
     return 0
 

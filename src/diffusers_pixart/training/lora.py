@@ -3,7 +3,7 @@
 A composition of the engine's parts (:func:`~.engine.train`), as its docstring plans: stage 2's loader
 (:func:`~.stages.make_loader`: imagefolder with ``metadata.jsonl``, Hub dataset, webdataset, parquet, or a features
 folder), captions (:class:`LoraCaptions`, stage 2's :class:`~.conditioning.CaptionConditioning`), the transformer's
-adapter (:class:`TrainedAdapter`, a :class:`~.parameters.LoraAdapter` that writes trigger words on the card) and
+adapter (:class:`~.parameters.LoraAdapter`, with the trigger words and the family on its card) and
 the IDDPM objective (with its noise offset for ``--noise_offset``). What this module adds is the choice of adapter
 (:func:`adapter_config`, :func:`resolve_target_modules`) and the memory options:
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import gc
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -285,25 +285,6 @@ def add_adapter(transformer: torch.nn.Module, config: LoraTrainingConfig) -> Non
 
 
 # ------------------------------------------------------------------------------------------------------ parts
-class TrainedAdapter(LoraAdapter):
-    """:class:`~.parameters.LoraAdapter` (the transformer's one active adapter trains; checkpoints hold it alone; the
-    result is the adapter file), whose model card names the trigger words and the pipeline's family."""
-
-    def __init__(self, pipeline: Any, trigger_words: Sequence[str] = ()):
-        super().__init__(pipeline)
-        self.trigger_words = list(trigger_words)
-
-    def push(
-        self,
-        repo_id: str,
-        samples: Sequence[tuple[str, Any]],
-        card_info: dict[str, Any],
-        extra_files: Mapping[str, Path] | None = None,
-    ) -> None:
-        card = {**card_info, "trigger_words": self.trigger_words, "family": family_of(self.pipeline)}
-        super().push(repo_id, samples, card, extra_files)
-
-
 @dataclass
 class PromptEmbeddings:
     """T5 embeddings (1, L, C) and keep-masks (1, L) of the null caption, and (N, L, C)/(N, L) of the N validation
@@ -444,7 +425,8 @@ def train_lora(config: LoraTrainingConfig) -> Path:
         tokens = embedding_token_ids(pipeline.tokenizer, config.trigger_words, config.train_embedding_tokens)
     add_adapter(pipeline.transformer, config)
     conditioning: Conditioning = LoraCaptions(config, pipeline, prompts)
-    parameters: TrainedParameters = TrainedAdapter(pipeline, config.trigger_words)
+    card = {"trigger_words": list(config.trigger_words), "family": family_of(pipeline)}
+    parameters: TrainedParameters = LoraAdapter(pipeline, card=card)
     if config.train_text_encoder_embeddings:  # pivotal tuning: the rows train with the adapter
         scale = (config.embedding_learning_rate or config.learning_rate) / config.learning_rate
         embeddings = TokenEmbeddings(pipeline.text_encoder, tokens, scale)

@@ -116,6 +116,7 @@ class LoraAdapter:
         pipeline: the ``PixArtAlphaPipeline`` whose transformer carries the adapter.
         save_text_encoder: also save the tokenizer and text encoder next to the weights (``tokenizer/``,
             ``text_encoder/``), for a run that grew them (DreamBooth's ``--add_tokens``).
+        card: fields added to every push's model card (``train_lora``: the trigger words and the pipeline's family).
 
     Raises:
         ValueError: the transformer has no active adapter, or several.
@@ -125,7 +126,7 @@ class LoraAdapter:
     strict_checkpoints = False
     result_name = "lora"
 
-    def __init__(self, pipeline: Any, save_text_encoder: bool = False):
+    def __init__(self, pipeline: Any, save_text_encoder: bool = False, card: Mapping[str, Any] | None = None):
         module = pipeline.transformer
         active = module.active_adapters() if has_adapter(module) else []
         if len(active) != 1:
@@ -134,6 +135,7 @@ class LoraAdapter:
         self.module = module
         self.adapter_name: str = active[0]
         self.save_text_encoder = save_text_encoder
+        self.card = dict(card or {})
 
     def prepare(self) -> None:
         """Nothing: peft marked the adapter's parameters, and only them, trainable."""
@@ -167,6 +169,6 @@ class LoraAdapter:
             repo_id,
             lora_adapter=self.adapter_name,
             samples=samples,
-            card_info=card_info,
+            card_info={**card_info, **self.card},
             extra_files=extra_files,
         )
